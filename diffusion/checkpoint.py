@@ -1,0 +1,73 @@
+"""Checkpoints as one .npz: model weights, optimizer variables, and JSON metadata with a checksum.
+
+NumPy only, so that the CLI can check a checkpoint before TensorFlow loads, and the same file
+restores on either backend. Writes are atomic (temp file, then rename): a kill mid-write
+leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion.dataset import atomic_save_npz
+from diffusion.errors import CheckpointError
+
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_SCHEMA = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    weights: list[np.ndarray]
+    optimizer: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _digest(weights: list[np.ndarray], optimizer: list[np.ndarray], meta_text: str) -> str:
+    h = hashlib.sha256(meta_text.encode())
+    for array in (*weights, *optimizer):
+        h.update(str(array.shape).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write atomically; the digest covers every array and the metadata."""
+    meta_text = json.dumps({**checkpoint.meta, "schema": CHECKPOINT_SCHEMA}, sort_keys=True)
+    arrays = {f"w{i:04d}": w for i, w in enumerate(checkpoint.weights)}
+    arrays |= {f"o{i:04d}": o for i, o in enumerate(checkpoint.optimizer)}
+    arrays["__meta__"] = np.array(meta_text)
+    arrays["__digest__"] = np.array(_digest(checkpoint.weights, checkpoint.optimizer, meta_text))
+    atomic_save_npz(path, arrays)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and verify a checkpoint.
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated, or failing its checksum.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        meta_text = str(arrays.pop("__meta__"))
+        digest = str(arrays.pop("__digest__"))
+        weights = [arrays[k] for k in sorted(arrays) if k.startswith("w")]
+        optimizer = [arrays[k] for k in sorted(arrays) if k.startswith("o")]
+        meta = json.loads(meta_text)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc}).") from None
+    if digest != _digest(weights, optimizer, meta_text):
+        raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch).")
+    if meta.get("schema") != CHECKPOINT_SCHEMA:
+        raise CheckpointError(f"checkpoint {path} has schema {meta.get('schema')!r}; expected {CHECKPOINT_SCHEMA}.")
+    return Checkpoint(weights, optimizer, meta)

@@ -1,0 +1,221 @@
+"""Training batches and the fixed validation set.
+
+A batch is ``(x_t, t, cond, noise)``: noised features, timestep (N, 1) float32, conditioning,
+and the noise the model must predict. Two loaders make them, as the path's ``loader`` knob says:
+
+- ``sync``: NumPy noising inside the training loop; the step waits for it (the seed's ALT).
+- ``prefetch``: the same batches made ahead of the step. On TensorFlow a ``tf.data`` pipeline
+  noises with TF ops in ``map`` and ``prefetch(AUTOTUNE)``; on other backends (JAX on a GPU
+  machine without TensorFlow) a background thread feeds NumPy batches through a queue.
+
+Both loaders draw the batch order from the same seeded permutation, so they see the same
+events in the same order; only the noise draws differ.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffusion.dataset import Normaliser, load_events
+from diffusion.errors import ConfigError
+from diffusion.presets import Preset
+from diffusion.schedule import NoiseSchedule
+
+Batch = tuple  # (x_t, t, cond, noise): NumPy arrays or backend tensors
+VALIDATION_SEED_OFFSET = 1_000_003  # validation events and noise never share a seed with training
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """Clean features and conditioning of the training events."""
+
+    x: np.ndarray  # (N, F) float32
+    cond: np.ndarray  # (N, C) float32
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationSet:
+    """A fixed, pre-noised, ordered validation set: every path validates on a prefix of it."""
+
+    x_t: np.ndarray
+    t: np.ndarray
+    cond: np.ndarray
+    noise: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x_t)
+
+    def batches(self, n_batches: int, batch_size: int) -> Iterator[Batch]:
+        """The first n_batches * batch_size samples, in order, in batches.
+
+        Raises:
+            ConfigError: the pass needs more samples than the set holds.
+        """
+        if n_batches * batch_size > len(self):
+            raise ConfigError(
+                f"a validation pass of {n_batches} x {batch_size} = {n_batches * batch_size} samples "
+                f"needs more than the {len(self)} that this preset's validation set holds."
+            )
+        for b in range(n_batches):
+            s = slice(b * batch_size, (b + 1) * batch_size)
+            yield self.x_t[s], self.t[s], self.cond[s], self.noise[s]
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    train: TrainingData
+    validation: ValidationSet
+    normaliser: Normaliser
+    schedule: NoiseSchedule
+
+
+def prepare(preset: Preset) -> PreparedData:
+    """Simulate (or load from cache) and normalise the preset's training and validation data."""
+    schedule = NoiseSchedule.from_config(preset.diffusion)
+    radius = preset.detector.radius_m
+    train_events = load_events(preset.detector, preset.events, preset.n_train, preset.seed)
+    val_events = load_events(preset.detector, preset.events, preset.n_val, preset.seed + VALIDATION_SEED_OFFSET)
+    normaliser = Normaliser.fit(train_events)
+    train = TrainingData(normaliser.encode(train_events), train_events.condition(radius))
+    rng = np.random.default_rng([preset.seed, VALIDATION_SEED_OFFSET])
+    x0 = normaliser.encode(val_events)
+    t = rng.integers(0, schedule.timesteps, len(x0))
+    noise = rng.standard_normal(x0.shape, dtype=np.float32)
+    validation = ValidationSet(
+        x_t=schedule.q_sample(x0, t, noise).astype(np.float32),
+        t=t[:, None].astype(np.float32),
+        cond=val_events.condition(radius),
+        noise=noise,
+    )
+    return PreparedData(train, validation, normaliser, schedule)
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The batch order of one epoch; both loaders use it."""
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def sync_batches(
+    data: TrainingData, schedule: NoiseSchedule, batch_size: int, seed: int, epoch: int
+) -> Iterator[Batch]:
+    """One epoch of batches, noised with NumPy as they are asked for. Drops the last partial batch."""
+    order = epoch_permutation(seed, epoch, len(data))
+    rng = np.random.default_rng([seed, epoch, 1])
+    for b in range(len(data) // batch_size):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        x0 = data.x[idx]
+        t = rng.integers(0, schedule.timesteps, batch_size)
+        noise = rng.standard_normal(x0.shape, dtype=np.float32)
+        yield schedule.q_sample(x0, t, noise), t[:, None].astype(np.float32), data.cond[idx], noise
+
+
+def threaded_prefetch(batches: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
+    """Run a batch iterator in a background thread, ``depth`` batches ahead of the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        buffer.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # surfaced in the consumer, not lost in the thread
+            buffer.put(exc)
+            return
+        buffer.put(done)
+
+    worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+class Loader:
+    """Makes the training batches of each epoch, in the way the path's ``loader`` knob names.
+
+    Attributes:
+        implementation: what actually runs: ``numpy-sync``, ``tf.data`` or ``thread``; results
+            record it so a reader knows which prefetch was measured.
+    """
+
+    def __init__(self, kind: str, data: TrainingData, schedule: NoiseSchedule, batch_size: int, seed: int) -> None:
+        if batch_size > len(data):
+            raise ConfigError(f"`batch_size` must be at most the {len(data)} training events, but got {batch_size}.")
+        self.kind, self.data, self.schedule, self.batch_size, self.seed = kind, data, schedule, batch_size, seed
+        self.steps_per_epoch = len(data) // batch_size
+        if kind == "sync":
+            self.implementation = "numpy-sync"
+        elif _backend() == "tensorflow":
+            self.implementation = "tf.data"
+            self._tf = _TFPipeline(data, schedule, batch_size, seed)
+        else:
+            self.implementation = "thread"
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of one epoch, in a fixed order for (seed, epoch)."""
+        if self.implementation == "numpy-sync":
+            return sync_batches(self.data, self.schedule, self.batch_size, self.seed, epoch)
+        if self.implementation == "tf.data":
+            return self._tf.epoch(epoch)
+        return threaded_prefetch(sync_batches(self.data, self.schedule, self.batch_size, self.seed, epoch))
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+class _TFPipeline:
+    """``tf.data``: gather a batch by index, noise it with TF ops in ``map``, prefetch with AUTOTUNE."""
+
+    def __init__(self, data: TrainingData, schedule: NoiseSchedule, batch_size: int, seed: int) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.x = tf.constant(data.x)
+        self.cond = tf.constant(data.cond)
+        self.sqrt_ab = tf.constant(np.sqrt(schedule.alpha_bar), tf.float32)
+        self.sqrt_1m_ab = tf.constant(np.sqrt(1.0 - schedule.alpha_bar), tf.float32)
+        self.timesteps, self.batch_size, self.seed, self.n = schedule.timesteps, batch_size, seed, len(data)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        tf = self.tf
+        order = epoch_permutation(self.seed, epoch, self.n)
+        steps = self.n // self.batch_size
+        index = order[: steps * self.batch_size].reshape(steps, self.batch_size)
+
+        def noise(step: tf.Tensor, idx: tf.Tensor) -> Batch:
+            # Stateless ops seeded by (seed, epoch, step): reproducible whatever the map's parallelism.
+            key = tf.stack([tf.constant(self.seed * 1_000_003 + epoch, tf.int64), step])
+            x0 = tf.gather(self.x, idx)
+            t = tf.random.stateless_uniform([self.batch_size], key, 0, self.timesteps, dtype=tf.int64)
+            eps = tf.random.stateless_normal(tf.shape(x0), key + 1, dtype=tf.float32)
+            a = tf.gather(self.sqrt_ab, t)[:, None]
+            s = tf.gather(self.sqrt_1m_ab, t)[:, None]
+            return a * x0 + s * eps, tf.cast(t, tf.float32)[:, None], tf.gather(self.cond, idx), eps
+
+        ds = tf.data.Dataset.from_tensor_slices((tf.range(steps, dtype=tf.int64), index))
+        ds = ds.map(noise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return iter(ds.prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,134 @@
+"""Simulated data sets, cached on disk keyed by their configuration, and their normalisation."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffusion.detector import Detector, DetectorConfig, EventConfig, Events
+
+CACHE_SCHEMA = 1
+CHUNK = 512  # events simulated per call: bounds the (N, rings, PMTs) temporaries
+
+
+def cache_dir() -> Path:
+    """Where data sets are cached: $PMT_DIFFUSION_CACHE, else ~/.cache/pmt-diffusion."""
+    return Path(os.environ.get("PMT_DIFFUSION_CACHE", Path.home() / ".cache" / "pmt-diffusion"))
+
+
+def dataset_key(detector: DetectorConfig, events: EventConfig, n: int, seed: int) -> str:
+    """A digest of everything that determines the data set's content."""
+    spec = {
+        "schema": CACHE_SCHEMA,
+        "detector": dataclasses.asdict(detector),
+        "events": dataclasses.asdict(events),
+        "n": n,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz so that a reader never sees a half-written file: temp file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def simulate(detector: DetectorConfig, events: EventConfig, n: int, seed: int) -> Events:
+    """Simulate n events in chunks; the same arguments always give the same events."""
+    det = Detector(detector)
+    rng = np.random.default_rng(seed)
+    chunks = [det.simulate(rng, min(CHUNK, n - start), events) for start in range(0, n, CHUNK)]
+    return Events(**{f.name: np.concatenate([getattr(c, f.name) for c in chunks]) for f in dataclasses.fields(Events)})
+
+
+def load_events(
+    detector: DetectorConfig, events: EventConfig, n: int, seed: int, *, directory: Path | None = None
+) -> Events:
+    """Simulated events from the cache, or simulated now and cached.
+
+    A cache file whose key or checksum does not match (truncated, edited, another version) is
+    not trusted: it is regenerated with a warning.
+    """
+    key = dataset_key(detector, events, n, seed)
+    path = (directory or cache_dir()) / f"events-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            meta = json.loads(str(arrays.pop("__meta__")))
+            if meta["key"] != key or meta["digest"] != _digest(arrays):
+                raise ValueError("key or checksum mismatch")
+            return Events(**arrays)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            warnings.warn(f"regenerating corrupt data-set cache {path}: {exc}", stacklevel=2)
+    result = simulate(detector, events, n, seed)
+    arrays = result.arrays()
+    meta = json.dumps({"key": key, "digest": _digest(arrays)})
+    atomic_save_npz(path, {**arrays, "__meta__": np.array(meta)})
+    return result
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Maps a hit pattern to model features and back: [standardised log1p(charge), standardised time].
+
+    Unhit PMTs get time feature 0; the charge feature says whether a PMT was hit.
+    """
+
+    charge_mean: float
+    charge_std: float
+    time_mean: float
+    time_std: float
+    hit_threshold: float = 0.5  # decoded charge below half a photoelectron counts as no hit
+
+    @classmethod
+    def fit(cls, events: Events) -> Normaliser:
+        log_q = np.log1p(events.charge)
+        times = events.time[events.hit]
+        return cls(
+            charge_mean=float(log_q.mean()),
+            charge_std=float(log_q.std() + 1e-6),
+            time_mean=float(times.mean()),
+            time_std=float(times.std() + 1e-6),
+        )
+
+    def encode(self, events: Events) -> np.ndarray:
+        """Features (N, 2P), float32."""
+        q = (np.log1p(events.charge) - self.charge_mean) / self.charge_std
+        t = np.where(events.hit, (events.time - self.time_mean) / self.time_std, 0.0)
+        return np.concatenate([q, t], axis=1).astype(np.float32)
+
+    def decode(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Charge and time (N, P) from features; charge and time are 0 where decoded as not hit."""
+        n_pmt = features.shape[1] // 2
+        q = np.expm1(np.maximum(features[:, :n_pmt] * self.charge_std + self.charge_mean, 0.0))
+        hit = q >= self.hit_threshold
+        t = features[:, n_pmt:] * self.time_std + self.time_mean
+        return np.where(hit, q, 0.0), np.where(hit, t, 0.0)

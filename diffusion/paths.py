@@ -1,0 +1,149 @@
+"""Training paths as data: a frozen value of independent knobs, and the spec-string parser.
+
+A path is never a branch in code. ``ALT`` and ``NEU`` are two values of the same dataclass;
+an ablation is one of them with a single knob replaced. This module imports nothing heavy so
+that argument errors answer before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from diffusion.errors import ConfigError
+
+Compile = Literal["eager", "graph", "xla"]
+Loader = Literal["sync", "prefetch"]
+
+COMPILE_MODES: tuple[str, ...] = ("eager", "graph", "xla")
+LOADERS: tuple[str, ...] = ("sync", "prefetch")
+
+
+@dataclass(frozen=True)
+class TrainingPath:
+    """One training setup, as independent knobs.
+
+    Attributes:
+        train_compile: how the train step runs. ``graph`` is ``tf.function(reduce_retracing=True)``,
+            ``xla`` adds ``jit_compile=True``; on JAX both mean ``jax.jit``.
+        val_compile: the same for the validation step.
+        batch_size: training batch size.
+        loader: ``sync`` noises batches in NumPy inside the loop (no overlap); ``prefetch``
+            noises them in a pipeline that runs ahead of the step (``tf.data`` or a thread).
+        clip_norm: clip gradients to this global norm, or ``None`` for no clipping.
+        val_batches: batches per validation pass.
+        val_batch_size: samples per validation batch.
+    """
+
+    train_compile: Compile = "eager"
+    val_compile: Compile = "eager"
+    batch_size: int = 32
+    loader: Loader = "sync"
+    clip_norm: float | None = None
+    val_batches: int = 50
+    val_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for knob in ("train_compile", "val_compile"):
+            value = getattr(self, knob)
+            if value not in COMPILE_MODES:
+                raise ConfigError(f"`{knob}` must be one of {', '.join(COMPILE_MODES)}, but got {value!r}.")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"`loader` must be one of {', '.join(LOADERS)}, but got {self.loader!r}.")
+        for knob in ("batch_size", "val_batches", "val_batch_size"):
+            value = getattr(self, knob)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`{knob}` must be an integer of at least 1, but got {value!r}.")
+        if self.clip_norm is not None and not (self.clip_norm > 0):
+            raise ConfigError(f"`clip_norm` must be a positive number or none, but got {self.clip_norm!r}.")
+
+    @property
+    def val_samples(self) -> int:
+        """Samples in one validation pass."""
+        return self.val_batches * self.val_batch_size
+
+    def knobs(self) -> dict[str, Any]:
+        """All knobs as a JSON-ready dict, in declaration order."""
+        return dataclasses.asdict(self)
+
+
+ALT = TrainingPath()
+NEU = TrainingPath(
+    train_compile="graph",
+    val_compile="graph",
+    loader="prefetch",
+    clip_norm=1.0,
+    val_batches=20,
+    val_batch_size=64,
+)
+PATHS: dict[str, TrainingPath] = {"alt": ALT, "neu": NEU}
+KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingPath))
+
+
+def _parse_value(knob: str, text: str) -> Any:
+    field_type = {f.name: f.type for f in dataclasses.fields(TrainingPath)}[knob]
+    if knob == "clip_norm":
+        if text.lower() in ("none", "off", ""):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"`clip_norm` must be a positive number or none, but got {text!r}.") from None
+    if "int" in str(field_type):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"`{knob}` must be an integer of at least 1, but got {text!r}.") from None
+    return text
+
+
+def parse_path(spec: str) -> TrainingPath:
+    """Parse a path spec: a path name with optional ``knob=value`` overrides.
+
+    Examples: ``alt``, ``neu``, ``neu:train_compile=xla``, ``alt:val_batches=20,val_batch_size=64``.
+
+    Raises:
+        ConfigError: unknown path name, unknown knob, or invalid value; the message lists the
+            valid choices.
+    """
+    name, _, overrides = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in PATHS:
+        raise ConfigError(f"unknown path {name!r} in spec {spec!r}; valid paths: {', '.join(PATHS)}.")
+    changes: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in overrides.split(","))):
+        knob, eq, text = item.partition("=")
+        knob = knob.strip()
+        if not eq:
+            raise ConfigError(f"override {item!r} in spec {spec!r} must look like knob=value.")
+        if knob not in KNOBS:
+            raise ConfigError(f"unknown knob {knob!r} in spec {spec!r}; valid knobs: {', '.join(KNOBS)}.")
+        changes[knob] = _parse_value(knob, text.strip())
+    return dataclasses.replace(PATHS[name], **changes)
+
+
+def format_path(path: TrainingPath) -> str:
+    """The shortest spec that parses back to ``path`` (named base plus the knobs that differ)."""
+    best = ""
+    for name, base in PATHS.items():
+        diffs = [
+            f"{knob}={'none' if getattr(path, knob) is None else getattr(path, knob)}"
+            for knob in KNOBS
+            if getattr(path, knob) != getattr(base, knob)
+        ]
+        spec = name + (":" + ",".join(diffs) if diffs else "")
+        if not best or len(spec) < len(best):
+            best = spec
+    return best
+
+
+def compile_semantics(backend: str) -> dict[str, str]:
+    """What each compile knob value runs as on this backend (for the environment record)."""
+    if backend == "jax":
+        return {"eager": "un-jitted JAX", "graph": "jax.jit", "xla": "jax.jit (same as graph)"}
+    return {
+        "eager": "TF eager",
+        "graph": "tf.function(reduce_retracing=True)",
+        "xla": "tf.function(jit_compile=True, reduce_retracing=True)",
+    }

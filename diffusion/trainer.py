@@ -1,0 +1,319 @@
+"""The trainer: one model, one path, timed steps, validation, checkpoints, and fit.
+
+Timings are taken per step and split into waiting for the batch and running the step, so
+the harness can report first-call (trace) cost, steady-state throughput and input-boundness
+from the same records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from diffusion.data import Loader, PreparedData, prepare
+from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
+from diffusion.paths import TrainingPath, format_path
+from diffusion.presets import Preset
+
+METRICS_NAME = "metrics.jsonl"
+OnStep = Callable[[int, float], None]  # (global step, loss)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """Per-step records of a stretch of training."""
+
+    batch_size: int
+    losses: np.ndarray
+    wait_s: np.ndarray  # waiting for the next batch (the loader's cost not hidden by prefetch)
+    step_s: np.ndarray  # running the step, synchronised
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def first_step_s(self) -> float:
+        """The first step including its wait: where tracing and compilation land."""
+        return float(self.wait_s[0] + self.step_s[0])
+
+    def total_s(self, skip: int = 0) -> float:
+        return float(np.sum(self.wait_s[skip:] + self.step_s[skip:]))
+
+    def samples_per_s(self, skip: int = 1) -> float:
+        """Steady-state throughput: samples over time, leaving out the first ``skip`` steps."""
+        return self.batch_size * (self.steps - skip) / self.total_s(skip)
+
+    def input_wait_share(self, skip: int = 1) -> float:
+        """Share of step time spent waiting for input; near 0 means not input-bound."""
+        return float(np.sum(self.wait_s[skip:]) / self.total_s(skip))
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationResult:
+    """One validation pass."""
+
+    batch_losses: np.ndarray
+    batch_s: np.ndarray
+    batch_size: int
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_losses)
+
+    @property
+    def samples(self) -> int:
+        return self.batches * self.batch_size
+
+    @property
+    def loss(self) -> float:
+        return float(np.mean(self.batch_losses))
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of the mean loss over batches: fewer batches, noisier estimate."""
+        if self.batches < 2:
+            return float("nan")
+        return float(np.std(self.batch_losses, ddof=1) / math.sqrt(self.batches))
+
+    @property
+    def seconds(self) -> float:
+        return float(np.sum(self.batch_s))
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds
+
+
+class Trainer:
+    """Builds data, model, optimizer, loader and steps for a preset and a path.
+
+    Args:
+        preset: sizes of data and model.
+        path: the training setup's knobs.
+        seed: seeds weights and batch order; the same seed gives the same run.
+        data: prepared data to share between trainers (tests, benchmarks); built if None.
+    """
+
+    def __init__(self, preset: Preset, path: TrainingPath, *, seed: int = 0, data: PreparedData | None = None) -> None:
+        import keras
+
+        from diffusion.model import build_denoiser
+        from diffusion.steps import make_stepper
+
+        self.preset, self.path, self.seed = preset, path, seed
+        self.data = data or prepare(preset)
+        if path.val_samples > len(self.data.validation):
+            raise ConfigError(
+                f"path {format_path(path)!r} validates on {path.val_samples} samples, but preset "
+                f"{preset.name!r} holds {len(self.data.validation)}; lower val_batches or val_batch_size."
+            )
+        keras.utils.set_random_seed(seed)
+        train = self.data.train
+        self.model = build_denoiser(train.x.shape[1], train.cond.shape[1], preset.model)
+        self.optimizer = keras.optimizers.Adam(learning_rate=preset.model.learning_rate)
+        self.optimizer.build(self.model.trainable_variables)
+        self.loader = Loader(path.loader, train, self.data.schedule, path.batch_size, seed)
+        self.stepper = make_stepper(self.model, self.optimizer, path)
+        self.global_step = 0
+        self._stream: Iterator | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.loader.steps_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs."""
+        return self.global_step // self.steps_per_epoch
+
+    def _batches(self) -> Iterator:
+        """Batches from the current step on, across epoch boundaries."""
+        epoch, offset = divmod(self.global_step, self.steps_per_epoch)
+        while True:
+            batches = self.loader.epoch(epoch)
+            try:
+                for i, batch in enumerate(batches):
+                    if i >= offset:
+                        yield batch
+            finally:
+                close = getattr(batches, "close", None)
+                if close:
+                    close()
+            epoch, offset = epoch + 1, 0
+
+    def close(self) -> None:
+        """Stop the batch stream (and a prefetch thread behind it)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def train_steps(self, n: int, on_step: OnStep | None = None) -> TrainResult:
+        """Run n optimizer steps, timing each.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite; names the step.
+        """
+        if self._stream is None:
+            self._stream = self._batches()
+        losses, waits, steps = np.empty(n), np.empty(n), np.empty(n)
+        for i in range(n):
+            t0 = time.perf_counter()
+            batch = next(self._stream)
+            t1 = time.perf_counter()
+            loss = self.stepper.train(batch)
+            t2 = time.perf_counter()
+            self.global_step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss} at step {self.global_step} (epoch {self.epoch + 1}, path {format_path(self.path)})."
+                )
+            losses[i], waits[i], steps[i] = loss, t1 - t0, t2 - t1
+            if on_step is not None:
+                on_step(self.global_step, loss)
+        return TrainResult(self.path.batch_size, losses, waits, steps)
+
+    def train_epoch(self, on_step: OnStep | None = None) -> TrainResult:
+        """Train to the end of the current epoch."""
+        return self.train_steps(self.steps_per_epoch - self.global_step % self.steps_per_epoch, on_step)
+
+    def validate(self, n_batches: int | None = None, batch_size: int | None = None) -> ValidationResult:
+        """One validation pass over the fixed set, as the path says unless overridden."""
+        self.stepper.sync_to_model()
+        n_batches = n_batches or self.path.val_batches
+        batch_size = batch_size or self.path.val_batch_size
+        losses, seconds = np.empty(n_batches), np.empty(n_batches)
+        for i, batch in enumerate(self.data.validation.batches(n_batches, batch_size)):
+            t0 = time.perf_counter()
+            losses[i] = self.stepper.validate(batch)
+            seconds[i] = time.perf_counter() - t0
+        return ValidationResult(losses, seconds, batch_size)
+
+    def checkpoint(self, **meta: Any) -> Checkpoint:
+        """The state to resume from: weights, optimizer, step, and what identifies the run."""
+        import keras
+
+        self.stepper.sync_to_model()
+        return Checkpoint(
+            weights=self.model.get_weights(),
+            optimizer=[keras.ops.convert_to_numpy(v.value) for v in self.optimizer.variables],
+            meta={
+                "global_step": self.global_step,
+                "epoch": self.epoch,
+                "path": self.path.knobs(),
+                "preset": self.preset.name,
+                "seed": self.seed,
+                # Batch order and noise are functions of (seed, epoch): this is the whole RNG state.
+                "rng": {"seed": self.seed, "next_epoch": self.epoch},
+                **meta,
+            },
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from a checkpoint of the same preset, path and seed.
+
+        Raises:
+            CheckpointError: the checkpoint belongs to another preset, path or seed, or its
+                arrays do not fit this model.
+        """
+        meta = checkpoint.meta
+        mine = {"preset": self.preset.name, "path": self.path.knobs(), "seed": self.seed}
+        for key, value in mine.items():
+            if meta.get(key) != value:
+                raise CheckpointError(f"checkpoint has {key} {meta.get(key)!r}, but this run has {value!r}.")
+        try:
+            self.model.set_weights(checkpoint.weights)
+            if len(checkpoint.optimizer) != len(self.optimizer.variables):
+                raise ValueError("optimizer variable count differs")
+            for variable, value in zip(self.optimizer.variables, checkpoint.optimizer, strict=True):
+                variable.assign(value)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint does not fit this model: {exc}") from None
+        self.stepper.load_from_model()
+        self.close()
+        self.global_step = int(meta["global_step"])
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    first_step_s: float | None = None  # of this process: includes tracing
+    first_val_pass_s: float | None = None
+
+
+def _write_lines_atomic(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+
+
+def fit(
+    trainer: Trainer,
+    epochs: int,
+    out: Path,
+    *,
+    resume: bool = False,
+    on_step: OnStep | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train to ``epochs`` total epochs, validating and checkpointing after each.
+
+    With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); metrics
+    logged after that checkpoint (a kill between log and checkpoint) are dropped so the log
+    matches the state.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
+    result = FitResult()
+    if resume and ckpt_path.exists():
+        trainer.restore(load_checkpoint(ckpt_path))
+        if metrics_path.exists():
+            kept = [line for line in metrics_path.read_text().splitlines() if line.strip()]
+            kept = [line for line in kept if json.loads(line)["epoch"] <= trainer.epoch]
+            _write_lines_atomic(metrics_path, kept)
+            result.history = [json.loads(line) for line in kept]
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    for _ in range(trainer.epoch, epochs):
+        t0 = time.perf_counter()
+        train = trainer.train_epoch(on_step)
+        train_wall = time.perf_counter() - t0
+        val = trainer.validate()
+        if result.first_step_s is None:
+            result.first_step_s, result.first_val_pass_s = train.first_step_s, val.seconds
+        record = {
+            "epoch": trainer.epoch,
+            "global_step": trainer.global_step,
+            "train_loss": float(np.mean(train.losses)),
+            "train_samples_per_s": train.samples_per_s(skip=1 if train.steps > 1 else 0),
+            "train_wall_s": train_wall,
+            "input_wait_share": train.input_wait_share(skip=1 if train.steps > 1 else 0),
+            "val_loss": val.loss,
+            "val_loss_stderr": val.stderr,
+            "val_samples": val.samples,
+            "val_pass_s": val.seconds,
+            "time": time.time(),
+        }
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_checkpoint(ckpt_path, trainer.checkpoint(metrics=record))
+        result.history.append(record)
+        result.checkpoint = ckpt_path
+        if on_epoch is not None:
+            on_epoch(record)
+    if ckpt_path.exists():
+        result.checkpoint = ckpt_path
+    trainer.close()
+    return result
