@@ -1,0 +1,108 @@
+"""Train the PMT denoiser along one path: ``python -m diffusion.train --path SPEC --preset P ...``.
+
+Arguments are checked before TensorFlow loads, so a bad one answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffusion.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
+from diffusion.paths import format_path, parse_path
+from diffusion.presets import PRESETS, get_preset
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m diffusion.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--path", default="neu", help="path spec, e.g. alt, neu, neu:train_compile=xla (default neu)")
+    parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
+    parser.add_argument("--epochs", type=int, default=3, help="total epochs to reach (default 3)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory: checkpoint and metrics")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--json", type=Path, help="write a summary record here")
+    parser.add_argument("--seed", type=int, default=0, help="seeds weights and batch order (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_resume(out: Path, resume: bool, preset: str, path_knobs: dict, seed: int) -> str | None:
+    """Refuse to overwrite a checkpoint; on resume, verify it (NumPy only, before TF loads)."""
+    ckpt = out / CHECKPOINT_NAME
+    if not ckpt.exists():
+        return f"no checkpoint in {out}; starting a new run." if resume else None
+    if not resume:
+        raise ConfigError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue it or choose another --out.")
+    meta = load_checkpoint(ckpt).meta
+    mine = {"preset": preset, "path": path_knobs, "seed": seed}
+    for key, value in mine.items():
+        if meta.get(key) != value:
+            raise CheckpointError(f"checkpoint in {str(out)!r} has {key} {meta.get(key)!r}, but this run asks for {value!r}.")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = parse_path(args.path)
+    preset = get_preset(args.preset)
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, but got {args.epochs}.")
+    check_writable_dir(args.out, "--out")
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
+    note = check_resume(args.out, args.resume, preset.name, path.knobs(), args.seed)
+    if note:
+        print(note, file=sys.stderr)
+
+    quiet_frameworks()
+    from diffusion.environment import environment
+    from diffusion.progress import TrainingProgress
+    from diffusion.trainer import Trainer, fit
+
+    trainer = Trainer(preset, path, seed=args.seed)
+    with TrainingProgress(args.epochs, trainer.steps_per_epoch, path.batch_size, disable=args.no_progress) as progress:
+        progress.start_at(trainer.epoch)
+        try:
+            result = fit(
+                trainer, args.epochs, args.out, resume=args.resume, on_step=progress.on_step, on_epoch=progress.on_epoch
+            )
+        except TrainingDiverged as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    summary = summarise(result, trainer, args.epochs)
+    progress.print_summary(summary)
+    if args.json is not None:
+        write_json_atomic(args.json, summary)
+    return 0
+
+
+def summarise(result: Any, trainer: Any, epochs: int) -> dict[str, Any]:
+    from diffusion.environment import environment
+
+    last = result.history[-1] if result.history else {}
+    return {
+        "schema": 1,
+        "path": trainer.path.knobs(),
+        "path_spec": format_path(trainer.path),
+        "preset": trainer.preset.name,
+        "epochs": epochs,
+        "seed": trainer.seed,
+        "train_samples_per_s": last.get("train_samples_per_s"),
+        "input_wait_share": last.get("input_wait_share"),
+        "val_loss": last.get("val_loss"),
+        "val_loss_stderr": last.get("val_loss_stderr"),
+        "val_pass_s": last.get("val_pass_s"),
+        "first_step_s": result.first_step_s,
+        "first_val_pass_s": result.first_val_pass_s,
+        "traces": dict(trainer.stepper.traces) if trainer.path.train_compile != "eager" else None,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "history": result.history,
+        "environment": environment(preset=trainer.preset.name, loader_impl=trainer.loader.implementation),
+    }
+
+
+if __name__ == "__main__":
+    run(main)

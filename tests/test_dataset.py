@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion import dataset
+from diffusion.dataset import Normaliser, load_events
+from diffusion.detector import PHYSICS_EVENTS, DetectorConfig
+
+DET = DetectorConfig(n_pmt=64)
+
+
+def test_cached_data_set_is_loaded_not_regenerated(tmp_path, monkeypatch):
+    first = load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    calls = []
+    monkeypatch.setattr(dataset, "simulate", lambda *a: calls.append(a))
+    second = load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    assert calls == []
+    np.testing.assert_array_equal(first.charge, second.charge)
+
+
+def test_cache_is_keyed_by_configuration(tmp_path):
+    load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    load_events(DetectorConfig(n_pmt=64, dead_fraction=0.05), PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    load_events(DET, PHYSICS_EVENTS, 100, seed=2, directory=tmp_path)
+    assert len(list(tmp_path.glob("events-*.npz"))) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_cache_file_is_regenerated_not_trusted(tmp_path, damage):
+    good = load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    (path,) = tmp_path.glob("events-*.npz")
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="regenerating corrupt"):
+        again = load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)
+    np.testing.assert_array_equal(good.charge, again.charge)
+    load_events(DET, PHYSICS_EVENTS, 100, seed=1, directory=tmp_path)  # repaired: no warning now
+
+
+def test_normaliser_round_trips_hit_patterns(tmp_path):
+    events = load_events(DET, PHYSICS_EVENTS, 300, seed=3, directory=tmp_path)
+    norm = Normaliser.fit(events)
+    features = norm.encode(events)
+    assert features.shape == (300, 128)
+    charge, time = norm.decode(features)
+    hit = events.charge >= norm.hit_threshold
+    np.testing.assert_allclose(charge[hit], events.charge[hit], rtol=1e-4)
+    np.testing.assert_allclose(time[hit], events.time[hit], rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(charge > 0, hit)
