@@ -29,8 +29,9 @@ class TrainingProgress:
             console=self.console,
             disable=disable,
         )
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs,
-                                           rate=0.0, loss=float("nan"), val="")
+        self.task = self.progress.add_task(
+            "train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs, rate=0.0, loss=float("nan"), val=""
+        )
         self._last = time.perf_counter()
         self._window: list[float] = []
 

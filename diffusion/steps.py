@@ -166,7 +166,9 @@ class _JaxStepper(Stepper):
     def _grads_body(self, state, x_t, t, cond, noise):
         self.traces["grads"] += 1
         trainable, non_trainable, _ = state
-        (loss, _), grads = self.jax.value_and_grad(self._loss, has_aux=True)(trainable, non_trainable, x_t, t, cond, noise)
+        (loss, _), grads = self.jax.value_and_grad(self._loss, has_aux=True)(
+            trainable, non_trainable, x_t, t, cond, noise
+        )
         return loss, grads
 
     def _train_body(self, state, x_t, t, cond, noise):

@@ -35,12 +35,16 @@ def check_resume(out: Path, resume: bool, preset: str, path_knobs: dict, seed: i
     if not ckpt.exists():
         return f"no checkpoint in {out}; starting a new run." if resume else None
     if not resume:
-        raise ConfigError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue it or choose another --out.")
+        raise ConfigError(
+            f"{str(out)!r} already holds a checkpoint; pass --resume to continue it or choose another --out."
+        )
     meta = load_checkpoint(ckpt).meta
     mine = {"preset": preset, "path": path_knobs, "seed": seed}
     for key, value in mine.items():
         if meta.get(key) != value:
-            raise CheckpointError(f"checkpoint in {str(out)!r} has {key} {meta.get(key)!r}, but this run asks for {value!r}.")
+            raise CheckpointError(
+                f"checkpoint in {str(out)!r} has {key} {meta.get(key)!r}, but this run asks for {value!r}."
+            )
     return None
 
 
@@ -58,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
 
     quiet_frameworks()
-    from diffusion.environment import environment
     from diffusion.progress import TrainingProgress
     from diffusion.trainer import Trainer, fit
 

@@ -18,7 +18,15 @@ def test_alt_and_neu_are_the_seed_setups():
 
 
 def test_knob_names_are_the_shared_vocabulary():
-    assert KNOBS == ("train_compile", "val_compile", "batch_size", "loader", "clip_norm", "val_batches", "val_batch_size")
+    assert KNOBS == (
+        "train_compile",
+        "val_compile",
+        "batch_size",
+        "loader",
+        "clip_norm",
+        "val_batches",
+        "val_batch_size",
+    )
 
 
 def test_spec_overrides_one_knob():

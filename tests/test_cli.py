@@ -1,0 +1,187 @@
+"""The training CLI, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYTHON, python_env
+
+BLOCK_TF = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture(scope="module")
+def no_tf_site(tmp_path_factory) -> Path:
+    """A directory whose sitecustomize makes `import tensorflow` fail."""
+    site = tmp_path_factory.mktemp("no_tf")
+    (site / "sitecustomize.py").write_text(BLOCK_TF)
+    return site
+
+
+def train(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "diffusion.train", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(**env),
+    )
+
+
+def with_blocked_tf(site: Path) -> dict[str, str]:
+    return {"PYTHONPATH": f"{site}:{python_env()['PYTHONPATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--path", "fast"], "unknown path 'fast'"),
+        (["--path", "neu:warp=9"], "unknown knob 'warp'"),
+        (["--path", "neu:loader=async"], "sync, prefetch"),
+        (["--preset", "huge"], "valid presets: tiny, small, seed"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "two"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_answer_in_one_line_before_tensorflow_loads(no_tf_site, tmp_path, args, message):
+    result = train("--out", str(tmp_path / "run"), *args, **with_blocked_tf(no_tf_site))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_output_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = train("--out", str(tmp_path / "file"), "--preset", "tiny")
+    assert result.returncode == 2 and "is a file" in result.stderr
+
+
+@pytest.mark.parametrize("spec", ["alt", "neu", "neu:train_compile=xla"])
+def test_training_one_epoch_writes_a_summary(tmp_path, spec):
+    summary_path = tmp_path / "summary.json"
+    result = train(
+        "--path", spec, "--preset", "tiny", "--epochs", "1", "--out", str(tmp_path / "run"), "--json", str(summary_path)
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(summary_path.read_text())
+    for key in (
+        "path",
+        "preset",
+        "epochs",
+        "train_samples_per_s",
+        "val_loss",
+        "val_loss_stderr",
+        "checkpoint",
+        "environment",
+    ):
+        assert key in summary, key
+    assert summary["path_spec"] == spec and summary["preset"] == "tiny" and summary["epochs"] == 1
+    assert summary["train_samples_per_s"] > 0 and summary["val_loss"] > 0
+    assert Path(summary["checkpoint"]).is_file()
+    env = summary["environment"]
+    assert env["backend"] == "tensorflow" and env["usable_cpus"] >= 1 and "cpu_model" in env
+
+
+def test_jax_backend_trains_neu_without_tensorflow(no_tf_site, tmp_path):
+    summary_path = tmp_path / "summary.json"
+    result = train(
+        "--path",
+        "neu",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+        str(summary_path),
+        KERAS_BACKEND="jax",
+        **with_blocked_tf(no_tf_site),
+    )
+    assert result.returncode == 0, result.stderr
+    env = json.loads(summary_path.read_text())["environment"]
+    assert env["backend"] == "jax"
+    assert env["loader_impl"] == "thread"
+    assert env["compile_semantics"]["graph"] == env["compile_semantics"]["xla"].split(" ")[0]
+
+
+def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
+    run = tmp_path / "run"
+    assert train("--path", "alt", "--preset", "tiny", "--epochs", "1", "--out", str(run)).returncode == 0
+    before = (run / "checkpoint.npz").read_bytes()
+    result = train("--path", "alt", "--preset", "tiny", "--epochs", "1", "--out", str(run))
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert (run / "checkpoint.npz").read_bytes() == before
+
+
+def test_corrupt_checkpoint_on_resume_is_an_error_and_is_kept(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    result = train("--path", "alt", "--preset", "tiny", "--epochs", "2", "--out", str(run), "--resume")
+    assert result.returncode == 2
+    assert "corrupt" in result.stderr and "Traceback" not in result.stderr
+    assert (run / "checkpoint.npz").read_bytes() == b"not a checkpoint"
+
+
+def test_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "diffusion.train",
+            "--no-progress",
+            "--path",
+            "alt",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "500",
+            "--out",
+            str(run),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=python_env(),
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint.npz").exists(), "no checkpoint was written before the kill"
+    from diffusion.checkpoint import load_checkpoint
+
+    done = load_checkpoint(run / "checkpoint.npz").meta["epoch"]
+    assert done < 500
+    summary_path = tmp_path / "summary.json"
+    result = train(
+        "--path",
+        "alt",
+        "--preset",
+        "tiny",
+        "--epochs",
+        str(done + 1),
+        "--out",
+        str(run),
+        "--resume",
+        "--json",
+        str(summary_path),
+    )
+    assert result.returncode == 0, result.stderr
+    history = json.loads(summary_path.read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, done + 2))
