@@ -52,7 +52,7 @@ class Preset:
     detector: DetectorConfig
     model: ModelConfig
     n_train: int  # training events; an epoch is n_train // batch_size steps
-    n_val: int  # fixed, pre-noised validation samples; >= the largest pass (50 x 32)
+    n_val: int  # fixed, pre-noised validation samples; >= the largest pass (50 x 64 for ablation V3)
     events: EventConfig = PHYSICS_EVENTS
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     seed: int = 0
@@ -65,7 +65,7 @@ PRESETS: dict[str, Preset] = {
         detector=DetectorConfig(n_pmt=96),
         model=ModelConfig(hidden_dim=64, blocks=2, time_embed_dim=32),
         n_train=512,
-        n_val=1600,
+        n_val=3200,
     ),
     # Default: the whole ALT-vs-NEU comparison in minutes on 2 cores.
     "small": Preset(
@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
         detector=DetectorConfig(n_pmt=768),
         model=ModelConfig(hidden_dim=256, blocks=4),
         n_train=4096,
-        n_val=1600,
+        n_val=3200,
     ),
     # The seed report's scale: hidden_dim 768 and enough PMTs that ALT trains at tens of samples/s.
     "seed": Preset(

@@ -1,0 +1,163 @@
+"""Measure two training paths against each other and give every claim a verdict.
+
+``python -m bench.compare alt neu`` measures ALT and NEU and the one-knob ablations between
+them in fresh worker processes over interleaved rounds, then prints the claim tables with
+95% intervals and verdicts, the ablations and the environment. ``--from FILE`` renders a
+saved result instead of measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from diffusion.cli import Parser, check_writable_file, run, write_json_atomic, write_text_atomic
+from diffusion.errors import ConfigError
+from diffusion.paths import format_path, parse_path
+from diffusion.presets import PRESETS, get_preset
+
+SCHEMA = "pmt-bench/compare/1"
+REQUIRED = ("schema", "environment", "base", "candidate", "claims", "ablations", "preset", "rounds", "wall_s")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("base", nargs="?", help="base path spec (default alt)")
+    parser.add_argument("candidate", nargs="?", help="candidate path spec (default neu)")
+    parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--train-seconds", type=float, default=2.5, help="steady-state training time per job (default 2.5)"
+    )
+    parser.add_argument("--no-ablations", action="store_true", help="measure only base and candidate")
+    parser.add_argument("--both-ways", action="store_true", help="also measure the candidate with each knob set back")
+    parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds, and the bootstrap")
+    parser.add_argument("--json", type=Path, help="write the result record here")
+    parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
+    parser.add_argument("--from", dest="source", type=Path, help="render a saved result instead of measuring")
+    parser.add_argument("--claims", type=Path, help="claims registry (default: bench/claims.toml)")
+    return parser
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """Read a saved comparison.
+
+    Raises:
+        ConfigError: missing, not JSON, or not a comparison record of this schema.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--from {str(path)!r}: no such file.")
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--from {str(path)!r} is not valid JSON ({exc}).") from None
+    if not isinstance(result, dict) or result.get("schema") != SCHEMA:
+        got = result.get("schema") if isinstance(result, dict) else type(result).__name__
+        raise ConfigError(f"--from {str(path)!r} has schema {got!r}; expected {SCHEMA!r}.")
+    missing = [k for k in REQUIRED if k not in result]
+    if missing:
+        raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
+    return result
+
+
+def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.analysis import ablation_rows, assess_claims, path_summary
+    from bench.claims import load_claims
+    from bench.runner import plan_roles, run_rounds
+
+    claims = load_claims(args.claims)
+    base, candidate = parse_path(base_spec), parse_path(cand_spec)
+    roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    ) as progress:
+        task = progress.add_task("measuring", total=args.rounds * len(roles), last="")
+
+        def on_job(r: int, role: Any, record: dict[str, Any]) -> None:
+            status = "failed" if "error" in record else "done"
+            progress.update(task, advance=1, description=f"round {r + 1}/{args.rounds}", last=f"{role.name} {status}")
+
+        records = run_rounds(
+            roles,
+            args.preset,
+            args.rounds,
+            job_options={"train_seconds": args.train_seconds},
+            seed=args.seed,
+            on_job=on_job,
+        )
+    wall = time.perf_counter() - start
+    role_dicts = [{"name": r.name, "spec": r.spec, "phases": list(r.phases), "knob": r.knob} for r in roles]
+    ok = [rec for rec in records if "environment" in rec]
+    if not ok:
+        raise SystemExit(f"error: every worker failed; first: {records[0].get('error') if records else 'none ran'}")
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "preset": args.preset,
+        "rounds": args.rounds,
+        "wall_s": wall,
+        "base": {"spec": format_path(base), "knobs": base.knobs(), "summary": path_summary(records, "base")},
+        "candidate": {
+            "spec": format_path(candidate),
+            "knobs": candidate.knobs(),
+            "summary": path_summary(records, "candidate"),
+        },
+        "roles": role_dicts,
+        "claims": assess_claims(claims, records, base.knobs(), candidate.knobs(), seed=args.seed),
+        "ablations": ablation_rows(records, role_dicts, seed=args.seed),
+        "environment": ok[0]["environment"],
+        "records": records,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for given in (args.base, args.candidate):
+        if given is not None:
+            parse_path(given)
+    get_preset(args.preset)
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
+    if not args.train_seconds > 0:
+        raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
+    for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
+        if path is not None:
+            check_writable_file(path, what)
+    if args.markdown is not None:
+        check_writable_file(args.markdown.with_suffix(".png"), "--markdown plot")
+    if args.claims is not None:
+        from bench.claims import load_claims
+
+        load_claims(args.claims)
+
+    if args.source is not None:
+        result = load_result(args.source)
+        for given, key in ((args.base, "base"), (args.candidate, "candidate")):
+            if given is not None and parse_path(given).knobs() != result[key]["knobs"]:
+                raise ConfigError(f"{key} {given!r} does not match the saved result's {result[key]['spec']!r}.")
+    else:
+        result = measure(args, args.base or "alt", args.candidate or "neu")
+
+    from bench.report import markdown, plot, render
+
+    if args.json is not None:
+        write_json_atomic(args.json, result)
+    if args.markdown is not None:
+        png = args.markdown.with_suffix(".png")
+        plot(result, png)
+        write_text_atomic(args.markdown, markdown(result, plot_name=png.name))
+    render(result)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,242 @@
+"""The measurement core: what one worker process measures for one path.
+
+A job is one path spec at one preset, with the phases to measure. Phases run in the order
+given (the harness puts ``validate`` before ``train`` so the validation peak does not inherit
+the training peak); each records time, memory sampled at 200 Hz, and CPU use. The same
+functions serve the compare CLI, the CI gate and the pytest-benchmark suites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from diffusion.paths import format_path, parse_path
+from diffusion.presets import get_preset
+
+PHASES = ("validate", "train")
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Job:
+    """One worker's task.
+
+    Attributes:
+        spec: path spec.
+        preset: preset name.
+        phases: phases to measure, in order.
+        train_seconds: steady-state training is timed for at least this long...
+        min_steps: ...and at least this many steps, after the first (traced) step and warm-up.
+        warmup_steps: untimed steps after the first, so caches and autotuning settle.
+        val_passes: timed validation passes after the first (traced) one.
+        fit_disk: also fit one epoch into a temp directory and report the bytes written.
+        seed: model and data-order seed.
+    """
+
+    spec: str
+    preset: str
+    phases: tuple[str, ...] = PHASES
+    train_seconds: float = 2.5
+    min_steps: int = 10
+    warmup_steps: int = 2
+    val_passes: int = 3
+    fit_disk: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_path(self.spec)
+        get_preset(self.preset)
+        unknown = [p for p in self.phases if p not in PHASES]
+        if unknown:
+            raise ValueError(f"unknown phases {unknown}; valid phases: {', '.join(PHASES)}.")
+
+
+class MemorySampler:
+    """Peak RSS of this process over a block, sampled by a thread at ``hz``.
+
+    Reports the absolute peak and the growth above the RSS at the block's start, so a phase
+    is judged on what it added, not on what earlier phases left behind.
+    """
+
+    def __init__(self, hz: float = 200.0) -> None:
+        self.interval = 1.0 / hz
+        self.process = psutil.Process()
+        self.samples = 0
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "peak_rss_mib": self.peak / MIB,
+            "rss_growth_mib": (self.peak - self.start) / MIB,
+            "rss_start_mib": self.start / MIB,
+            "rss_samples": self.samples,
+        }
+
+
+class CpuMeter:
+    """CPU time of this process over a block, as cores busy and as a share of usable cores."""
+
+    def __enter__(self) -> CpuMeter:
+        self.process = psutil.Process()
+        self.cpu0, self.wall0 = self._cpu(), time.perf_counter()
+        return self
+
+    def _cpu(self) -> float:
+        t = self.process.cpu_times()
+        return t.user + t.system
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s, self.wall_s = self._cpu() - self.cpu0, time.perf_counter() - self.wall0
+
+    def summary(self) -> dict[str, float]:
+        cores = self.cpu_s / self.wall_s if self.wall_s > 0 else float("nan")
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return {"cpu_s": self.cpu_s, "wall_s": self.wall_s, "cores_busy": cores, "cpu_utilisation": cores / usable}
+
+
+def device_peak_bytes() -> dict[str, Any]:
+    """The framework allocator's peak, where the device reports one; else says why not."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        if stats and "peak_bytes_in_use" in stats:
+            return {"device_peak_mib": stats["peak_bytes_in_use"] / MIB, "device": str(device)}
+        return {"device_peak_mib": None, "device_peak_note": f"not measured: {device} reports no allocator peak"}
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        info = tf.config.experimental.get_memory_info(gpus[0].name)
+        return {"device_peak_mib": info["peak"] / MIB, "device": gpus[0].name}
+    return {
+        "device_peak_mib": None,
+        "device_peak_note": "not measured: TensorFlow reports no allocator peak on CPU (RSS is used)",
+    }
+
+
+def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
+    """First (traced) step, warm-up, then steady-state steps for at least ``train_seconds``."""
+    first = trainer.train_steps(1)
+    warm = trainer.train_steps(job.warmup_steps) if job.warmup_steps else None
+    chunks, elapsed, steps = [], 0.0, 0
+    chunk = max(1, job.min_steps // 2)
+    while elapsed < job.train_seconds or steps < job.min_steps:
+        result = trainer.train_steps(chunk)
+        chunks.append(result)
+        elapsed += result.total_s()
+        steps += result.steps
+    wait = np.concatenate([c.wait_s for c in chunks])
+    step = np.concatenate([c.step_s for c in chunks])
+    batch = trainer.path.batch_size
+    per_step = wait + step
+    return {
+        "first_step_s": first.first_step_s,
+        "steady_steps": int(steps),
+        "steady_s": float(per_step.sum()),
+        "train_samples_per_s": batch * steps / float(per_step.sum()),
+        "step_ms_median": float(np.median(per_step) * 1e3),
+        "input_wait_share": float(wait.sum() / per_step.sum()),
+        # Time to N steps including the first call: a speedup that only moves time into
+        # compilation shows here.
+        "time_to_steps": {
+            "steps": 1 + job.warmup_steps + int(steps),
+            "seconds": first.total_s() + (warm.total_s() if warm else 0.0) + float(per_step.sum()),
+        },
+        "train_loss_last": float(chunks[-1].losses[-1]),
+    }
+
+
+def measure_validate(trainer: Any, job: Job) -> dict[str, Any]:
+    """First (traced) validation pass, then ``val_passes`` timed passes."""
+    first = trainer.validate()
+    passes = [trainer.validate() for _ in range(job.val_passes)]
+    seconds = np.array([p.seconds for p in passes])
+    last = passes[-1]
+    return {
+        "first_val_pass_s": first.seconds,
+        "val_pass_s": float(np.median(seconds)),
+        "val_pass_s_all": seconds.tolist(),
+        "val_samples": last.samples,
+        "val_batches": last.batches,
+        "val_samples_per_s": last.samples / float(np.median(seconds)),
+        "val_loss": last.loss,
+        "val_loss_stderr": last.stderr,
+    }
+
+
+def measure_disk(trainer: Any) -> dict[str, Any]:
+    """Fit one more epoch into a temp directory; bytes of logs and checkpoints written."""
+    from diffusion.checkpoint import CHECKPOINT_NAME
+    from diffusion.trainer import METRICS_NAME, fit
+
+    with tempfile.TemporaryDirectory(prefix="bench-disk-") as tmp:
+        out = Path(tmp)
+        fit(trainer, trainer.epoch + 1, out)
+        sizes = {p.name: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    return {
+        "log_bytes": sum(v for k, v in sizes.items() if k != CHECKPOINT_NAME),
+        "checkpoint_bytes": sizes.get(CHECKPOINT_NAME, 0),
+        "files": sizes,
+        "log_files": [METRICS_NAME],
+    }
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Measure a job in this process and return its JSON-ready record."""
+    from diffusion.environment import environment
+    from diffusion.trainer import Trainer
+
+    path, preset = parse_path(job.spec), get_preset(job.preset)
+    with MemorySampler() as setup_mem:
+        t0 = time.perf_counter()
+        trainer = Trainer(preset, path, seed=job.seed)
+        setup_s = time.perf_counter() - t0
+    record: dict[str, Any] = {
+        "job": dataclasses.asdict(job),
+        "spec": format_path(path),
+        "path": path.knobs(),
+        "setup": {"seconds": setup_s, **setup_mem.summary()},
+        "phases": {},
+    }
+    for phase in job.phases:
+        with MemorySampler() as mem, CpuMeter() as cpu:
+            result = measure_validate(trainer, job) if phase == "validate" else measure_train(trainer, job)
+        record["phases"][phase] = {**result, **mem.summary(), **cpu.summary()}
+    if job.fit_disk:
+        record["disk"] = measure_disk(trainer)
+    record["device_memory"] = device_peak_bytes()
+    record["traces"] = dict(trainer.stepper.traces)
+    record["environment"] = environment(preset=preset.name, loader_impl=trainer.loader.implementation)
+    trainer.close()
+    return record
