@@ -240,3 +240,51 @@ def run_job(job: Job) -> dict[str, Any]:
     record["environment"] = environment(preset=preset.name, loader_impl=trainer.loader.implementation)
     trainer.close()
     return record
+
+
+class Session:
+    """One path at one preset, in this process, for the pytest-benchmark suites.
+
+    The first call (trace/compile) is timed on its own by ``first_train_step`` and
+    ``first_validation_pass``; the suites then benchmark steady-state calls.
+    """
+
+    def __init__(self, preset: str, spec: str, seed: int = 0) -> None:
+        from diffusion.trainer import Trainer
+
+        self.job = Job(spec, preset, seed=seed)
+        self.trainer = Trainer(get_preset(preset), parse_path(spec), seed=seed)
+        self.first_call_s: dict[str, float] = {}
+
+    def first_train_step(self) -> float:
+        self.first_call_s["train"] = self.trainer.train_steps(1).first_step_s
+        return self.first_call_s["train"]
+
+    def first_validation_pass(self) -> float:
+        self.first_call_s["validate"] = self.trainer.validate().seconds
+        return self.first_call_s["validate"]
+
+    def train_step(self) -> float:
+        return float(self.trainer.train_steps(1).losses[0])
+
+    def validation_pass(self) -> float:
+        return self.trainer.validate().loss
+
+    def extra_info(self, phase: str) -> dict[str, Any]:
+        from diffusion.environment import environment
+
+        trainer = self.trainer
+        return {
+            "phase": phase,
+            "spec": format_path(trainer.path),
+            "path": trainer.path.knobs(),
+            "preset": self.job.preset,
+            "samples_per_call": trainer.path.batch_size if phase == "train" else trainer.path.val_samples,
+            "first_call_s": self.first_call_s.get(phase),
+            "peak_rss_mib": psutil.Process().memory_info().rss / MIB,
+            "traces": dict(trainer.stepper.traces),
+            "environment": environment(preset=self.job.preset, loader_impl=trainer.loader.implementation),
+        }
+
+    def close(self) -> None:
+        self.trainer.close()

@@ -20,16 +20,18 @@ def blocked_tf(tmp_path_factory) -> dict[str, str]:
 
 
 def bench(module: str, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
-                          env=python_env(**env), cwd=ROOT)
+    return subprocess.run(
+        [PYTHON, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=python_env(**env), cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """One real comparison at tiny: 2 rounds of ALT, NEU and every ablation in fresh workers."""
     out = tmp_path_factory.mktemp("compare") / "result.json"
-    result = bench("bench.compare", "alt", "neu", "--preset", "tiny", "--rounds", "2", "--train-seconds", "0.5",
-                   "--json", str(out))
+    result = bench(
+        "bench.compare", "alt", "neu", "--preset", "tiny", "--rounds", "2", "--train-seconds", "0.5", "--json", str(out)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
