@@ -145,6 +145,8 @@ def assess_claim(
     base_vals = metric_rounds(records, base_role, claim.metric)
     cand_vals = metric_rounds(records, cand_role, claim.metric)
     reason = _context(records, base_role, cand_role, claim.metric)
+    if claim.note:
+        reason = f"{claim.note}; {reason}"
     if errors:
         reason += f"; {len(errors)} worker failure(s): {errors[0]}"
     return {

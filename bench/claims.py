@@ -45,6 +45,7 @@ class Claim:
     tolerance: float = 0.20
     status: str = "measured"
     reason: str | None = None
+    note: str | None = None  # what a reader must know to read the verdict right
     unit: str = "x"
 
     def __post_init__(self) -> None:

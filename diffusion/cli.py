@@ -6,11 +6,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -59,7 +59,7 @@ def check_writable_file(path: Path, what: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a reader sees the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

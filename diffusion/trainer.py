@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from diffusion.cli import write_text_atomic
 from diffusion.data import Loader, PreparedData, prepare
 from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
 from diffusion.paths import TrainingPath, format_path
@@ -252,13 +251,6 @@ class FitResult:
     first_val_pass_s: float | None = None
 
 
-def _write_lines_atomic(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
-
-
 def fit(
     trainer: Trainer,
     epochs: int,
@@ -282,7 +274,7 @@ def fit(
         if metrics_path.exists():
             kept = [line for line in metrics_path.read_text().splitlines() if line.strip()]
             kept = [line for line in kept if json.loads(line)["epoch"] <= trainer.epoch]
-            _write_lines_atomic(metrics_path, kept)
+            write_text_atomic(metrics_path, "".join(line + "\n" for line in kept))
             result.history = [json.loads(line) for line in kept]
     elif metrics_path.exists():
         metrics_path.unlink()
