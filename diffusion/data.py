@@ -14,6 +14,7 @@ events in the same order; only the noise draws differ.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Iterator
@@ -174,11 +175,22 @@ class Loader:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch, in a fixed order for (seed, epoch)."""
-        if self.implementation == "numpy-sync":
-            return sync_batches(self.data, self.schedule, self.batch_size, self.seed, epoch)
+        return itertools.islice(self.stream(epoch), self.steps_per_epoch)
+
+    def stream(self, start_epoch: int = 0) -> Iterator[Batch]:
+        """Batches of all epochs from ``start_epoch`` on, without end.
+
+        One pipeline spans the epochs: rebuilding a ``tf.data`` pipeline per epoch retraces its
+        map function and restarts its prefetch, a stall at every epoch boundary.
+        """
         if self.implementation == "tf.data":
-            return self._tf.epoch(epoch)
-        return threaded_prefetch(sync_batches(self.data, self.schedule, self.batch_size, self.seed, epoch))
+            return self._tf.stream(start_epoch)
+        batches = self._sync_stream(start_epoch)
+        return batches if self.implementation == "numpy-sync" else threaded_prefetch(batches)
+
+    def _sync_stream(self, start_epoch: int) -> Iterator[Batch]:
+        for epoch in itertools.count(start_epoch):
+            yield from sync_batches(self.data, self.schedule, self.batch_size, self.seed, epoch)
 
 
 def _backend() -> str:
@@ -200,22 +212,32 @@ class _TFPipeline:
         self.sqrt_1m_ab = tf.constant(np.sqrt(1.0 - schedule.alpha_bar), tf.float32)
         self.timesteps, self.batch_size, self.seed, self.n = schedule.timesteps, batch_size, seed, len(data)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def stream(self, start_epoch: int) -> Iterator[Batch]:
         tf = self.tf
-        order = epoch_permutation(self.seed, epoch, self.n)
         steps = self.n // self.batch_size
-        index = order[: steps * self.batch_size].reshape(steps, self.batch_size)
 
-        def noise(step: tf.Tensor, idx: tf.Tensor) -> Batch:
+        def epoch_index(epoch: tf.Tensor) -> tf.data.Dataset:
+            # The same NumPy permutation as the sync loader, so both see the same events in order.
+            order = tf.numpy_function(
+                lambda e: epoch_permutation(self.seed, int(e), self.n)[: steps * self.batch_size].astype(np.int64),
+                [epoch],
+                tf.int64,
+                stateful=False,
+            )
+            index = tf.reshape(order, [steps, self.batch_size])
+            keys = tf.stack([tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64)], axis=1)
+            return tf.data.Dataset.from_tensor_slices((keys, index))
+
+        def noise(key: tf.Tensor, idx: tf.Tensor) -> Batch:
             # Stateless ops seeded by (seed, epoch, step): reproducible whatever the map's parallelism.
-            key = tf.stack([tf.constant(self.seed * 1_000_003 + epoch, tf.int64), step])
+            seed = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + key[0], key[1]])
             x0 = tf.gather(self.x, idx)
-            t = tf.random.stateless_uniform([self.batch_size], key, 0, self.timesteps, dtype=tf.int64)
-            eps = tf.random.stateless_normal(tf.shape(x0), key + 1, dtype=tf.float32)
+            t = tf.random.stateless_uniform([self.batch_size], seed, 0, self.timesteps, dtype=tf.int64)
+            eps = tf.random.stateless_normal(tf.shape(x0), seed + 1, dtype=tf.float32)
             a = tf.gather(self.sqrt_ab, t)[:, None]
             s = tf.gather(self.sqrt_1m_ab, t)[:, None]
             return a * x0 + s * eps, tf.cast(t, tf.float32)[:, None], tf.gather(self.cond, idx), eps
 
-        ds = tf.data.Dataset.from_tensor_slices((tf.range(steps, dtype=tf.int64), index))
+        ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_index)
         ds = ds.map(noise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return iter(ds.prefetch(tf.data.AUTOTUNE))

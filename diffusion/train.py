@@ -5,6 +5,7 @@ Arguments are checked before TensorFlow loads, so a bad one answers at once.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ def build_parser() -> Parser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--json", type=Path, help="write a summary record here")
     parser.add_argument("--seed", type=int, default=0, help="seeds weights and batch order (default 0)")
+    parser.add_argument(
+        "--config", type=Path, help="best.json from `python -m diffusion.hpo best`: its parameters apply"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def check_resume(out: Path, resume: bool, preset: str, path_knobs: dict, seed: int) -> str | None:
+def check_resume(out: Path, resume: bool, preset: str, model: dict, path_knobs: dict, seed: int) -> str | None:
     """Refuse to overwrite a checkpoint; on resume, verify it (NumPy only, before TF loads)."""
     ckpt = out / CHECKPOINT_NAME
     if not ckpt.exists():
@@ -39,7 +43,7 @@ def check_resume(out: Path, resume: bool, preset: str, path_knobs: dict, seed: i
             f"{str(out)!r} already holds a checkpoint; pass --resume to continue it or choose another --out."
         )
     meta = load_checkpoint(ckpt).meta
-    mine = {"preset": preset, "path": path_knobs, "seed": seed}
+    mine = {"preset": preset, "model": model, "path": path_knobs, "seed": seed}
     for key, value in mine.items():
         if meta.get(key) != value:
             raise CheckpointError(
@@ -52,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = parse_path(args.path)
     preset = get_preset(args.preset)
+    if args.config is not None:
+        from diffusion.hpo.space import apply_params, load_best
+
+        preset, path = apply_params(preset, path, load_best(args.config)["params"])
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, but got {args.epochs}.")
     check_writable_dir(args.out, "--out")
     if args.json is not None:
         check_writable_file(args.json, "--json")
-    note = check_resume(args.out, args.resume, preset.name, path.knobs(), args.seed)
+    note = check_resume(args.out, args.resume, preset.name, dataclasses.asdict(preset.model), path.knobs(), args.seed)
     if note:
         print(note, file=sys.stderr)
 
@@ -91,6 +99,7 @@ def summarise(result: Any, trainer: Any, epochs: int) -> dict[str, Any]:
         "path": trainer.path.knobs(),
         "path_spec": format_path(trainer.path),
         "preset": trainer.preset.name,
+        "model": dataclasses.asdict(trainer.preset.model),
         "epochs": epochs,
         "seed": trainer.seed,
         "train_samples_per_s": last.get("train_samples_per_s"),

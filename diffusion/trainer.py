@@ -7,6 +7,8 @@ from the same records.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import time
@@ -139,17 +141,13 @@ class Trainer:
     def _batches(self) -> Iterator:
         """Batches from the current step on, across epoch boundaries."""
         epoch, offset = divmod(self.global_step, self.steps_per_epoch)
-        while True:
-            batches = self.loader.epoch(epoch)
-            try:
-                for i, batch in enumerate(batches):
-                    if i >= offset:
-                        yield batch
-            finally:
-                close = getattr(batches, "close", None)
-                if close:
-                    close()
-            epoch, offset = epoch + 1, 0
+        stream = self.loader.stream(epoch)
+        try:
+            yield from itertools.islice(stream, offset, None)
+        finally:
+            close = getattr(stream, "close", None)  # stops a prefetch thread
+            if close:
+                close()
 
     def close(self) -> None:
         """Stop the batch stream (and a prefetch thread behind it)."""
@@ -211,6 +209,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "path": self.path.knobs(),
                 "preset": self.preset.name,
+                "model": dataclasses.asdict(self.preset.model),
                 "seed": self.seed,
                 # Batch order and noise are functions of (seed, epoch): this is the whole RNG state.
                 "rng": {"seed": self.seed, "next_epoch": self.epoch},
@@ -226,7 +225,12 @@ class Trainer:
                 arrays do not fit this model.
         """
         meta = checkpoint.meta
-        mine = {"preset": self.preset.name, "path": self.path.knobs(), "seed": self.seed}
+        mine = {
+            "preset": self.preset.name,
+            "model": dataclasses.asdict(self.preset.model),
+            "path": self.path.knobs(),
+            "seed": self.seed,
+        }
         for key, value in mine.items():
             if meta.get(key) != value:
                 raise CheckpointError(f"checkpoint has {key} {meta.get(key)!r}, but this run has {value!r}.")

@@ -1,0 +1,237 @@
+"""The Optuna study: objective, pruner, and the worker loop that threads and processes share.
+
+Workers coordinate only through Optuna's storage: each takes one trial at a time
+(``optimize(n_trials=1)``: enqueued and retried trials first), and stops when the study has
+its finished trials. A worker killed mid-trial stops beating; the next trial start anywhere
+fails its trial and Optuna's retry callback re-enqueues it.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import psutil
+
+from diffusion.errors import ConfigError, TrainingDiverged
+from diffusion.paths import format_path, parse_path
+from diffusion.presets import PRESETS, get_preset
+
+PRUNERS = ("median", "none")
+ATTR_CONFIG = "search_config"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What every worker of a study needs; stored in the study so workers agree.
+
+    Attributes:
+        preset: data and default model size.
+        epochs: epochs per trial; the validation loss is reported after each.
+        path: the training path trials use (any spec; NEU by default).
+        seed: sampler seed and weight/batch-order seed of every trial.
+        pruner: ``median`` (the seed's MedianPruner) or ``none``.
+        startup_trials: trials that finish before the pruner judges others.
+        warmup_epochs: no pruning before this epoch (the seed: 3).
+    """
+
+    preset: str = "tiny"
+    epochs: int = 5
+    path: str = "neu"
+    seed: int = 0
+    pruner: str = "median"
+    startup_trials: int = 5
+    warmup_epochs: int = 3
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        parse_path(self.path)
+        if self.epochs < 1:
+            raise ConfigError(f"`epochs` must be at least 1, but got {self.epochs}.")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"`pruner` must be one of {', '.join(PRUNERS)}, but got {self.pruner!r}.")
+        if self.startup_trials < 0 or self.warmup_epochs < 0:
+            raise ConfigError("`startup_trials` and `warmup_epochs` must be at least 0.")
+
+
+def make_pruner(config: SearchConfig) -> Any:
+    import optuna
+
+    if config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # Steps are 1-based epochs, so n_warmup_steps=3 allows pruning from epoch 3 on.
+    return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs)
+
+
+def create_study(name: str, storage: Any, config: SearchConfig) -> Any:
+    """Create the study, or load it if it exists with the same configuration.
+
+    Raises:
+        ConfigError: the study exists with another configuration.
+    """
+    import optuna
+
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=make_pruner(config),
+    )
+    stored = study.user_attrs.get(ATTR_CONFIG)
+    if stored is None:
+        study.set_user_attr(ATTR_CONFIG, asdict(config))
+    elif stored != asdict(config):
+        raise ConfigError(f"study {name!r} exists with configuration {stored}; this run asks for {asdict(config)}.")
+    return study
+
+
+def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
+    """Load a study and the configuration its creator stored.
+
+    Raises:
+        ConfigError: no such study (the message lists the studies there).
+    """
+    import optuna
+
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+    except Exception as exc:
+        raise ConfigError(f"cannot read studies from the storage: {exc}") from None
+    names = [s.study_name for s in summaries]
+    if name not in names:
+        raise ConfigError(f"no study named {name!r} in this storage; studies there: {', '.join(names) or 'none'}.")
+    probe = optuna.load_study(study_name=name, storage=storage)
+    config = SearchConfig(**probe.user_attrs.get(ATTR_CONFIG, {}))
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=make_pruner(config),
+    )
+    return study, config
+
+
+@lru_cache(maxsize=4)
+def _prepared(preset_name: str) -> Any:
+    from diffusion.data import prepare
+
+    return prepare(PRESETS[preset_name])
+
+
+_keras_lock = threading.Lock()
+
+
+def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any], float]:
+    """The objective: train with the trial's parameters, report validation loss per epoch.
+
+    A NaN or infinite loss prunes the trial and records why (``user_attrs['pruned_reason']``).
+    Keras state is cleared between trials (single-threaded workers only: clearing is global),
+    and each trial records the worker's RSS at its end so growth per trial can be checked.
+    """
+    from diffusion.hpo.space import apply_params, suggest
+
+    def objective(trial: Any) -> float:
+        import keras
+        import optuna
+
+        from diffusion.trainer import Trainer
+
+        params = suggest(trial)
+        preset, path = apply_params(get_preset(config.preset), parse_path(config.path), params)
+        trial.set_user_attr("path", format_path(path))
+        start = time.perf_counter()
+        with _keras_lock:  # model construction touches Keras's global name counters
+            trainer = Trainer(preset, path, seed=config.seed, data=_prepared(config.preset))
+        epochs_run = 0
+        try:
+            for epoch in range(1, config.epochs + 1):
+                trainer.train_epoch()
+                loss = trainer.validate().loss
+                epochs_run = epoch
+                trial.report(loss, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned by the median rule at epoch {epoch}")
+            return loss
+        except TrainingDiverged as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        finally:
+            trial.set_user_attr("epochs_run", epochs_run)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            trainer.close()
+            del trainer
+            if threads == 1:
+                keras.backend.clear_session()
+            gc.collect()
+            trial.set_user_attr("rss_mib_end", psutil.Process().memory_info().rss / 2**20)
+
+    return objective
+
+
+def counts(study: Any) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    out = {s.name.lower(): 0 for s in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state.name.lower()] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
+def work(
+    study: Any,
+    objective: Callable[[Any], float],
+    n_trials: int,
+    *,
+    poll_s: float = 0.5,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run trials one at a time until the study has ``n_trials`` finished (complete or pruned).
+
+    Returns:
+        How many trials this worker ran.
+    """
+    import optuna
+
+    ran = 0
+    while stop is None or not stop.is_set():
+        optuna.storages.fail_stale_trials(study)  # retries the trials of killed workers
+        c = counts(study)
+        if c["finished"] >= n_trials:
+            break
+        if c["finished"] + c["running"] >= n_trials and c["waiting"] == 0:
+            time.sleep(poll_s)  # the rest is running elsewhere; stay in case a worker dies
+            continue
+        study.optimize(objective, n_trials=1)
+        ran += 1
+    return ran
+
+
+def work_in_threads(study: Any, config: SearchConfig, n_trials: int, n_jobs: int) -> None:
+    """``n_jobs`` threads sharing one study (Optuna's n_jobs model, with the worker loop above)."""
+    objective = make_objective(config, threads=n_jobs)
+    if n_jobs == 1:
+        work(study, objective, n_trials)
+        return
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work(study, objective, n_trials)
+        except BaseException as exc:  # surfaced after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, name=f"hpo-{i}") for i in range(n_jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

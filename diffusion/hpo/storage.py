@@ -1,0 +1,116 @@
+"""Study storages: a journal file by default (no server), any RDB URL, PostgreSQL for many nodes.
+
+Both kinds get heartbeats, so a worker killed mid-trial has its trial failed and retried by
+Optuna's own ``RetryHeartbeatStaleTrialCallback``. RDBStorage has heartbeats built in; for the journal
+file this module implements Optuna's ``BaseHeartbeat`` interface on ``JournalStorage``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from diffusion.errors import ConfigError
+
+HEARTBEAT_S = 2  # how often a running trial says it is alive
+GRACE_S = 10  # silence after which a running trial counts as dead (its worker was killed)
+MAX_RETRY = 3
+DEFAULT_DIR = Path("results") / "hpo"
+HEARTBEAT_ATTR = "heartbeat_unix_s"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def default_storage(study: str) -> str:
+    return f"journal:{DEFAULT_DIR / (study + '.journal')}"
+
+
+def describe(url: str) -> str:
+    """A short name of the storage kind, for the environment record."""
+    if url.startswith("journal:"):
+        return "journal-file"
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _journal_storage(path: Path) -> Any:
+    import optuna
+    from optuna.storages import BaseHeartbeat
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.trial import TrialState
+
+    class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+        """A journal file storage with heartbeats: stamps are trial system attributes."""
+
+        def __init__(self, backend: Any, interval: int, grace: int, callback: Any) -> None:
+            super().__init__(backend)
+            self._interval, self._grace, self._callback = interval, grace, callback
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except RuntimeError:  # the trial finished between two beats
+                pass
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = time.time()
+            stale = []
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+                if beat is not None and now - beat > self._grace:
+                    stale.append(trial._trial_id)
+            return stale
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self._interval
+
+        def get_heartbeat_stale_trial_callback(self) -> Any:
+            return self._callback
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    return HeartbeatJournalStorage(JournalFileBackend(str(path)), HEARTBEAT_S, GRACE_S, retry)
+
+
+def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> Any:
+    """Open a storage URL: ``journal:PATH``, ``sqlite:///PATH``, ``postgresql://...``, or any
+    SQLAlchemy URL Optuna accepts.
+
+    Raises:
+        ConfigError: unknown scheme, or the server cannot be reached within the timeout.
+    """
+    import optuna
+
+    if url.startswith("journal:"):
+        return _journal_storage(Path(url.removeprefix("journal:")))
+    scheme = url.split(":", 1)[0]
+    if "://" not in url:
+        raise ConfigError(
+            f"storage {redact(url)!r} is not a URL; use journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB."
+        )
+    if scheme.startswith("sqlite") and workers > 1:
+        warnings.warn(
+            "SQLite is not recommended for parallel workers (Optuna's advice: lock contention); "
+            "use the default journal file or PostgreSQL.",
+            stacklevel=2,
+        )
+    engine_kwargs: dict[str, Any] = {}
+    if scheme.startswith("postgresql"):
+        engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout_s}, "pool_pre_ping": True}
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except Exception as exc:  # SQLAlchemy's errors vary by driver; all mean "cannot use this storage"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
