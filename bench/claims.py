@@ -20,6 +20,15 @@ METRICS: dict[str, tuple[str, bool]] = {
     "log_bytes": ("disk", False),
     "checkpoint_bytes": ("disk", False),
 }
+# Measured by the search suite (bench/hpo.py), not from worker records.
+HPO_METRICS = (
+    "hpo_thread_speedup",
+    "hpo_pruned_share",
+    "hpo_pruned_parallel_speedup",
+    "hpo_core_speedup",
+    "hpo_projection",
+)
+SUITES = ("speed", "hpo")
 FAMILIES = ("validation", "training", "memory", "search", "quality", "selection", "scaling", "cost")
 STATUSES = ("measured", "pending")
 
@@ -46,6 +55,7 @@ class Claim:
     status: str = "measured"
     reason: str | None = None
     note: str | None = None  # what a reader must know to read the verdict right
+    suite: str = "speed"  # which suite of `bench.compare --suite` measures it
     unit: str = "x"
 
     def __post_init__(self) -> None:
@@ -62,7 +72,15 @@ class Claim:
             if not self.reason:
                 raise ConfigError(f"{where}: a pending claim needs a `reason`.")
             return
+        if self.suite not in SUITES:
+            raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
         if self.product_of:
+            return
+        if self.suite == "hpo":
+            if self.metric not in HPO_METRICS:
+                raise ConfigError(
+                    f"{where}: `metric` must be one of {', '.join(HPO_METRICS)}, but got {self.metric!r}."
+                )
             return
         if self.metric not in METRICS:
             raise ConfigError(f"{where}: `metric` must be one of {', '.join(METRICS)}, but got {self.metric!r}.")

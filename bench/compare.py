@@ -38,6 +38,13 @@ def build_parser() -> Parser:
     parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved result instead of measuring")
     parser.add_argument("--claims", type=Path, help="claims registry (default: bench/claims.toml)")
+    parser.add_argument(
+        "--suite", default="speed", help="speed (V, T, M claims), hpo (H1-H3, S1, S4) or all (default speed)"
+    )
+    parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
+    parser.add_argument("--hpo-trials", type=int, default=20, help="trials per search (default 20, as the seed)")
+    parser.add_argument("--hpo-epochs", type=int, default=6, help="epochs per trial (default 6)")
+    parser.add_argument("--hpo-repeats", type=int, default=2, help="repeats of every search (default 2)")
     return parser
 
 
@@ -62,29 +69,35 @@ def load_result(path: Path) -> dict[str, Any]:
     return result
 
 
-def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
+SUITES = ("speed", "hpo", "all")
+
+
+def _progress() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.analysis import ablation_rows, assess_claims, path_summary
-    from bench.claims import load_claims
-    from bench.runner import plan_roles, run_rounds
-
-    claims = load_claims(args.claims)
-    base, candidate = parse_path(base_spec), parse_path(cand_spec)
-    roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
-    start = time.perf_counter()
-    with Progress(
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[last]}"),
-    ) as progress:
-        task = progress.add_task("measuring", total=args.rounds * len(roles), last="")
+    )
+
+
+def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
+    """The speed suite: base, candidate and ablations in fresh workers over interleaved rounds."""
+    from bench.analysis import ablation_rows, path_summary
+    from bench.runner import plan_roles, run_rounds
+
+    roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
+    with _progress() as progress:
+        task = progress.add_task("speed", total=args.rounds * len(roles), last="")
 
         def on_job(r: int, role: Any, record: dict[str, Any]) -> None:
             status = "failed" if "error" in record else "done"
-            progress.update(task, advance=1, description=f"round {r + 1}/{args.rounds}", last=f"{role.name} {status}")
+            progress.update(
+                task, advance=1, description=f"speed round {r + 1}/{args.rounds}", last=f"{role.name} {status}"
+            )
 
         records = run_rounds(
             roles,
@@ -94,28 +107,80 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
             seed=args.seed,
             on_job=on_job,
         )
-    wall = time.perf_counter() - start
     role_dicts = [{"name": r.name, "spec": r.spec, "phases": list(r.phases), "knob": r.knob} for r in roles]
     ok = [rec for rec in records if "environment" in rec]
     if not ok:
-        raise SystemExit(f"error: every worker failed; first: {records[0].get('error') if records else 'none ran'}")
+        raise ConfigError(f"every worker failed; first: {records[0].get('error') if records else 'none ran'}")
+    return {
+        "records": records,
+        "roles": role_dicts,
+        "ablations": ablation_rows(records, role_dicts, seed=args.seed),
+        "environment": ok[0]["environment"],
+        "summary": {"base": path_summary(records, "base"), "candidate": path_summary(records, "candidate")},
+    }
+
+
+def measure_search(args: Any) -> dict[str, Any]:
+    """The search suite: the same fixed trials sequential, parallel, pruned, pinned to one core."""
+    from bench.hpo import HpoPlan, measure_hpo, runs
+
+    plan = HpoPlan(
+        preset=args.hpo_preset, trials=args.hpo_trials, epochs=args.hpo_epochs, repeats=args.hpo_repeats, seed=args.seed
+    )
+    with _progress() as progress:
+        task = progress.add_task("search", total=plan.repeats * len(runs(plan)), last="")
+
+        def on_run(repeat: int, run: Any, record: dict[str, Any]) -> None:
+            status = f"failed: {record['error']}" if "error" in record else f"{record['wall_s']:.0f} s"
+            progress.update(
+                task, advance=1, description=f"search repeat {repeat + 1}/{plan.repeats}", last=f"{run.name} {status}"
+            )
+
+        return measure_hpo(plan, on_run=on_run)
+
+
+def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
+    from bench.analysis import assess_claims
+    from bench.claims import load_claims
+    from bench.hpo import hpo_rows
+    from diffusion.environment import environment
+
+    claims = load_claims(args.claims)
+    base, candidate = parse_path(base_spec), parse_path(cand_spec)
+    start = time.perf_counter()
+    speed = measure_speed(args, base, candidate) if args.suite in ("speed", "all") else None
+    search = measure_search(args) if args.suite in ("hpo", "all") else None
+    search_rows = hpo_rows(search, claims, seed=args.seed) if search else None
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "suite": args.suite,
         "preset": args.preset,
-        "rounds": args.rounds,
-        "wall_s": wall,
-        "base": {"spec": format_path(base), "knobs": base.knobs(), "summary": path_summary(records, "base")},
+        "rounds": args.rounds if speed else 0,
+        "wall_s": time.perf_counter() - start,
+        "base": {
+            "spec": format_path(base),
+            "knobs": base.knobs(),
+            "summary": speed["summary"]["base"] if speed else None,
+        },
         "candidate": {
             "spec": format_path(candidate),
             "knobs": candidate.knobs(),
-            "summary": path_summary(records, "candidate"),
+            "summary": speed["summary"]["candidate"] if speed else None,
         },
-        "roles": role_dicts,
-        "claims": assess_claims(claims, records, base.knobs(), candidate.knobs(), seed=args.seed),
-        "ablations": ablation_rows(records, role_dicts, seed=args.seed),
-        "environment": ok[0]["environment"],
-        "records": records,
+        "roles": speed["roles"] if speed else [],
+        "claims": assess_claims(
+            claims,
+            speed["records"] if speed else None,
+            base.knobs(),
+            candidate.knobs(),
+            seed=args.seed,
+            suite_rows=search_rows,
+        ),
+        "ablations": speed["ablations"] if speed else [],
+        "environment": speed["environment"] if speed else environment(preset=args.hpo_preset),
+        "records": speed["records"] if speed else [],
+        "search": search,
     }
 
 
@@ -127,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     get_preset(args.preset)
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
+    if args.suite not in SUITES:
+        raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, but got {args.suite!r}.")
+    get_preset(args.hpo_preset)
+    for name in ("hpo_trials", "hpo_epochs", "hpo_repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, but got {getattr(args, name)}.")
     if not args.train_seconds > 0:
         raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):

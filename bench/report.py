@@ -12,6 +12,8 @@ FAMILY_TITLES = {
     "validation": "Validation (V): ratios are ALT time / NEU time",
     "training": "Training (T): ratios are NEU samples/s / ALT samples/s",
     "memory": "Memory and disk (M): ratios are ALT / NEU (1 = equal, <1 = NEU uses more)",
+    "search": "Hyperparameter search (H): wall-time speedups; H2 is a share of trials",
+    "scaling": "Scaling (S): speedups; S4 is a projection, not a measurement",
 }
 VERDICT_STYLE = {
     "holds": "green",
@@ -44,6 +46,12 @@ def fmt_value(value: float | None, metric: str | None = None) -> str:
     return f"{value:.4g} {unit}".strip()
 
 
+def fmt_share(measured: dict[str, float] | None) -> str:
+    if not measured:
+        return "-"
+    return f"{measured['estimate']:.0%} [{measured['low']:.0%}, {measured['high']:.0%}]"
+
+
 def fmt_ratio(measured: dict[str, float] | None) -> str:
     if not measured:
         return "-"
@@ -57,14 +65,15 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 def claim_cells(row: dict[str, Any]) -> list[str]:
-    claimed = f"{row['claimed']:.3g}x"
+    share = row.get("metric") == "hpo_pruned_share"
+    claimed = f"{row['claimed']:.0%}" if share else f"{row['claimed']:.3g}x"
     if row.get("claimed_alt") or row.get("claimed_neu"):
         claimed += f" ({row.get('claimed_alt') or '-'} -> {row.get('claimed_neu') or '-'})"
     return [
         f"{row['id']} {row['text']}",
         fmt_value(row["base_value"], row["metric"]),
         fmt_value(row["candidate_value"], row["metric"]),
-        fmt_ratio(row["measured"]),
+        fmt_share(row["measured"]) if share else fmt_ratio(row["measured"]),
         claimed,
         row["verdict"],
         str(row["rounds"] or "-"),
@@ -142,7 +151,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or wide_console()
     console.print(f"[bold]{header_line(result)}[/bold]")
     for family, title in FAMILY_TITLES.items():
-        rows = [r for r in result["claims"] if r["family"] == family]
+        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] != "pending"]
         if not rows:
             continue
         table = Table(title=title, title_justify="left", show_lines=False)
@@ -156,7 +165,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         for row in rows:
             if row["reason"]:
                 console.print(f"  [dim]{row['id']}: {row['reason']}[/dim]")
-    pending = [r for r in result["claims"] if r["family"] not in FAMILY_TITLES]
+    pending = [r for r in result["claims"] if r["verdict"] == "pending"]
     table = Table(title="Claims measured by later issues", title_justify="left")
     for col in ("claim", "claimed", "verdict", "reason"):
         table.add_column(col, overflow="fold")
@@ -193,10 +202,12 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "",
     ]
     for family, title in FAMILY_TITLES.items():
-        rows = [r for r in result["claims"] if r["family"] == family]
+        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] != "pending"]
+        if not rows:
+            continue
         parts += [f"## {title}", "", _md_table(COLUMNS, [claim_cells(r) for r in rows]), ""]
         parts += [f"- {r['id']}: {r['reason']}" for r in rows if r["reason"]] + [""]
-    pending = [r for r in result["claims"] if r["family"] not in FAMILY_TITLES]
+    pending = [r for r in result["claims"] if r["verdict"] == "pending"]
     parts += [
         "## Claims measured by later issues",
         "",
@@ -206,7 +217,8 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         ),
         "",
     ]
-    parts += ["## Ablations", "", _md_table(ABLATION_COLUMNS, [ablation_cells(r) for r in result["ablations"]]), ""]
+    if result["ablations"]:
+        parts += ["## Ablations", "", _md_table(ABLATION_COLUMNS, [ablation_cells(r) for r in result["ablations"]]), ""]
     parts += ["## Environment", "", _md_table(("", ""), [list(r) for r in environment_rows(result["environment"])]), ""]
     if plot_name:
         parts += [f"![measured vs claimed ratios]({plot_name})", ""]

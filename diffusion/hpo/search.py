@@ -192,8 +192,10 @@ def work(
     *,
     poll_s: float = 0.5,
     stop: threading.Event | None = None,
+    max_trials: int | None = None,
 ) -> int:
-    """Run trials one at a time until the study has ``n_trials`` finished (complete or pruned).
+    """Run trials one at a time until the study has ``n_trials`` finished (complete or pruned),
+    or this worker has run ``max_trials``.
 
     Returns:
         How many trials this worker ran.
@@ -201,7 +203,7 @@ def work(
     import optuna
 
     ran = 0
-    while stop is None or not stop.is_set():
+    while (stop is None or not stop.is_set()) and (max_trials is None or ran < max_trials):
         optuna.storages.fail_stale_trials(study)  # retries the trials of killed workers
         c = counts(study)
         if c["finished"] >= n_trials:

@@ -1,0 +1,306 @@
+"""Hyperparameter search: space, storages (journal file and a real PostgreSQL), workers, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from diffusion.errors import ConfigError
+from diffusion.hpo.space import apply_params, check_params, load_best
+from diffusion.paths import NEU
+from diffusion.presets import get_preset
+from tests import pg
+from tests.conftest import PYTHON, ROOT, python_env
+from tests.test_cli import BLOCK_TF
+
+TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
+
+
+def hpo(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "diffusion.hpo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(**env),
+        cwd=ROOT,
+    )
+
+
+def trial_states(storage: str, study: str) -> list[str]:
+    import optuna
+
+    from diffusion.hpo.storage import open_storage
+
+    return [t.state.name for t in optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials()]
+
+
+@pytest.fixture(scope="module")
+def blocked_tf(tmp_path_factory) -> dict[str, str]:
+    site = tmp_path_factory.mktemp("no_tf_hpo")
+    (site / "sitecustomize.py").write_text(BLOCK_TF)
+    return {"PYTHONPATH": f"{site}:{python_env()['PYTHONPATH']}"}
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    if not pg.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL binaries missing at {pg.PG_BIN}; CI must test the multi-node storage")
+        pytest.skip(f"PostgreSQL binaries missing at {pg.PG_BIN}")
+    with pg.postgres_server(tmp_path_factory.mktemp("pg")) as (host, port):
+        # trust auth ignores the password; it is there to check that output never shows it
+        yield f"postgresql+psycopg2://postgres:s3cret-pw@{host}:{port}/optuna"
+
+
+# ---- space and best.json ---------------------------------------------------------------------
+
+
+def test_params_outside_the_space_are_rejected_with_the_choices():
+    with pytest.raises(ConfigError, match="hidden_dim"):
+        check_params({"hidden_dim": 100})
+    with pytest.raises(ConfigError, match="unknown parameters"):
+        check_params({"dropout": 0.1})
+    with pytest.raises(ConfigError, match=r"learning_rate.*\[0.0001, 0.003\]"):
+        check_params({"learning_rate": 1.0})
+
+
+def test_params_become_a_model_and_a_path():
+    preset, path = apply_params(
+        get_preset("tiny"),
+        NEU,
+        {"hidden_dim": 128, "blocks": 3, "learning_rate": 1e-3, "batch_size": 64, "clip_norm": 0.0},
+    )
+    assert (preset.model.hidden_dim, preset.model.blocks, preset.model.learning_rate) == (128, 3, 1e-3)
+    assert (path.batch_size, path.clip_norm, path.train_compile) == (64, None, "graph")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "not valid JSON"), ('{"x": 1}', "no `params`"), ('{"params": {"blocks": 99}}', "blocks")],
+)
+def test_malformed_best_json_is_refused(tmp_path, content, message):
+    path = tmp_path / "best.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_best(path)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--study", "s", "--n-trials", "0"], "--n-trials must be at least 1"),
+        (["run", "--study", "s", "--n-trials", "2", "--workers", "0"], "--workers must be at least 1"),
+        (["run", "--study", "s", "--n-trials", "2", "--n-jobs", "0"], "--n-jobs must be at least 1"),
+        (["run", "--study", "s", "--n-trials", "2", "--preset", "huge"], "valid presets"),
+        (["run", "--study", "s", "--n-trials", "2", "--pruner", "mean"], "median, none"),
+        (["run", "--study", "s", "--n-trials", "2", "--storage", "mysql-ish"], "is not a URL"),
+        (
+            ["best", "--study", "nope", "--storage", "journal:/nonexistent/x.journal", "--out", "/tmp/b.json"],
+            "no study named 'nope'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_before_tensorflow(args, message, blocked_tf):
+    result = hpo(*args, **blocked_tf)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreachable_postgres_fails_fast_without_showing_the_password(blocked_tf):
+    start = time.monotonic()
+    result = hpo(
+        "run",
+        "--study",
+        "s",
+        "--n-trials",
+        "1",
+        "--storage",
+        "postgresql+psycopg2://user:topsecret@127.0.0.1:9/none",
+        **blocked_tf,
+    )
+    assert result.returncode == 2 and "cannot be opened" in result.stderr
+    assert "topsecret" not in result.stderr + result.stdout
+    assert time.monotonic() - start < 60  # a bound against hanging, not a speed target
+
+
+def test_unknown_study_on_best_lists_the_studies(tmp_path):
+    storage = f"journal:{tmp_path / 's.journal'}"
+    assert hpo("init", "--study", "real", "--storage", storage, "--preset", "tiny").returncode == 0
+    result = hpo("best", "--study", "other", "--storage", storage, "--out", str(tmp_path / "b.json"))
+    assert result.returncode == 2 and "studies there: real" in result.stderr
+
+
+def test_train_refuses_a_malformed_config(tmp_path, blocked_tf):
+    bad = tmp_path / "best.json"
+    bad.write_text('{"params": {"hidden_dim": 3}}')
+    result = subprocess.run(
+        [PYTHON, "-m", "diffusion.train", "--config", str(bad), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=python_env(**blocked_tf),
+        timeout=60,
+    )
+    assert result.returncode == 2 and "hidden_dim" in result.stderr
+
+
+# ---- real searches ------------------------------------------------------------------------------
+
+
+def storages(tmp_path: Path, postgres_url: str | None) -> list[str]:
+    return [f"journal:{tmp_path / 'study.journal'}"] + ([postgres_url] if postgres_url else [])
+
+
+@pytest.mark.parametrize("storage_kind", ["journal", "postgres"])
+@pytest.mark.parametrize(
+    "parallel", [["--n-jobs", "1"], ["--workers", "2"], ["--n-jobs", "2"]], ids=["sequential", "2-workers", "2-threads"]
+)
+def test_twenty_trial_search_finishes(tmp_path, request, storage_kind, parallel):
+    if storage_kind == "postgres":
+        storage = request.getfixturevalue("postgres")
+        study = f"twenty-{parallel[0].strip('-')}-{parallel[1]}"
+    else:
+        storage, study = f"journal:{tmp_path / 'study.journal'}", "twenty"
+    result = hpo("run", "--study", study, "--storage", storage, "--n-trials", "20", *TINY_SEARCH, *parallel)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    states = trial_states(storage, study)
+    finished = [s for s in states if s in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 20 and "COMPLETE" in states
+    assert "RUNNING" not in states
+
+
+def test_best_parameters_train_with_the_training_cli(tmp_path):
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    assert hpo("run", "--study", "b", "--storage", storage, "--n-trials", "3", *TINY_SEARCH).returncode == 0
+    best = tmp_path / "best.json"
+    result = hpo("best", "--study", "b", "--storage", storage, "--out", str(best))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(best.read_text())
+    summary = tmp_path / "summary.json"
+    train = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "diffusion.train",
+            "--no-progress",
+            "--config",
+            str(best),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stderr
+    trained = json.loads(summary.read_text())
+    assert trained["model"]["hidden_dim"] == record["params"]["hidden_dim"]
+    assert trained["path"]["batch_size"] == record["params"]["batch_size"]
+
+
+def test_nan_loss_prunes_the_trial_with_a_reason_and_the_study_goes_on(tmp_path, tiny_data, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+    import optuna
+
+    from diffusion.data import TrainingData
+    from diffusion.hpo import search
+    from diffusion.hpo.storage import open_storage
+
+    x = tiny_data.train.x.copy()
+    x[:, 0] = np.nan
+    poisoned = dataclasses.replace(tiny_data, train=TrainingData(x, tiny_data.train.cond))
+    monkeypatch.setattr(search, "_prepared", lambda name: poisoned)
+    config = search.SearchConfig(preset="tiny", epochs=2)
+    study = search.create_study("nan", open_storage(f"journal:{tmp_path / 'nan.journal'}"), config)
+    search.work(study, search.make_objective(config), n_trials=3)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert all("loss became nan at step 1" in t.user_attrs["pruned_reason"] for t in trials)
+
+
+def rss_per_trial(storage: str, study: str, *run_args: str) -> list[float]:
+    import optuna
+
+    from diffusion.hpo.storage import open_storage
+
+    args = ["--n-trials", "9", "--preset", "tiny", "--epochs", "1", "--pruner", "none", "--no-progress"]
+    result = hpo("run", "--study", study, "--storage", storage, *args, *run_args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials()
+    return [t.user_attrs["rss_mib_end"] for t in sorted(trials, key=lambda t: t.number)]
+
+
+def test_recycled_workers_keep_rss_per_trial_bounded(tmp_path):
+    import numpy as np
+
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    # One process for all trials: TensorFlow keeps compiled-step state, so RSS climbs per trial.
+    grows = rss_per_trial(storage, "one-process", "--n-jobs", "1")
+    # Worker processes replaced every 3 trials: the climb restarts, so RSS stays bounded.
+    bounded = rss_per_trial(storage, "recycled", "--workers", "1", "--recycle", "3")
+    assert np.polyfit(np.arange(9), grows, 1)[0] > 10, grows
+    assert max(bounded) < max(grows), (bounded, grows)
+    assert abs(np.polyfit(np.arange(9), bounded, 1)[0]) < 10, bounded
+
+
+def kill_mid_trial(storage: str, study: str, n_trials: int) -> list:
+    """Start one worker, SIGKILL it while a trial runs, let a second worker finish the study."""
+    import optuna
+
+    from diffusion.hpo.storage import open_storage
+
+    assert hpo("init", "--study", study, "--storage", storage, "--preset", "tiny", "--epochs", "4").returncode == 0
+    cmd = [PYTHON, "-m", "diffusion.hpo", "worker", "--study", study, "--storage", storage, "--n-trials", str(n_trials)]
+    victim = subprocess.Popen(cmd, env=python_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    handle = optuna.load_study(study_name=study, storage=open_storage(storage))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        states = [t.state.name for t in handle.get_trials()]
+        if states.count("COMPLETE") + states.count("PRUNED") >= 1 and "RUNNING" in states:
+            break
+        time.sleep(0.2)
+    else:
+        victim.kill()
+        pytest.fail(f"no running trial after a finished one within 180 s: {states}")
+    finished_before = {t.number: t.state for t in handle.get_trials() if t.state.is_finished()}
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = subprocess.run(cmd, env=python_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    trials = handle.get_trials()
+    for number, state in finished_before.items():
+        assert trials[number].state == state, f"finished trial {number} changed after the kill"
+    return trials
+
+
+@pytest.mark.parametrize("storage_kind", ["journal", "postgres"])
+def test_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tmp_path, request, storage_kind):
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    storage = request.getfixturevalue("postgres") if storage_kind == "postgres" else f"journal:{tmp_path / 'k.journal'}"
+    trials = kill_mid_trial(storage, f"kill-{storage_kind}", n_trials=4)
+    states = [t.state.name for t in trials]
+    assert states.count("FAIL") == 1, states
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == failed.number]
+    assert len(retries) == 1 and retries[0].state.is_finished()
+    assert states.count("COMPLETE") + states.count("PRUNED") >= 4
