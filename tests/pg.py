@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +30,12 @@ def _as_server_user(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def postgres_server(directory: Path, database: str = "optuna") -> Iterator[tuple[str, int]]:
-    """Start a server; yields (host, port) with `database` created. Stops it on exit."""
+def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
+    """Start a server; yields (host, port) with `database` created. Stops it and removes its files on exit."""
+    # Its own directory under /tmp: pytest's temp dirs are private to root, and the server
+    # runs as `postgres` when we are root.
+    directory = Path(tempfile.mkdtemp(prefix="pmt-pg-"))
     data, log = directory / "data", directory / "server.log"
-    directory.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres")
     port = _free_port()

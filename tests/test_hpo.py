@@ -54,7 +54,7 @@ def postgres(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL binaries missing at {pg.PG_BIN}; CI must test the multi-node storage")
         pytest.skip(f"PostgreSQL binaries missing at {pg.PG_BIN}")
-    with pg.postgres_server(tmp_path_factory.mktemp("pg")) as (host, port):
+    with pg.postgres_server() as (host, port):
         # trust auth ignores the password; it is there to check that output never shows it
         yield f"postgresql+psycopg2://postgres:s3cret-pw@{host}:{port}/optuna"
 
