@@ -74,6 +74,7 @@ def test_saved_result_renders_with_markdown_and_plot(saved, tmp_path, blocked_tf
         (["alt", "fast"], "unknown path 'fast'"),
         (["alt", "neu", "--preset", "huge"], "valid presets"),
         (["alt", "neu", "--rounds", "0"], "--rounds must be at least 1"),
+        (["alt", "neu", "--suite", "fast"], "--suite must be one of speed, hpo, all"),
         (["--from", "/nonexistent/result.json"], "no such file"),
         (["alt", "neu", "--json", "/nonexistent/dir/out.json"], "does not exist"),
     ],
@@ -117,3 +118,30 @@ def test_gate_fires_when_the_candidate_loses_its_compiled_step():
     result = bench("bench.gate", "--baseline", "baselines/tiny.json", "--candidate", "neu:train_compile=eager")
     assert result.returncode == 1
     assert "REGRESSION train_samples_per_s" in result.stderr
+
+
+def test_search_suite_fills_the_search_claims(tmp_path):
+    out = tmp_path / "search.json"
+    result = bench(
+        "bench.compare",
+        "alt",
+        "neu",
+        "--suite",
+        "hpo",
+        "--hpo-trials",
+        "4",
+        "--hpo-epochs",
+        "3",
+        "--hpo-repeats",
+        "1",
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "search.md"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["id"]: row for row in json.loads(out.read_text())["claims"]}
+    for cid in ("H1", "H2", "H3", "S1", "S4"):
+        assert rows[cid]["measured"] is not None, (cid, rows[cid]["reason"])
+    assert rows["V1"]["verdict"] == "not measured" and "--suite speed" in rows["V1"]["reason"]
+    assert "PROJECTION" in rows["S4"]["reason"]

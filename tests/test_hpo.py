@@ -304,3 +304,36 @@ def test_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tmp_path
     retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == failed.number]
     assert len(retries) == 1 and retries[0].state.is_finished()
     assert states.count("COMPLETE") + states.count("PRUNED") >= 4
+
+
+def test_sqlite_is_accepted_but_warned_against_for_parallel_workers(tmp_path):
+    from diffusion.hpo.storage import open_storage
+
+    with pytest.warns(UserWarning, match="SQLite is not recommended for parallel workers"):
+        open_storage(f"sqlite:///{tmp_path / 'study.db'}", workers=2)
+
+
+def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
+    result = hpo(
+        "sbatch",
+        "--study",
+        "big",
+        "--storage",
+        "postgresql://me:pw@db.example/optuna",
+        "--n-trials",
+        "128",
+        "--workers",
+        "4",
+        "--cpus-per-task",
+        "8",
+        **blocked_tf,
+    )
+    assert result.returncode == 0, result.stderr
+    script = result.stdout
+    assert "#SBATCH --array=0-3" in script and "#SBATCH --cpus-per-task=8" in script
+    assert "diffusion.hpo init --study big" in script and "diffusion.hpo worker --study big" in script
+    assert "--n-trials 128" in script
+    assert ":pw@" not in script and "OPTUNA_STORAGE" in script  # the password stays out of the script
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0

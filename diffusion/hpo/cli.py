@@ -225,6 +225,14 @@ def cmd_worker(args: Any) -> int:
     return 0
 
 
+def storage_line(storage: str) -> str:
+    """The script's STORAGE assignment; a URL with a password is read from the environment instead,
+    so the password never lands in the script, its logs or the terminal."""
+    if redact(storage) == storage:
+        return f"export OPTUNA_STORAGE={shlex.quote(storage)}"
+    return f': "${{OPTUNA_STORAGE:?export OPTUNA_STORAGE={redact(storage)} (with the password) before sbatch}}"'
+
+
 def cmd_sbatch(args: Any) -> int:
     config = config_from(args)
     if args.storage is None or args.storage.startswith(("journal:", "sqlite")):
@@ -253,18 +261,18 @@ def cmd_sbatch(args: Any) -> int:
         note.rstrip(),
         "set -euo pipefail",
         'export OMP_NUM_THREADS="$SLURM_CPUS_PER_TASK" TF_NUM_INTRAOP_THREADS="$SLURM_CPUS_PER_TASK"',
-        f"STORAGE={shlex.quote(storage)}",
+        storage_line(storage),
         "# Task 0 creates the study (idempotent); the others wait for it to exist.",
         'if [ "$SLURM_ARRAY_TASK_ID" = 0 ]; then',
-        f'  python -m diffusion.hpo init --study {shlex.quote(args.study)} --storage "$STORAGE" {search_flags}',
+        f"  python -m diffusion.hpo init --study {shlex.quote(args.study)} {search_flags}",
         "fi",
         "for attempt in $(seq 60); do",
-        f'  if python -m diffusion.hpo worker --study {shlex.quote(args.study)} --storage "$STORAGE" '
-        f"--n-trials {args.n_trials}; then exit 0; else status=$?; fi",
+        f"  if python -m diffusion.hpo worker --study {shlex.quote(args.study)} --n-trials {args.n_trials}; "
+        "then exit 0; else status=$?; fi",
         '  [ "$status" = 2 ] || exit "$status"  # 2: the study is not there yet; anything else is a failure',
         "  sleep 10",
         "done",
-        'echo "study never appeared on $STORAGE" >&2; exit 2',
+        'echo "the study never appeared in the storage" >&2; exit 2',
     ]
     print("\n".join(line for line in lines if line))
     return 0

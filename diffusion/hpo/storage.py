@@ -89,6 +89,8 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     # Heartbeats and their retry callback are marked experimental in Optuna; we pin a range
     # (pyproject) and test the behaviour, so the warning on every trial is noise.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Optuna logs every trial at INFO; our progress display and summaries say what matters.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("journal:"):
         return _journal_storage(Path(url.removeprefix("journal:")))
     scheme = url.split(":", 1)[0]
