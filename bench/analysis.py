@@ -162,14 +162,53 @@ def assess_claim(
 
 
 def assess_claims(
-    claims: list[Claim], records: list[dict[str, Any]], base: dict[str, Any], candidate: dict[str, Any], seed: int = 0
+    claims: list[Claim],
+    records: list[dict[str, Any]] | None,
+    base: dict[str, Any],
+    candidate: dict[str, Any],
+    seed: int = 0,
+    suite_rows: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every claim's row, in registry order; product rows see the factors measured before them."""
+    """Every claim's row, in registry order; product rows see the factors measured before them.
+
+    Args:
+        records: worker records of the speed suite, or None if it did not run.
+        suite_rows: rows measured by other suites (the search suite), by claim id, or None.
+    """
     factor_ratios: dict[str, np.ndarray] = {}
     shared = {"base": base, "candidate": candidate}
     ordered = sorted(claims, key=lambda c: bool(c.product_of))  # products after their factors
-    rows = {c.id: assess_claim(c, records, factor_ratios, shared, seed) for c in ordered}
+    rows = {}
+    for claim in ordered:
+        if claim.status == "pending":
+            rows[claim.id] = assess_claim(claim, [], factor_ratios, shared, seed)
+        elif claim.suite == "speed" and records is not None:
+            rows[claim.id] = assess_claim(claim, records, factor_ratios, shared, seed)
+        elif suite_rows is not None and claim.id in suite_rows:
+            rows[claim.id] = suite_rows[claim.id]
+        else:
+            rows[claim.id] = not_run_row(claim)
     return [rows[c.id] for c in claims]
+
+
+def not_run_row(claim: Claim) -> dict[str, Any]:
+    return {
+        "id": claim.id,
+        "family": claim.family,
+        "text": claim.text,
+        "claimed": claim.claimed,
+        "claimed_alt": claim.alt,
+        "claimed_neu": claim.neu,
+        "tolerance": claim.tolerance,
+        "metric": claim.metric,
+        "base_value": None,
+        "candidate_value": None,
+        "measured": None,
+        "ci": None,
+        "verdict": Verdict.NOT_MEASURED.value,
+        "rounds": 0,
+        "reason": f"not measured in this run: add --suite {claim.suite} (or all)",
+    }
 
 
 ABLATION_METRIC = {"train": "train_samples_per_s", "validate": "val_pass_s"}

@@ -150,6 +150,11 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     start = time.perf_counter()
     speed = measure_speed(args, base, candidate) if args.suite in ("speed", "all") else None
     search = measure_search(args) if args.suite in ("hpo", "all") else None
+    if args.json is not None:
+        # Raw measurements first: an error in the analysis below must not cost the measuring time.
+        write_json_atomic(
+            args.json.with_suffix(".raw.json"), {"schema": SCHEMA + "-raw", "speed": speed, "search": search}
+        )
     search_rows = hpo_rows(search, claims, seed=args.seed) if search else None
     return {
         "schema": SCHEMA,
