@@ -55,7 +55,7 @@ def worker_errors(records: list[dict[str, Any]], *roles: str) -> list[str]:
     return sorted({rec["error"] for rec in records if rec.get("role") in roles and "error" in rec})
 
 
-def _interval_dict(interval: Interval | None) -> dict[str, float] | None:
+def interval_dict(interval: Interval | None) -> dict[str, float] | None:
     if interval is None:
         return None
     return {"estimate": interval.estimate, "low": interval.low, "high": interval.high, "n": interval.n}
@@ -96,23 +96,7 @@ def assess_claim(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One claim's row: values, measured ratio with CI, verdict, and the reason."""
-    row: dict[str, Any] = {
-        "id": claim.id,
-        "family": claim.family,
-        "text": claim.text,
-        "claimed": claim.claimed,
-        "claimed_alt": claim.alt,
-        "claimed_neu": claim.neu,
-        "tolerance": claim.tolerance,
-        "metric": claim.metric,
-        "base_value": None,
-        "candidate_value": None,
-        "measured": None,
-        "ci": None,
-        "verdict": Verdict.NOT_MEASURED.value,
-        "reason": "",
-        "rounds": 0,
-    }
+    row = claim_row(claim)
     if claim.status == "pending":
         return {**row, "verdict": Verdict.PENDING.value, "reason": claim.reason}
     if claim.product_of:
@@ -124,7 +108,7 @@ def assess_claim(
         interval = interval_of(ratios, seed=seed)
         return {
             **row,
-            "measured": _interval_dict(interval),
+            "measured": interval_dict(interval),
             "ci": [interval.low, interval.high],
             "verdict": verdict(interval, claim.claimed, claim.tolerance).value,
             "rounds": n,
@@ -153,7 +137,7 @@ def assess_claim(
         **row,
         "base_value": median(np.array(list(base_vals.values()))),
         "candidate_value": median(np.array(list(cand_vals.values()))),
-        "measured": _interval_dict(interval),
+        "measured": interval_dict(interval),
         "ci": [interval.low, interval.high],
         "verdict": verdict(interval, claim.claimed, claim.tolerance).value,
         "reason": reason,
@@ -191,8 +175,9 @@ def assess_claims(
     return [rows[c.id] for c in claims]
 
 
-def not_run_row(claim: Claim) -> dict[str, Any]:
-    return {
+def claim_row(claim: Claim, **values: Any) -> dict[str, Any]:
+    """A claim's row with nothing measured yet; ``values`` fill in what was."""
+    row: dict[str, Any] = {
         "id": claim.id,
         "family": claim.family,
         "text": claim.text,
@@ -206,9 +191,14 @@ def not_run_row(claim: Claim) -> dict[str, Any]:
         "measured": None,
         "ci": None,
         "verdict": Verdict.NOT_MEASURED.value,
+        "reason": "",
         "rounds": 0,
-        "reason": f"not measured in this run: add --suite {claim.suite} (or all)",
     }
+    return {**row, **values}
+
+
+def not_run_row(claim: Claim) -> dict[str, Any]:
+    return claim_row(claim, reason=f"not measured in this run: add --suite {claim.suite} (or all)")
 
 
 ABLATION_METRIC = {"train": "train_samples_per_s", "validate": "val_pass_s"}
@@ -237,7 +227,7 @@ def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]], se
                     "reference": reference,
                     "reference_value": phase_median(records, reference, phase, metric),
                     "value": phase_median(records, name, phase, metric),
-                    "ratio": _interval_dict(interval),
+                    "ratio": interval_dict(interval),
                     "first_call_s": phase_median(
                         records, name, phase, "first_step_s" if phase == "train" else "first_val_pass_s"
                     ),

@@ -8,12 +8,11 @@ saved result instead of measuring.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic, write_text_atomic
+from diffusion.cli import Parser, check_writable_file, read_json_record, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
@@ -54,15 +53,7 @@ def load_result(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: missing, not JSON, or not a comparison record of this schema.
     """
-    if not path.is_file():
-        raise ConfigError(f"--from {str(path)!r}: no such file.")
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--from {str(path)!r} is not valid JSON ({exc}).") from None
-    if not isinstance(result, dict) or result.get("schema") != SCHEMA:
-        got = result.get("schema") if isinstance(result, dict) else type(result).__name__
-        raise ConfigError(f"--from {str(path)!r} has schema {got!r}; expected {SCHEMA!r}.")
+    result = read_json_record(path, "--from", schema=SCHEMA)
     missing = [k for k in REQUIRED if k not in result]
     if missing:
         raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")

@@ -10,14 +10,13 @@ and reports how often it fired (its false-alarm rate on an unchanged candidate).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import Parser, check_writable_file, read_json_record, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import get_preset
@@ -67,15 +66,7 @@ def load_baseline(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: missing, not JSON, wrong schema, or malformed metrics.
     """
-    if not path.is_file():
-        raise ConfigError(f"--baseline {str(path)!r}: no such file (create one with --write-baseline).")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--baseline {str(path)!r} is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(f"--baseline {str(path)!r} has schema {got!r}; expected {SCHEMA!r}.")
+    data = read_json_record(path, "--baseline", schema=SCHEMA, hint=" (create one with --write-baseline)")
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise ConfigError(f"--baseline {str(path)!r} has no metrics.")
@@ -115,7 +106,7 @@ def evaluate(baseline: dict[str, Any], measured: dict[str, dict[str, float] | No
 def measure_ratios(
     preset: str, base: str, candidate: str, rounds: int, train_seconds: float, seed: int = 0
 ) -> tuple[dict[str, dict[str, float] | None], list[dict[str, Any]]]:
-    from bench.analysis import paired_ratios
+    from bench.analysis import interval_dict, paired_ratios
     from bench.runner import Role, run_rounds
     from bench.stats import interval_of
 
@@ -130,8 +121,7 @@ def measure_ratios(
         if len(ratios) == 0:
             measured[metric] = None
             continue
-        iv = interval_of(ratios, seed=seed)
-        measured[metric] = {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "n": iv.n}
+        measured[metric] = interval_dict(interval_of(ratios, seed=seed))
     return measured, records
 
 

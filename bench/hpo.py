@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.analysis import claim_row, interval_dict
 from bench.claims import Claim
 from bench.stats import Interval, interval_of, verdict
 
@@ -219,27 +220,10 @@ def rss_growth_per_trial(raw: dict[str, Any], name: str = "sequential") -> float
 
 
 def _row(claim: Claim, interval: Interval | None, claimed: float, reason: str, **extra: Any) -> dict[str, Any]:
-    row = {
-        "id": claim.id,
-        "family": claim.family,
-        "text": claim.text,
-        "claimed": claimed,
-        "claimed_alt": claim.alt,
-        "claimed_neu": claim.neu,
-        "tolerance": claim.tolerance,
-        "metric": claim.metric,
-        "base_value": None,
-        "candidate_value": None,
-        "measured": None,
-        "ci": None,
-        "verdict": "not measured",
-        "reason": reason,
-        "rounds": 0,
-        **extra,
-    }
+    row = claim_row(claim, claimed=claimed, reason=reason, **extra)
     if interval is not None:
         row |= {
-            "measured": {"estimate": interval.estimate, "low": interval.low, "high": interval.high, "n": interval.n},
+            "measured": interval_dict(interval),
             "ci": [interval.low, interval.high],
             "verdict": verdict(interval, claimed, claim.tolerance).value,
             "rounds": interval.n,

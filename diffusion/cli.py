@@ -73,6 +73,25 @@ def write_json_atomic(path: Path, record: Any) -> None:
     write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
+def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: str = "") -> dict[str, Any]:
+    """Read a JSON object written by one of our tools.
+
+    Raises:
+        ConfigError: missing, not JSON, not an object, or (with ``schema``) another schema.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r}: no such file{hint}.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} holds a {type(data).__name__}, not a JSON object.")
+    if schema is not None and data.get("schema") != schema:
+        raise ConfigError(f"{what} {str(path)!r} has schema {data.get('schema')!r}; expected {schema!r}.")
+    return data
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -98,7 +98,11 @@ def test_corrupt_or_foreign_saved_result_is_refused_and_outputs_kept(tmp_path, b
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), ("[]", "schema"), ('{"schema": "pmt-bench/baseline/1", "metrics": {}}', "no metrics")],
+    [
+        (None, "no such file"),
+        ("[]", "not a JSON object"),
+        ('{"schema": "pmt-bench/baseline/1", "metrics": {}}', "no metrics"),
+    ],
 )
 def test_gate_bad_baseline_is_exit_2(tmp_path, blocked_tf, content, message):
     path = tmp_path / "baseline.json"

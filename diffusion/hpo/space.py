@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,13 +85,10 @@ def load_best(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: missing, not JSON, or parameters outside the search space.
     """
-    if not path.is_file():
-        raise ConfigError(f"--config {str(path)!r}: no such file.")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--config {str(path)!r} is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+    from diffusion.cli import read_json_record
+
+    data = read_json_record(path, "--config")
+    if not isinstance(data.get("params"), dict):
         raise ConfigError(
             f"--config {str(path)!r} has no `params` object; write it with `python -m diffusion.hpo best`."
         )
