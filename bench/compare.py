@@ -31,6 +31,7 @@ def build_parser() -> Parser:
         "--train-seconds", type=float, default=2.5, help="steady-state training time per job (default 2.5)"
     )
     parser.add_argument("--no-ablations", action="store_true", help="measure only base and candidate")
+    parser.add_argument("--no-disk", action="store_true", help="skip M3/M4 (a one-epoch fit per path; slow at seed)")
     parser.add_argument("--both-ways", action="store_true", help="also measure the candidate with each knob set back")
     parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds, and the bootstrap")
     parser.add_argument("--json", type=Path, help="write the result record here")
@@ -97,6 +98,7 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
             job_options={"train_seconds": args.train_seconds},
             seed=args.seed,
             on_job=on_job,
+            disk_roles=() if args.no_disk else ("base", "candidate"),
         )
     role_dicts = [{"name": r.name, "spec": r.spec, "phases": list(r.phases), "knob": r.knob} for r in roles]
     ok = [rec for rec in records if "environment" in rec]
