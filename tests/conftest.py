@@ -40,3 +40,22 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+BLOCK_TF = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture(scope="session")
+def blocked_tf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for a subprocess in which `import tensorflow` fails (a sitecustomize hook):
+    a command that still works there provably answers before TensorFlow loads."""
+    site = tmp_path_factory.mktemp("no_tf")
+    (site / "sitecustomize.py").write_text(BLOCK_TF)
+    return {"PYTHONPATH": f"{site}{os.pathsep}{python_env()['PYTHONPATH']}"}

@@ -12,23 +12,6 @@ import pytest
 
 from tests.conftest import PYTHON, python_env
 
-BLOCK_TF = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, _Block())
-"""
-
-
-@pytest.fixture(scope="module")
-def no_tf_site(tmp_path_factory) -> Path:
-    """A directory whose sitecustomize makes `import tensorflow` fail."""
-    site = tmp_path_factory.mktemp("no_tf")
-    (site / "sitecustomize.py").write_text(BLOCK_TF)
-    return site
-
 
 def train(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -38,10 +21,6 @@ def train(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedP
         timeout=timeout,
         env=python_env(**env),
     )
-
-
-def with_blocked_tf(site: Path) -> dict[str, str]:
-    return {"PYTHONPATH": f"{site}:{python_env()['PYTHONPATH']}"}
 
 
 @pytest.mark.parametrize(
@@ -55,8 +34,8 @@ def with_blocked_tf(site: Path) -> dict[str, str]:
         (["--epochs", "two"], "invalid int value"),
     ],
 )
-def test_bad_arguments_answer_in_one_line_before_tensorflow_loads(no_tf_site, tmp_path, args, message):
-    result = train("--out", str(tmp_path / "run"), *args, **with_blocked_tf(no_tf_site))
+def test_bad_arguments_answer_in_one_line_before_tensorflow_loads(blocked_tf, tmp_path, args, message):
+    result = train("--out", str(tmp_path / "run"), *args, **blocked_tf)
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -95,7 +74,7 @@ def test_training_one_epoch_writes_a_summary(tmp_path, spec):
     assert env["backend"] == "tensorflow" and env["usable_cpus"] >= 1 and "cpu_model" in env
 
 
-def test_jax_backend_trains_neu_without_tensorflow(no_tf_site, tmp_path):
+def test_jax_backend_trains_neu_without_tensorflow(blocked_tf, tmp_path):
     summary_path = tmp_path / "summary.json"
     result = train(
         "--path",
@@ -109,7 +88,7 @@ def test_jax_backend_trains_neu_without_tensorflow(no_tf_site, tmp_path):
         "--json",
         str(summary_path),
         KERAS_BACKEND="jax",
-        **with_blocked_tf(no_tf_site),
+        **blocked_tf,
     )
     assert result.returncode == 0, result.stderr
     env = json.loads(summary_path.read_text())["environment"]

@@ -9,14 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PYTHON, ROOT, python_env
-from tests.test_cli import BLOCK_TF
-
-
-@pytest.fixture(scope="module")
-def blocked_tf(tmp_path_factory) -> dict[str, str]:
-    site = tmp_path_factory.mktemp("no_tf_bench")
-    (site / "sitecustomize.py").write_text(BLOCK_TF)
-    return {"PYTHONPATH": f"{site}:{python_env()['PYTHONPATH']}"}
 
 
 def bench(module: str, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:

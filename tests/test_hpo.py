@@ -17,7 +17,6 @@ from diffusion.paths import NEU
 from diffusion.presets import get_preset
 from tests import pg
 from tests.conftest import PYTHON, ROOT, python_env
-from tests.test_cli import BLOCK_TF
 
 TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
 
@@ -39,13 +38,6 @@ def trial_states(storage: str, study: str) -> list[str]:
     from diffusion.hpo.storage import open_storage
 
     return [t.state.name for t in optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials()]
-
-
-@pytest.fixture(scope="module")
-def blocked_tf(tmp_path_factory) -> dict[str, str]:
-    site = tmp_path_factory.mktemp("no_tf_hpo")
-    (site / "sitecustomize.py").write_text(BLOCK_TF)
-    return {"PYTHONPATH": f"{site}:{python_env()['PYTHONPATH']}"}
 
 
 @pytest.fixture(scope="module")
