@@ -123,7 +123,8 @@ def assess_claim(
     ratios = paired_ratios(records, base_role, cand_role, claim.metric)
     factor_ratios[claim.id] = ratios
     if len(ratios) == 0:
-        why = errors[0] if errors else "no paired rounds"
+        planned = any(rec.get("role") == cand_role for rec in records)
+        why = errors[0] if errors else ("no paired rounds" if planned else "its ablation was not run (--no-ablations)")
         return {**row, "reason": f"not measured: {why}"}
     interval = interval_of(ratios, seed=seed)
     base_vals = metric_rounds(records, base_role, claim.metric)
