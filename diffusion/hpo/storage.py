@@ -28,7 +28,8 @@ def redact(url: str) -> str:
 
 
 def default_storage(study: str) -> str:
-    return f"journal:{DEFAULT_DIR / (study + '.journal')}"
+    # optuna-dashboard opens a journal file by path when its name ends in .log
+    return f"journal:{DEFAULT_DIR / (study + '.log')}"
 
 
 def describe(url: str) -> str:
