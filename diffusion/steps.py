@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from diffusion.paths import TrainingPath, compile_semantics  # noqa: F401  (re-export)
+from diffusion.paths import TrainingPath
 
 
 def mse(noise, predicted):
