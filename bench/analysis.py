@@ -209,10 +209,9 @@ def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]], se
     """For each ablation role: its phase's metric against its reference (base or candidate)."""
     rows = []
     for role in roles:
-        name = role["name"]
-        if name in ("base", "candidate"):
+        name, reference = role["name"], role["reference"]
+        if reference is None:
             continue
-        reference = "base" if name.startswith("base+") else "candidate"
         for phase in role["phases"]:
             metric = ABLATION_METRIC[phase]
             ratios = paired_ratios(records, reference, name, metric)
@@ -222,7 +221,7 @@ def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]], se
                 {
                     "role": name,
                     "spec": role["spec"],
-                    "knob": role.get("knob"),
+                    "knobs": role["knobs"],
                     "phase": phase,
                     "metric": metric,
                     "reference": reference,

@@ -100,7 +100,7 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
             on_job=on_job,
             disk_roles=() if args.no_disk else ("base", "candidate"),
         )
-    role_dicts = [{"name": r.name, "spec": r.spec, "phases": list(r.phases), "knob": r.knob} for r in roles]
+    role_dicts = [r.record() for r in roles]
     ok = [rec for rec in records if "environment" in rec]
     if not ok:
         raise ConfigError(f"every worker failed; first: {records[0].get('error') if records else 'none ran'}")

@@ -21,33 +21,42 @@ from typing import Any
 import numpy as np
 
 from bench.measure import Job
-from diffusion.paths import TrainingPath, format_path
+from diffusion.paths import KNOB_PHASE, TrainingPath, format_path
 
-# Which phase a knob changes: an ablation of that knob measures only that phase.
-KNOB_PHASE: dict[str, str] = {
-    "train_compile": "train",
-    "batch_size": "train",
-    "loader": "train",
-    "clip_norm": "train",
-    "val_compile": "validate",
-    "val_batches": "validate",
-    "val_batch_size": "validate",
-}
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Role:
-    """One measured variant and why it is in the plan."""
+    """One measured variant and why it is in the plan.
 
-    name: str  # "base", "candidate", "base+loader", "candidate-loader", "candidate+xla"
+    Attributes:
+        name: the key of its records ("base", "candidate", "base+loader", ...); for display.
+        path: the knobs it trains with.
+        phases: the phases it measures (an ablation only the phase its knob changes).
+        reference: the role it is judged against, or None for base and candidate themselves.
+        knobs: the knobs it changes relative to its reference.
+    """
+
+    name: str
     path: TrainingPath
     phases: tuple[str, ...]
-    knob: str | None = None  # the knob an ablation changes
+    reference: str | None = None
+    knobs: tuple[str, ...] = ()
 
     @property
     def spec(self) -> str:
         return format_path(self.path)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form kept in results, so a saved run knows what each role was."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "phases": list(self.phases),
+            "reference": self.reference,
+            "knobs": list(self.knobs),
+        }
 
 
 def differing_knobs(base: TrainingPath, candidate: TrainingPath) -> list[str]:
@@ -60,13 +69,14 @@ def ablation_roles(base: TrainingPath, candidate: TrainingPath, *, both_ways: bo
     roles = []
     for knob in differing_knobs(base, candidate):
         phase = (KNOB_PHASE[knob],)
-        roles.append(Role(f"base+{knob}", dataclasses.replace(base, **{knob: getattr(candidate, knob)}), phase, knob))
+        forward = dataclasses.replace(base, **{knob: getattr(candidate, knob)})
+        roles.append(Role(f"base+{knob}", forward, phase, "base", (knob,)))
         if both_ways:
             back = dataclasses.replace(candidate, **{knob: getattr(base, knob)})
-            roles.append(Role(f"candidate-{knob}", back, phase, knob))
+            roles.append(Role(f"candidate-{knob}", back, phase, "candidate", (knob,)))
     if candidate.train_compile != "xla":
         xla = dataclasses.replace(candidate, train_compile="xla", val_compile="xla")
-        roles.append(Role("candidate+xla", xla, ("validate", "train"), "train_compile"))
+        roles.append(Role("candidate+xla", xla, ("validate", "train"), "candidate", ("train_compile", "val_compile")))
     return roles
 
 

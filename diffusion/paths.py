@@ -8,7 +8,7 @@ that argument errors answer before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffusion.errors import ConfigError
@@ -36,13 +36,14 @@ class TrainingPath:
         val_batch_size: samples per validation batch.
     """
 
-    train_compile: Compile = "eager"
-    val_compile: Compile = "eager"
-    batch_size: int = 32
-    loader: Loader = "sync"
-    clip_norm: float | None = None
-    val_batches: int = 50
-    val_batch_size: int = 32
+    # `phase` names the phase a knob changes: an ablation of the knob measures only that phase.
+    train_compile: Compile = field(default="eager", metadata={"phase": "train"})
+    val_compile: Compile = field(default="eager", metadata={"phase": "validate"})
+    batch_size: int = field(default=32, metadata={"phase": "train"})
+    loader: Loader = field(default="sync", metadata={"phase": "train"})
+    clip_norm: float | None = field(default=None, metadata={"phase": "train"})
+    val_batches: int = field(default=50, metadata={"phase": "validate"})
+    val_batch_size: int = field(default=32, metadata={"phase": "validate"})
 
     def __post_init__(self) -> None:
         for knob in ("train_compile", "val_compile"):
@@ -79,6 +80,7 @@ NEU = TrainingPath(
 )
 PATHS: dict[str, TrainingPath] = {"alt": ALT, "neu": NEU}
 KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingPath))
+KNOB_PHASE: dict[str, str] = {f.name: f.metadata["phase"] for f in dataclasses.fields(TrainingPath)}
 
 
 def _parse_value(knob: str, text: str) -> Any:

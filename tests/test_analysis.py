@@ -109,15 +109,17 @@ def test_validation_rows_show_samples_and_loss_noise_beside_the_time():
 
 def test_ablations_are_derived_from_the_two_paths():
     names = [r.name for r in ablation_roles(ALT, NEU)]
-    assert names == [
+    assert names == [  # in TrainingPath's field order
         "base+train_compile",
+        "base+val_compile",
         "base+loader",
         "base+clip_norm",
-        "base+val_compile",
         "base+val_batches",
         "base+val_batch_size",
         "candidate+xla",
     ]
+    loader = ablation_roles(ALT, NEU)[2]
+    assert (loader.reference, loader.knobs, loader.phases) == ("base", ("loader",), ("train",))
     both = [r.name for r in ablation_roles(ALT, NEU, both_ways=True)]
     assert "candidate-loader" in both
     xla = [r for r in plan_roles(ALT, NEU) if r.name == "candidate+xla"][0]
@@ -125,7 +127,7 @@ def test_ablations_are_derived_from_the_two_paths():
 
 
 def test_ablation_rows_compare_each_variant_with_its_reference():
-    roles = [{"name": r.name, "spec": r.spec, "phases": list(r.phases), "knob": r.knob} for r in plan_roles(ALT, NEU)]
+    roles = [r.record() for r in plan_roles(ALT, NEU)]
     rows = {(r["role"], r["phase"]): r for r in ablation_rows(records(), roles)}
     assert rows[("base+train_compile", "train")]["ratio"]["estimate"] == pytest.approx(1.5, rel=0.03)
     assert rows[("candidate+xla", "train")]["ratio"] is None  # not in the synthetic records
