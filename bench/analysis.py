@@ -1,4 +1,8 @@
-"""From worker records to claim verdicts and ablation rows. Pure: no I/O, no rendering."""
+"""From worker records to claim verdicts and ablation rows. Pure: no I/O, no rendering.
+
+Every row is driven by the claim's registry fields (metric, beside, factor, product_of, kind,
+status); nothing here branches on a claim's id or a role's name.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,31 @@ from typing import Any
 import numpy as np
 
 from bench.claims import METRICS, Claim
-from bench.stats import Interval, Verdict, interval_of, median, verdict
+from bench.stats import (
+    Interval,
+    Verdict,
+    claim_band,
+    interval_of,
+    median,
+    paired_ratios,
+    product_by_round,
+    verdict,
+    verdict_reason,
+)
+
+PerRound = dict[int, float]
 
 
-def metric_rounds(records: list[dict[str, Any]], role: str, metric: str) -> dict[int, float]:
-    """Value of a metric for a role, per round (rounds whose worker failed are absent)."""
-    phase, _ = METRICS[metric]
+def metric_rounds(records: list[dict[str, Any]], role: str, metric: str) -> PerRound:
+    """Value of a metric for a role, per round id (rounds whose worker failed are absent)."""
+    spec = METRICS[metric]
     out = {}
     for rec in records:
         if rec.get("role") != role or "error" in rec:
             continue
-        if phase == "disk":
-            if "disk" in rec:
-                out[rec["round"]] = float(rec["disk"][metric])
-            continue
-        data = rec.get("phases", {}).get(phase)
-        if data is None:
-            continue
-        key = "peak_rss_mib" if metric.endswith("_peak_rss_mib") else metric
-        out[rec["round"]] = float(data[key])
+        data = rec.get("disk") if spec.phase == "disk" else rec.get("phases", {}).get(spec.phase)
+        if data is not None and data.get(spec.key) is not None:
+            out[int(rec["round"])] = float(data[spec.key])
     return out
 
 
@@ -39,16 +49,13 @@ def phase_median(records: list[dict[str, Any]], role: str, phase: str, key: str)
     return median(np.array(values)) if values else None
 
 
-def paired_ratios(records: list[dict[str, Any]], base_role: str, cand_role: str, metric: str) -> np.ndarray:
-    """Per-round "times better" ratios of candidate over base, paired by round."""
-    _, higher_is_better = METRICS[metric]
+def role_ratios(records: list[dict[str, Any]], base_role: str, cand_role: str, metric: str) -> PerRound:
+    """Per-round "times better" ratios of one role over another, paired by round id."""
     base, cand = metric_rounds(records, base_role, metric), metric_rounds(records, cand_role, metric)
-    rounds = sorted(set(base) & set(cand))
-    b = np.array([base[r] for r in rounds])
-    c = np.array([cand[r] for r in rounds])
-    if np.any(b <= 0) or np.any(c <= 0):
-        return np.array([])
-    return c / b if higher_is_better else b / c
+    try:
+        return paired_ratios(base, cand, higher_is_better=METRICS[metric].higher_is_better)
+    except ValueError:  # a zero or negative reading (e.g. no growth) has no ratio
+        return {}
 
 
 def worker_errors(records: list[dict[str, Any]], *roles: str) -> list[str]:
@@ -61,15 +68,81 @@ def interval_dict(interval: Interval | None) -> dict[str, float] | None:
     return {"estimate": interval.estimate, "low": interval.low, "high": interval.high, "n": interval.n}
 
 
-def claim_roles(claim: Claim) -> tuple[str, str]:
-    if claim.factor:
-        return "base", "base+" + "+".join(claim.factor)
-    return "base", "candidate"
+def claim_roles(claim: Claim, roles: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The (reference, measured) role names for a claim: base and candidate, or the ablation
+    whose knobs are the claim's factor. None if the plan has no such role."""
+    if not claim.factor:
+        return "base", "candidate"
+    for role in roles:
+        if role.get("reference") == "base" and set(role.get("knobs", ())) == set(claim.factor):
+            return "base", role["name"]
+    return None
+
+
+def claim_row(claim: Claim, **values: Any) -> dict[str, Any]:
+    """A claim's row with nothing measured yet; ``values`` fill in what was."""
+    unit = METRICS[claim.metric].unit if claim.metric in METRICS else None
+    row: dict[str, Any] = {
+        "id": claim.id,
+        "family": claim.family,
+        "text": claim.text,
+        "kind": claim.kind,
+        "status": claim.status,
+        "source": claim.source,
+        "claimed": claim.claimed,
+        "claimed_here": claim.claimed,
+        "claimed_alt": claim.alt,
+        "claimed_neu": claim.neu,
+        "tolerance": claim.tolerance,
+        "margin": claim.margin,
+        "band": list(claim_band(claim.claimed, claim.tolerance, claim.margin)),
+        "metric": claim.metric,
+        "unit": unit,
+        "base_value": None,
+        "candidate_value": None,
+        "measured": None,
+        "ci": None,
+        "per_round": None,
+        "beside": None,
+        "verdict": Verdict.NOT_MEASURED.value,
+        "reason": "",
+        "rounds": 0,
+    }
+    return {**row, **values}
+
+
+def judged_row(
+    claim: Claim,
+    interval: Interval,
+    *,
+    claimed: float | None = None,
+    reason: str = "",
+    per_round: PerRound | None = None,
+    **values: Any,
+) -> dict[str, Any]:
+    """A measured claim's row: the interval, the verdict under the rule, and why."""
+    claimed = claim.claimed if claimed is None else claimed
+    result = verdict(interval, claimed, claim.tolerance, kind=claim.kind, margin=claim.margin)
+    why = verdict_reason(interval, claimed, result, kind=claim.kind)
+    reasons = [r for r in (why, claim.note, reason) if r]
+    return claim_row(
+        claim,
+        claimed_here=claimed,
+        band=list(claim_band(claimed, claim.tolerance, claim.margin)),
+        measured=interval_dict(interval),
+        ci=[interval.low, interval.high],
+        per_round={str(k): v for k, v in per_round.items()} if per_round else None,
+        # A deterministic quantity has no interval: its verdict is labelled as judged on the value.
+        verdict=f"{result.value} (exact)" if claim.kind == "exact" else result.value,
+        reason="; ".join(reasons),
+        rounds=interval.n,
+        **values,
+    )
 
 
 def _context(records: list[dict[str, Any]], base_role: str, cand_role: str, metric: str) -> str:
     """The numbers a reader needs beside a ratio, so a verdict cannot mislead."""
-    phase, _ = METRICS[metric]
+    phase = METRICS[metric].phase
 
     def both(key: str, fmt: str) -> str:
         b, c = phase_median(records, base_role, phase, key), phase_median(records, cand_role, phase, key)
@@ -77,8 +150,8 @@ def _context(records: list[dict[str, Any]], base_role: str, cand_role: str, metr
 
     if phase == "validate":
         return (
-            f"samples/pass {both('val_samples', '.0f')}; samples/s {both('val_samples_per_s', '.0f')}; "
-            f"val-loss stderr {both('val_loss_stderr', '.4f')}; first pass s {both('first_val_pass_s', '.2f')}"
+            f"samples/pass {both('val_samples', '.0f')}; val-loss stderr {both('val_loss_stderr', '.4f')}; "
+            f"first pass s {both('first_val_pass_s', '.2f')}"
         )
     if phase == "train":
         return (
@@ -88,135 +161,123 @@ def _context(records: list[dict[str, Any]], base_role: str, cand_role: str, metr
     return "measured once: deterministic for a preset"
 
 
-def assess_claim(
+def _reading(records: list[dict[str, Any]], base_role: str, cand_role: str, metric: str) -> dict[str, Any]:
+    """Medians and the paired interval of one metric, for the reading shown beside a verdict."""
+    base, cand = metric_rounds(records, base_role, metric), metric_rounds(records, cand_role, metric)
+    ratios = role_ratios(records, base_role, cand_role, metric)
+    return {
+        "metric": metric,
+        "unit": METRICS[metric].unit,
+        "base_value": median(np.array(list(base.values()))) if base else None,
+        "candidate_value": median(np.array(list(cand.values()))) if cand else None,
+        "measured": interval_dict(interval_of(np.array(list(ratios.values())))) if ratios else None,
+    }
+
+
+def assess_speed_claim(
     claim: Claim,
     records: list[dict[str, Any]],
-    factor_ratios: dict[str, np.ndarray],
-    shared: dict[str, Any],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """One claim's row: values, measured ratio with CI, verdict, and the reason."""
-    row = claim_row(claim)
-    if claim.status == "pending":
-        return {**row, "verdict": Verdict.PENDING.value, "reason": claim.reason}
-    if claim.product_of:
-        parts = [factor_ratios.get(p) for p in claim.product_of]
-        if any(p is None or len(p) == 0 for p in parts):
-            return {**row, "reason": f"not measured: a factor of {'x'.join(claim.product_of)} was not measured"}
-        n = min(len(p) for p in parts)
-        ratios = np.prod(np.vstack([p[:n] for p in parts]), axis=0)
-        interval = interval_of(ratios, seed=seed)
-        return {
-            **row,
-            "measured": interval_dict(interval),
-            "ci": [interval.low, interval.high],
-            "verdict": verdict(interval, claim.claimed, claim.tolerance).value,
-            "rounds": n,
-            "reason": f"product of measured factors {', '.join(claim.product_of)}; compare the whole (V1) above",
-        }
-    same = [k for k in claim.factor if shared["base"][k] == shared["candidate"][k]]
+    roles: list[dict[str, Any]],
+    knobs: dict[str, dict[str, Any]],
+) -> tuple[dict[str, Any], PerRound]:
+    """One speed-suite claim's row, and its per-round ratios (for products)."""
+    assert claim.metric is not None  # validated by Claim for measured speed claims
+    same = [k for k in claim.factor if knobs["base"][k] == knobs["candidate"][k]]
     if same:
-        knobs = ", ".join(f"{k}={shared['base'][k]}" for k in same)
-        return {**row, "reason": f"not measured: base and candidate share {knobs}"}
-    base_role, cand_role = claim_roles(claim)
+        shared = ", ".join(f"{k}={knobs['base'][k]}" for k in same)
+        return claim_row(claim, reason=f"not measured: base and candidate share {shared}"), {}
+    pair = claim_roles(claim, roles)
+    if pair is None:
+        return claim_row(claim, reason="not measured: its ablation was not run (--no-ablations)"), {}
+    base_role, cand_role = pair
     errors = worker_errors(records, base_role, cand_role)
-    ratios = paired_ratios(records, base_role, cand_role, claim.metric)
-    factor_ratios[claim.id] = ratios
-    if len(ratios) == 0:
-        planned = any(rec.get("role") == cand_role for rec in records)
-        why = errors[0] if errors else ("no paired rounds" if planned else "its ablation was not run (--no-ablations)")
-        return {**row, "reason": f"not measured: {why}"}
-    interval = interval_of(ratios, seed=seed)
-    base_vals = metric_rounds(records, base_role, claim.metric)
-    cand_vals = metric_rounds(records, cand_role, claim.metric)
+    ratios = role_ratios(records, base_role, cand_role, claim.metric)
+    if not ratios:
+        why = errors[0] if errors else "no paired rounds with a positive reading"
+        return claim_row(claim, reason=f"not measured: {why}"), {}
+    reading = _reading(records, base_role, cand_role, claim.metric)
     reason = _context(records, base_role, cand_role, claim.metric)
-    if claim.note:
-        reason = f"{claim.note}; {reason}"
     if errors:
         reason += f"; {len(errors)} worker failure(s): {errors[0]}"
-    return {
-        **row,
-        "base_value": median(np.array(list(base_vals.values()))),
-        "candidate_value": median(np.array(list(cand_vals.values()))),
-        "measured": interval_dict(interval),
-        "ci": [interval.low, interval.high],
-        "verdict": verdict(interval, claim.claimed, claim.tolerance).value,
-        "reason": reason,
-        "rounds": len(ratios),
-    }
+    row = judged_row(
+        claim,
+        interval_of(np.array(list(ratios.values()))),
+        reason=reason,
+        per_round=ratios,
+        base_value=reading["base_value"],
+        candidate_value=reading["candidate_value"],
+        beside=_reading(records, base_role, cand_role, claim.beside) if claim.beside else None,
+    )
+    return row, ratios
+
+
+def assess_product(claim: Claim, factor_ratios: dict[str, PerRound]) -> dict[str, Any]:
+    parts = [factor_ratios.get(p) or {} for p in claim.product_of]
+    product = product_by_round(parts)
+    if not product:
+        return claim_row(claim, reason=f"not measured: no round measured all of {', '.join(claim.product_of)}")
+    rounds = sorted(product)
+    return judged_row(
+        claim,
+        interval_of(np.array([product[r] for r in rounds])),
+        per_round=product,
+        reason=f"product of {' x '.join(claim.product_of)} per round, over rounds {', '.join(map(str, rounds))}",
+    )
 
 
 def assess_claims(
     claims: list[Claim],
     records: list[dict[str, Any]] | None,
+    roles: list[dict[str, Any]],
     base: dict[str, Any],
     candidate: dict[str, Any],
-    seed: int = 0,
     suite_rows: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every claim's row, in registry order; product rows see the factors measured before them.
 
     Args:
         records: worker records of the speed suite, or None if it did not run.
+        roles: the speed suite's roles (``Role.record()``), which name each ablation's knobs.
+        base, candidate: the two paths' knobs.
         suite_rows: rows measured by other suites (the search suite), by claim id, or None.
     """
-    factor_ratios: dict[str, np.ndarray] = {}
-    shared = {"base": base, "candidate": candidate}
+    factor_ratios: dict[str, PerRound] = {}
+    knobs = {"base": base, "candidate": candidate}
     ordered = sorted(claims, key=lambda c: bool(c.product_of))  # products after their factors
     rows = {}
     for claim in ordered:
         if claim.status == "pending":
-            rows[claim.id] = assess_claim(claim, [], factor_ratios, shared, seed)
+            rows[claim.id] = claim_row(claim, verdict=Verdict.PENDING.value, reason=claim.reason)
+        elif claim.status == "not applicable":
+            rows[claim.id] = claim_row(claim, verdict=Verdict.NOT_APPLICABLE.value, reason=claim.reason)
+        elif claim.suite == "speed" and records is not None and claim.product_of:
+            rows[claim.id] = assess_product(claim, factor_ratios)
         elif claim.suite == "speed" and records is not None:
-            rows[claim.id] = assess_claim(claim, records, factor_ratios, shared, seed)
+            rows[claim.id], factor_ratios[claim.id] = assess_speed_claim(claim, records, roles, knobs)
         elif suite_rows is not None and claim.id in suite_rows:
             rows[claim.id] = suite_rows[claim.id]
         else:
-            rows[claim.id] = not_run_row(claim)
+            rows[claim.id] = claim_row(claim, reason=f"not measured in this run: add --suite {claim.suite} (or all)")
     return [rows[c.id] for c in claims]
 
 
-def claim_row(claim: Claim, **values: Any) -> dict[str, Any]:
-    """A claim's row with nothing measured yet; ``values`` fill in what was."""
-    row: dict[str, Any] = {
-        "id": claim.id,
-        "family": claim.family,
-        "text": claim.text,
-        "claimed": claim.claimed,
-        "claimed_alt": claim.alt,
-        "claimed_neu": claim.neu,
-        "tolerance": claim.tolerance,
-        "metric": claim.metric,
-        "base_value": None,
-        "candidate_value": None,
-        "measured": None,
-        "ci": None,
-        "verdict": Verdict.NOT_MEASURED.value,
-        "reason": "",
-        "rounds": 0,
-    }
-    return {**row, **values}
+def ablation_metric(phase: str) -> str:
+    return {"train": "train_samples_per_s", "validate": "val_pass_s"}[phase]
 
 
-def not_run_row(claim: Claim) -> dict[str, Any]:
-    return claim_row(claim, reason=f"not measured in this run: add --suite {claim.suite} (or all)")
-
-
-ABLATION_METRIC = {"train": "train_samples_per_s", "validate": "val_pass_s"}
-
-
-def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
-    """For each ablation role: its phase's metric against its reference (base or candidate)."""
+def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each ablation role: its phase's metric against its reference role, paired by round."""
     rows = []
     for role in roles:
         name, reference = role["name"], role["reference"]
         if reference is None:
             continue
         for phase in role["phases"]:
-            metric = ABLATION_METRIC[phase]
-            ratios = paired_ratios(records, reference, name, metric)
-            interval = interval_of(ratios, seed=seed) if len(ratios) else None
+            metric = ablation_metric(phase)
+            ratios = role_ratios(records, reference, name, metric)
+            interval = interval_of(np.array(list(ratios.values()))) if ratios else None
             errors = worker_errors(records, name)
+            train = phase == "train"
             rows.append(
                 {
                     "role": name,
@@ -224,22 +285,17 @@ def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]], se
                     "knobs": role["knobs"],
                     "phase": phase,
                     "metric": metric,
+                    "unit": METRICS[metric].unit,
                     "reference": reference,
                     "reference_value": phase_median(records, reference, phase, metric),
                     "value": phase_median(records, name, phase, metric),
                     "ratio": interval_dict(interval),
-                    "first_call_s": phase_median(
-                        records, name, phase, "first_step_s" if phase == "train" else "first_val_pass_s"
-                    ),
+                    "first_call_s": phase_median(records, name, phase, "first_step_s" if train else "first_val_pass_s"),
                     "samples_per_s": phase_median(
-                        records, name, phase, "train_samples_per_s" if phase == "train" else "val_samples_per_s"
+                        records, name, phase, "train_samples_per_s" if train else "val_samples_per_s"
                     ),
-                    "val_loss_stderr": phase_median(records, name, phase, "val_loss_stderr")
-                    if phase == "validate"
-                    else None,
-                    "input_wait_share": phase_median(records, name, phase, "input_wait_share")
-                    if phase == "train"
-                    else None,
+                    "val_loss_stderr": None if train else phase_median(records, name, phase, "val_loss_stderr"),
+                    "input_wait_share": phase_median(records, name, phase, "input_wait_share") if train else None,
                     "note": f"not measured: {errors[0]}" if interval is None and errors else "",
                 }
             )

@@ -8,55 +8,96 @@ from pathlib import Path
 
 import tomllib
 
+from bench.stats import KINDS
 from diffusion.errors import ConfigError
 from diffusion.paths import KNOBS
 
-# metric -> (phase that measures it, True if a higher value is better)
-METRICS: dict[str, tuple[str, bool]] = {
-    "val_pass_s": ("validate", False),
-    "train_samples_per_s": ("train", True),
-    "train_peak_rss_mib": ("train", False),
-    "val_peak_rss_mib": ("validate", False),
-    "log_bytes": ("disk", False),
-    "checkpoint_bytes": ("disk", False),
+
+@dataclass(frozen=True)
+class Metric:
+    """What the speed suite reads from a worker record for one claim.
+
+    Attributes:
+        phase: the phase that measures it ("validate", "train", or "disk": a one-epoch fit).
+        key: the field of that phase's record.
+        higher_is_better: throughput yes; time, memory and bytes no.
+        unit: for display.
+    """
+
+    phase: str
+    key: str
+    higher_is_better: bool
+    unit: str
+
+
+METRICS: dict[str, Metric] = {
+    "val_pass_s": Metric("validate", "val_pass_s", False, "s"),
+    "val_samples_per_s": Metric("validate", "val_samples_per_s", True, "/s"),
+    "train_samples_per_s": Metric("train", "train_samples_per_s", True, "/s"),
+    "train_peak_rss_mib": Metric("train", "peak_rss_mib", False, "MiB"),
+    "train_rss_growth_mib": Metric("train", "rss_growth_mib", False, "MiB"),
+    "val_peak_rss_mib": Metric("validate", "peak_rss_mib", False, "MiB"),
+    "val_rss_growth_mib": Metric("validate", "rss_growth_mib", False, "MiB"),
+    "log_bytes": Metric("disk", "log_bytes", False, "B"),
+    "checkpoint_bytes": Metric("disk", "checkpoint_bytes", False, "B"),
 }
-# Measured by the search suite (bench/hpo.py), not from worker records.
+# Measured by the search suite (bench/hpo.py: HPO_READINGS), not from worker records.
 HPO_METRICS = (
     "hpo_thread_speedup",
     "hpo_pruned_share",
+    "hpo_pruning_speedup",
+    "hpo_pruned_time_saved",
     "hpo_pruned_parallel_speedup",
     "hpo_core_speedup",
     "hpo_projection",
 )
 SUITES = ("speed", "hpo")
-FAMILIES = ("validation", "training", "memory", "search", "quality", "selection", "scaling", "cost")
-STATUSES = ("measured", "pending")
+FAMILIES = (
+    "validation",
+    "training",
+    "memory",
+    "search",
+    "workflow",
+    "quality",
+    "selection",
+    "scaling",
+    "cost",
+)
+STATUSES = ("measured", "pending", "not applicable")
+RESCALES = ("jobs",)  # a claimed value restated for the parallel jobs run here (the seed ran 4)
+SEED_JOBS = 4
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of the seed report's claims.
+    """One quantitative statement of the seed report.
 
-    ``claimed`` is a ratio in "times better" form (see claims.toml). A claim is measured
-    either on the two paths themselves (``factor`` empty), on the base path with the given
-    knobs set to the candidate's values (an ablation), or as the product of other claims.
+    ``claimed`` is the ratio (or share) as the report states it, in "times better" form for
+    NEU (see claims.toml). A claim is measured on the two paths themselves (``factor`` empty),
+    on the base path with the given knobs set to the candidate's values (an ablation), as the
+    product of other claims, or by another suite. ``kind`` says how it is judged (bench.stats:
+    ratio, share, exact, projection).
     """
 
     id: str
     family: str
     text: str
     claimed: float
+    kind: str = "ratio"
     metric: str | None = None
+    beside: str | None = None  # a second reading shown next to the verdict's, never judged
     factor: tuple[str, ...] = ()
     product_of: tuple[str, ...] = ()
     alt: str | None = None
     neu: str | None = None
     tolerance: float = 0.20
+    margin: float = 0.10  # equivalence margin of an "equal" claim (claimed = 1)
+    rescale: str | None = None
     status: str = "measured"
     reason: str | None = None
     note: str | None = None  # what a reader must know to read the verdict right
     suite: str = "speed"  # which suite of `bench.compare --suite` measures it
-    unit: str = "x"
+    source: str | None = None  # where the report says it
 
     def __post_init__(self) -> None:
         where = f"claim {self.id!r}"
@@ -64,29 +105,37 @@ class Claim:
             raise ConfigError(f"{where}: `family` must be one of {', '.join(FAMILIES)}, but got {self.family!r}.")
         if self.status not in STATUSES:
             raise ConfigError(f"{where}: `status` must be one of {', '.join(STATUSES)}, but got {self.status!r}.")
+        if self.kind not in KINDS:
+            raise ConfigError(f"{where}: `kind` must be one of {', '.join(KINDS)}, but got {self.kind!r}.")
         if not self.claimed > 0:
             raise ConfigError(f"{where}: `claimed` must be positive, but got {self.claimed!r}.")
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"{where}: `tolerance` must be in [0, 1), but got {self.tolerance!r}.")
-        if self.status == "pending":
+        if not 0 < self.margin < 1:
+            raise ConfigError(f"{where}: `margin` must be in (0, 1), but got {self.margin!r}.")
+        if self.rescale is not None and self.rescale not in RESCALES:
+            raise ConfigError(f"{where}: `rescale` must be one of {', '.join(RESCALES)}, but got {self.rescale!r}.")
+        if self.status != "measured":
             if not self.reason:
-                raise ConfigError(f"{where}: a pending claim needs a `reason`.")
+                raise ConfigError(f"{where}: a claim with status {self.status!r} needs a `reason`.")
             return
         if self.suite not in SUITES:
             raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
         if self.product_of:
             return
-        if self.suite == "hpo":
-            if self.metric not in HPO_METRICS:
-                raise ConfigError(
-                    f"{where}: `metric` must be one of {', '.join(HPO_METRICS)}, but got {self.metric!r}."
-                )
-            return
-        if self.metric not in METRICS:
-            raise ConfigError(f"{where}: `metric` must be one of {', '.join(METRICS)}, but got {self.metric!r}.")
+        valid = HPO_METRICS if self.suite == "hpo" else tuple(METRICS)
+        for name, value in (("metric", self.metric), ("beside", self.beside)):
+            if (value is not None or name == "metric") and value not in valid:
+                raise ConfigError(f"{where}: `{name}` must be one of {', '.join(valid)}, but got {value!r}.")
         for knob in self.factor:
             if knob not in KNOBS:
                 raise ConfigError(f"{where}: unknown knob {knob!r} in `factor`; valid knobs: {', '.join(KNOBS)}.")
+
+    def claimed_here(self, jobs: int | None = None) -> float:
+        """The claimed value this run is judged against: as stated, or restated for ``jobs``."""
+        if self.rescale == "jobs" and jobs is not None:
+            return self.claimed * jobs / SEED_JOBS
+        return self.claimed
 
 
 def load_claims(path: Path | None = None) -> list[Claim]:

@@ -33,7 +33,7 @@ def build_parser() -> Parser:
     parser.add_argument("--no-ablations", action="store_true", help="measure only base and candidate")
     parser.add_argument("--no-disk", action="store_true", help="skip M3/M4 (a one-epoch fit per path; slow at seed)")
     parser.add_argument("--both-ways", action="store_true", help="also measure the candidate with each knob set back")
-    parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds, and the bootstrap")
+    parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds (default 0)")
     parser.add_argument("--json", type=Path, help="write the result record here")
     parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved result instead of measuring")
@@ -44,7 +44,9 @@ def build_parser() -> Parser:
     parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
     parser.add_argument("--hpo-trials", type=int, default=20, help="trials per search (default 20, as the seed)")
     parser.add_argument("--hpo-epochs", type=int, default=6, help="epochs per trial (default 6)")
-    parser.add_argument("--hpo-repeats", type=int, default=2, help="repeats of every search (default 2)")
+    parser.add_argument(
+        "--hpo-repeats", type=int, default=3, help="repeats of every search (default 3: fewer give no verdict)"
+    )
     return parser
 
 
@@ -107,7 +109,7 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     return {
         "records": records,
         "roles": role_dicts,
-        "ablations": ablation_rows(records, role_dicts, seed=args.seed),
+        "ablations": ablation_rows(records, role_dicts),
         "environment": ok[0]["environment"],
         "summary": {"base": path_summary(records, "base"), "candidate": path_summary(records, "candidate")},
     }
@@ -148,7 +150,7 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
         write_json_atomic(
             args.json.with_suffix(".raw.json"), {"schema": SCHEMA + "-raw", "speed": speed, "search": search}
         )
-    search_rows = hpo_rows(search, claims, seed=args.seed) if search else None
+    search_rows = hpo_rows(search, claims) if search else None
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -170,9 +172,9 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
         "claims": assess_claims(
             claims,
             speed["records"] if speed else None,
+            speed["roles"] if speed else [],
             base.knobs(),
             candidate.knobs(),
-            seed=args.seed,
             suite_rows=search_rows,
         ),
         "ablations": speed["ablations"] if speed else [],

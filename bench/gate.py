@@ -106,7 +106,9 @@ def evaluate(baseline: dict[str, Any], measured: dict[str, dict[str, float] | No
 def measure_ratios(
     preset: str, base: str, candidate: str, rounds: int, train_seconds: float, seed: int = 0
 ) -> tuple[dict[str, dict[str, float] | None], list[dict[str, Any]]]:
-    from bench.analysis import interval_dict, paired_ratios
+    import numpy as np
+
+    from bench.analysis import interval_dict, role_ratios
     from bench.runner import Role, run_rounds
     from bench.stats import interval_of
 
@@ -117,11 +119,11 @@ def measure_ratios(
     records = run_rounds(roles, preset, rounds, job_options={"train_seconds": train_seconds}, disk_roles=(), seed=seed)
     measured: dict[str, dict[str, float] | None] = {}
     for metric in GATED_METRICS:
-        ratios = paired_ratios(records, "base", "candidate", metric)
-        if len(ratios) == 0:
+        ratios = role_ratios(records, "base", "candidate", metric)
+        if not ratios:
             measured[metric] = None
             continue
-        measured[metric] = interval_dict(interval_of(ratios, seed=seed))
+        measured[metric] = interval_dict(interval_of(np.array(list(ratios.values()))))
     return measured, records
 
 

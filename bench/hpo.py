@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis import claim_row, interval_dict
-from bench.claims import Claim
-from bench.stats import Interval, interval_of, verdict
+from bench.analysis import claim_row, judged_row
+from bench.claims import SEED_JOBS, Claim
+from bench.stats import Interval, Verdict, interval_of, paired_ratios, share_interval, trials_to_decide
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,31 +183,131 @@ def measure_hpo(plan: HpoPlan, on_run: Callable[[int, Run, dict[str, Any]], None
 # ---- analysis: pure functions of the records -------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What the search suite measured for one metric of the registry."""
+
+    interval: Interval | None
+    reason: str
+    base_value: float | None = None  # seconds of the reference run (median over repeats)
+    candidate_value: float | None = None
+    per_round: dict[int, float] | None = None  # by repeat
+
+
 def walls(raw: dict[str, Any], name: str) -> dict[int, float]:
     return {r["repeat"]: r["wall_s"] for r in raw["records"] if r["run"]["name"] == name and "wall_s" in r}
 
 
-def speedup(raw: dict[str, Any], base: str, cand: str, seed: int = 0) -> Interval | None:
+def _speedup(raw: dict[str, Any], base: str, cand: str, reason: str) -> Reading:
+    """Wall-time speedup of one run over another, paired by repeat."""
     b, c = walls(raw, base), walls(raw, cand)
-    rounds = sorted(set(b) & set(c))
-    if not rounds:
-        return None
-    return interval_of(np.array([b[r] / c[r] for r in rounds]), seed=seed)
+    ratios = paired_ratios(b, c, higher_is_better=False)
+    if not ratios:
+        return Reading(None, f"not measured: no repeat ran both {base} and {cand}")
+    return Reading(
+        interval_of(np.array(list(ratios.values()))),
+        reason,
+        float(np.median(list(b.values()))),
+        float(np.median(list(c.values()))),
+        ratios,
+    )
 
 
-def pruned_share(raw: dict[str, Any], name: str) -> tuple[Interval | None, float | None, int]:
-    """Share of finished trials that were pruned (Wilson interval over all repeats) and the share
-    of epochs that pruning saved."""
-    from scipy.stats import binomtest
+def _plan(raw: dict[str, Any]) -> tuple[int, int, int]:
+    return raw["plan"]["jobs"], raw["cores"], raw["plan"]["trials"]
 
-    trials = [t for r in raw["records"] if r["run"]["name"] == name and "trials" in r for t in r["trials"]]
+
+def thread_speedup(raw: dict[str, Any]) -> Reading:
+    jobs, cores, trials = _plan(raw)
+    workers = _speedup(raw, "sequential", "workers", "").interval
+    wtext = f"{workers.estimate:.2f}x [{workers.low:.2f}, {workers.high:.2f}]" if workers else "-"
+    return _speedup(
+        raw,
+        "sequential",
+        "threads",
+        f"{jobs} threads (Optuna n_jobs, as the seed) vs 1 on {cores} cores, the same {trials} enqueued trials, "
+        f"no pruning; {jobs} worker processes instead: {wtext}",
+    )
+
+
+def pruned_share(raw: dict[str, Any]) -> Reading:
+    """Share of finished trials that MedianPruner stopped, over all repeats (Wilson interval)."""
+    trials = [
+        t for r in raw["records"] if r["run"]["name"] == "sequential+pruning" and "trials" in r for t in r["trials"]
+    ]
     if not trials:
-        return None, None, 0
+        return Reading(None, "not measured: no pruned run")
     pruned = sum(t["state"] == "PRUNED" for t in trials)
-    ci = binomtest(pruned, len(trials)).proportion_ci(confidence_level=0.95, method="wilson")
+    share = share_interval(pruned, len(trials))
     epochs = raw["plan"]["epochs"]
     saved = 1 - sum(t["epochs_run"] or 0 for t in trials) / (epochs * len(trials))
-    return Interval(pruned / len(trials), float(ci.low), float(ci.high), len(trials)), saved, pruned
+    return Reading(
+        share,
+        f"MedianPruner (startup 5 trials, no pruning before epoch 3), {epochs} epochs: {pruned} of {len(trials)} "
+        f"trials pruned; epochs saved {saved:.0%}",
+    )
+
+
+def pruning_speedup(raw: dict[str, Any]) -> Reading:
+    jobs, _, _ = _plan(raw)
+    return _speedup(raw, "threads", "threads+pruning", f"{jobs} threads without vs with MedianPruner")
+
+
+def pruned_time_saved(raw: dict[str, Any]) -> Reading:
+    """Share of the sequential search's wall time that pruning saves: 1 - 1/speedup, per repeat."""
+    got = _speedup(raw, "sequential", "sequential+pruning", "sequential search without vs with MedianPruner")
+    if got.interval is None:
+        return got
+    iv = got.interval
+    share = Interval(1 - 1 / iv.estimate, 1 - 1 / iv.low, 1 - 1 / iv.high, iv.n)
+    return Reading(
+        share, got.reason + " (share of wall time saved)", got.base_value, got.candidate_value, got.per_round
+    )
+
+
+def pruned_parallel_speedup(raw: dict[str, Any]) -> Reading:
+    jobs, _, _ = _plan(raw)
+    return _speedup(raw, "sequential", "threads+pruning", f"{jobs} threads with pruning vs 1 without")
+
+
+def core_speedup(raw: dict[str, Any]) -> Reading:
+    jobs, cores, _ = _plan(raw)
+    return _speedup(
+        raw,
+        "sequential-1core",
+        "workers",
+        f"doubling cores and workers as the seed's 4 -> 8 cores: 1 worker pinned to 1 core vs {jobs} worker "
+        f"processes on {min(jobs, cores)} cores (not 8 vs 4: this machine has {cores})",
+    )
+
+
+def projection(raw: dict[str, Any]) -> Reading:
+    """Search time with W workers projected from measured trial durations: W workers finish
+    ceil(N / W) waves of trials. Computed, not measured."""
+    trials = [t for r in raw["records"] if r["run"]["name"] == "threads+pruning" and "trials" in r for t in r["trials"]]
+    if not trials:
+        return Reading(None, "not measured: no pruned parallel run to project from")
+    n = raw["plan"]["trials"]
+    mean = float(np.mean([t["seconds"] for t in trials if t["seconds"]]))
+    waves = {w: math.ceil(n / w) for w in (4, 128)}
+    ratio = waves[4] / waves[128]
+    return Reading(
+        Interval(ratio, ratio, ratio, 1),
+        f"computed: {n} trials (mean {mean:.1f} s each); 4 workers need ceil({n}/4) = {waves[4]} waves, 128 need "
+        f"ceil({n}/128) = {waves[128]}: {waves[4]}/{waves[128]} = {ratio:.0f}x at most. 128 workers pay off only "
+        f"with >= 128 trials, and a TPE sampler learns little when most trials run at once",
+    )
+
+
+HPO_READINGS: dict[str, Callable[[dict[str, Any]], Reading]] = {
+    "hpo_thread_speedup": thread_speedup,
+    "hpo_pruned_share": pruned_share,
+    "hpo_pruning_speedup": pruning_speedup,
+    "hpo_pruned_time_saved": pruned_time_saved,
+    "hpo_pruned_parallel_speedup": pruned_parallel_speedup,
+    "hpo_core_speedup": core_speedup,
+    "hpo_projection": projection,
+}
 
 
 def rss_growth_per_trial(raw: dict[str, Any], name: str = "sequential") -> float | None:
@@ -219,96 +319,37 @@ def rss_growth_per_trial(raw: dict[str, Any], name: str = "sequential") -> float
     return float(np.polyfit(np.arange(len(rss)), rss, 1)[0]) if len(rss) >= 3 else None
 
 
-def _row(claim: Claim, interval: Interval | None, claimed: float, reason: str, **extra: Any) -> dict[str, Any]:
-    row = claim_row(claim, claimed=claimed, reason=reason, **extra)
-    if interval is not None:
-        row |= {
-            "measured": interval_dict(interval),
-            "ci": [interval.low, interval.high],
-            "verdict": verdict(interval, claimed, claim.tolerance).value,
-            "rounds": interval.n,
-        }
-    return row
-
-
-def hpo_rows(raw: dict[str, Any], claims: list[Claim], seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Rows for the search claims, keyed by claim id, in the compare CLI's row format."""
-    plan = raw["plan"]
-    jobs, cores = plan["jobs"], raw["cores"]
-    by_id = {c.id: c for c in claims}
-    rows: dict[str, dict[str, Any]] = {}
+def hpo_rows(raw: dict[str, Any], claims: list[Claim]) -> dict[str, dict[str, Any]]:
+    """Rows for the search suite's claims, keyed by claim id, in the compare CLI's row format."""
+    jobs, _, _ = _plan(raw)
     errors = sorted({r["error"] for r in raw["records"] if "error" in r})
     err = f"; {len(errors)} failed run(s): {errors[0]}" if errors else ""
-
-    if "H1" in by_id:
-        iv = speedup(raw, "sequential", "threads", seed)
-        workers = speedup(raw, "sequential", "workers", seed)
-        wtext = f"{workers.estimate:.2f}x [{workers.low:.2f}, {workers.high:.2f}]" if workers else "-"
-        rows["H1"] = _row(
-            by_id["H1"],
-            iv,
-            float(jobs),
-            f"{jobs} threads (Optuna n_jobs, as the seed) vs 1 on {cores} cores, same {plan['trials']} enqueued trials, "
-            f"no pruning; the seed's 4 jobs claim linear scaling, so the claim here is {jobs}x. "
-            f"{jobs} worker processes instead: {wtext}{err}",
-            base_value=np.median(list(walls(raw, "sequential").values())) if walls(raw, "sequential") else None,
-            candidate_value=np.median(list(walls(raw, "threads").values())) if walls(raw, "threads") else None,
+    rows: dict[str, dict[str, Any]] = {}
+    for claim in claims:
+        if claim.suite != "hpo" or claim.status != "measured" or claim.metric not in HPO_READINGS:
+            continue
+        reading = HPO_READINGS[claim.metric](raw)
+        claimed = claim.claimed_here(jobs)
+        restated = (
+            f"claimed {claim.claimed:g}x at the seed's {SEED_JOBS} jobs, restated for {jobs}: {claimed:.3g}x; "
+            if claimed != claim.claimed
+            else ""
         )
-    if "H2" in by_id:
-        share, saved, pruned = pruned_share(raw, "sequential+pruning")
-        rows["H2"] = _row(
-            by_id["H2"],
-            share,
-            by_id["H2"].claimed,
-            f"MedianPruner (startup 5 trials, no pruning before epoch 3) on the fixed list, {plan['epochs']} epochs: "
-            f"{pruned} of {share.n if share else 0} trials pruned (Wilson interval); "
-            f"epochs saved {saved:.0%}"
-            if share
-            else f"no pruned run{err}",
+        if reading.interval is None:
+            rows[claim.id] = claim_row(claim, claimed_here=claimed, reason=reading.reason + err)
+            continue
+        row = judged_row(
+            claim,
+            reading.interval,
+            claimed=claimed,
+            reason=restated + reading.reason + err,
+            per_round=reading.per_round,
+            base_value=reading.base_value,
+            candidate_value=reading.candidate_value,
         )
-    if "H3" in by_id:
-        iv = speedup(raw, "sequential", "threads+pruning", seed)
-        gain = by_id["H3"].claimed / by_id["H1"].claimed if "H1" in by_id else 1.0
-        rows["H3"] = _row(
-            by_id["H3"],
-            iv,
-            jobs * gain,
-            f"{jobs} threads with pruning vs 1 without; the seed's 5.7x = 4 jobs x {gain:.2f} from pruning, "
-            f"so the claim here is {jobs} x {gain:.2f} = {jobs * gain:.2f}x{err}",
-        )
-    if "S1" in by_id:
-        iv = speedup(raw, "sequential-1core", "workers", seed)
-        rows["S1"] = _row(
-            by_id["S1"],
-            iv,
-            by_id["S1"].claimed,
-            f"doubling cores and workers as the seed's 4 -> 8 cores: 1 worker pinned to 1 core vs {jobs} worker "
-            f"processes on {min(jobs, cores)} cores. One TensorFlow process already uses every core it may, "
-            f"so more workers share the cores rather than add them{err}",
-        )
-    if "S4" in by_id:
-        rows["S4"] = s4_projection(raw, by_id["S4"])
+        if claim.kind == "share" and row["verdict"] == Verdict.INCONCLUSIVE.value and reading.interval.n >= 3:
+            needed = trials_to_decide(reading.interval.estimate, claimed, claim.tolerance)
+            if needed is not None:
+                row["reason"] += f"; about {needed} trials would decide it at this share"
+        rows[claim.id] = row
     return rows
-
-
-def s4_projection(raw: dict[str, Any], claim: Claim) -> dict[str, Any]:
-    """Search time with W workers projected from measured trial durations: W workers finish
-    ceil(N / W) waves of trials. A projection, not a measurement."""
-    trials = [t for r in raw["records"] if r["run"]["name"] == "threads+pruning" and "trials" in r for t in r["trials"]]
-    if not trials:
-        return _row(claim, None, claim.claimed, "not measured: no pruned parallel run to project from")
-    n = raw["plan"]["trials"]
-    mean = float(np.mean([t["seconds"] for t in trials if t["seconds"]]))
-    waves = {w: math.ceil(n / w) for w in (4, 128)}
-    ratio = waves[4] / waves[128]
-    interval = Interval(ratio, ratio, ratio, 0)
-    row = _row(
-        claim,
-        interval,
-        claim.claimed,
-        f"PROJECTION, not a measurement: {n} trials of mean {mean:.1f} s; 4 workers need {waves[4]} waves, "
-        f"128 need {waves[128]}: at most {ratio:.0f}x. 128 workers pay off only with >= 128 trials, and a "
-        f"TPE sampler learns little when most trials run at once",
-    )
-    row["projection"] = True
-    return row

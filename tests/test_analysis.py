@@ -10,24 +10,27 @@ from bench.claims import load_claims
 from bench.runner import ablation_roles, plan_roles
 from diffusion.paths import ALT, NEU
 
-ROLE_FIGURES = {  # role: (val_pass_s, train_samples_per_s)
-    "base": (1.0, 100.0),
-    "candidate": (0.125, 240.0),  # V1 8x faster, T1 2.4x
-    "base+val_batches": (0.4, None),  # 2.5x
-    "base+val_batch_size": (1.6, None),  # twice the samples: 0.625x, not 2x
-    "base+val_compile": (0.5, None),  # 2x: more than the claimed 1.5x
-    "base+loader": (None, 130.0),  # 1.3x
-    "base+train_compile": (None, 150.0),  # 1.5x
-    "base+clip_norm": (None, 80.0),  # clipping costs time; it cannot make a step faster
+# role: (val_pass_s, samples per pass, train_samples_per_s, val growth MiB, train growth MiB)
+ROLE_FIGURES = {
+    "base": (1.0, 1600, 100.0, 9.0, 15.0),
+    "candidate": (0.125, 1280, 240.0, 20.0, 50.0),  # V1 8x faster, T1 2.4x; NEU grows more memory
+    "base+val_batches": (0.4, 640, None, None, None),  # 2.5x per pass
+    "base+val_batch_size": (1.6, 3200, None, None, None),  # twice the samples: 1.25x per sample, 0.625x per pass
+    "base+val_compile": (0.4, 1600, None, None, None),  # 2.5x: more than the claimed 1.5x
+    "base+loader": (None, None, 130.0, None, None),  # 1.3x
+    "base+train_compile": (None, None, 150.0, None, None),  # 1.5x
+    "base+clip_norm": (None, None, 80.0, None, None),  # clipping costs time; it cannot make a step faster
 }
+ROLES = [r.record() for r in plan_roles(ALT, NEU)]
 
 
-def records(rounds: int = 6, noise: float = 0.01, fail: str | None = None) -> list[dict]:
+def records(rounds: int = 6, noise: float = 0.01, fail: dict[str, int] | None = None) -> list[dict]:
+    """Synthetic worker records; ``fail`` maps a role to the round whose worker failed."""
     rng = np.random.default_rng(0)
     out = []
     for r in range(rounds):
-        for role, (val_s, sps) in ROLE_FIGURES.items():
-            if role == fail:
+        for role, (val_s, samples, sps, val_growth, train_growth) in ROLE_FIGURES.items():
+            if (fail or {}).get(role) == r:
                 out.append({"role": role, "round": r, "error": "worker exited 1: boom"})
                 continue
             phases = {}
@@ -35,9 +38,10 @@ def records(rounds: int = 6, noise: float = 0.01, fail: str | None = None) -> li
                 v = val_s * rng.lognormal(0, noise)
                 phases["validate"] = {
                     "val_pass_s": v,
-                    "peak_rss_mib": 500.0,
-                    "val_samples": 1600,
-                    "val_samples_per_s": 1600 / v,
+                    "peak_rss_mib": 760.0 + (val_growth or 0),
+                    "rss_growth_mib": val_growth,
+                    "val_samples": samples,
+                    "val_samples_per_s": samples / v,
                     "val_loss_stderr": 0.01,
                     "first_val_pass_s": v,
                     "cores_busy": 1.0,
@@ -45,7 +49,8 @@ def records(rounds: int = 6, noise: float = 0.01, fail: str | None = None) -> li
             if sps is not None:
                 phases["train"] = {
                     "train_samples_per_s": sps * rng.lognormal(0, noise),
-                    "peak_rss_mib": 800.0,
+                    "peak_rss_mib": 780.0 + (train_growth or 0),
+                    "rss_growth_mib": train_growth,
                     "input_wait_share": 0.1,
                     "first_step_s": 0.5,
                     "cores_busy": 1.5,
@@ -57,8 +62,9 @@ def records(rounds: int = 6, noise: float = 0.01, fail: str | None = None) -> li
     return out
 
 
-def verdicts(recs: list[dict]) -> dict[str, dict]:
-    return {row["id"]: row for row in assess_claims(load_claims(), recs, ALT.knobs(), NEU.knobs())}
+def verdicts(recs: list[dict], candidate: dict | None = None) -> dict[str, dict]:
+    rows = assess_claims(load_claims(), recs, ROLES, ALT.knobs(), candidate or NEU.knobs())
+    return {row["id"]: row for row in rows}
 
 
 def test_known_ratios_get_the_right_verdicts():
@@ -66,16 +72,18 @@ def test_known_ratios_get_the_right_verdicts():
     expected = {
         "V1": "holds",
         "V2": "holds",
-        "V3": "refuted",
+        "V3": "refuted",  # 1.25x per sample against 2x
         "V4": "exceeded",
+        "V5": "holds",  # 2.5 x 1.25 x 2.5 = 7.8
         "T1": "holds",
         "T2": "holds",
         "T3": "holds",
-        "T4": "refuted",
-        "M1": "holds",
-        "M2": "exceeded",
-        "M3": "holds",
-        "M4": "holds",
+        "T4": "refuted (reversed)",
+        "T5": "refuted",  # 1.3 x 1.5 x 0.8 = 1.56 against 2.145
+        "M1": "refuted",  # growth 15 -> 50 MiB is not "equal"
+        "M2": "refuted",  # growth 9 -> 20 MiB: NEU +122%, not +25%
+        "M3": "not applicable",
+        "M4": "holds (exact)",
     }
     assert {k: rows[k]["verdict"] for k in expected} == expected
     assert rows["V1"]["measured"]["estimate"] == pytest.approx(8.0, rel=0.03)
@@ -83,21 +91,65 @@ def test_known_ratios_get_the_right_verdicts():
     assert rows["H1"]["verdict"] == "not measured" and "--suite hpo" in rows["H1"]["reason"]
 
 
-def test_product_row_multiplies_the_measured_factors():
+def test_every_row_carries_its_kind():
     rows = verdicts(records())
-    # 2.5 x 0.625 x 2 = 3.125, far below the claimed 7.5.
-    assert rows["V5"]["measured"]["estimate"] == pytest.approx(3.125, rel=0.03)
-    assert rows["V5"]["verdict"] == "refuted"
+    assert {rows[c]["kind"] for c in ("V1", "T1", "M1")} == {"ratio"}
+    assert rows["M4"]["kind"] == "exact" and rows["H2"]["kind"] == "share" and rows["S4"]["kind"] == "projection"
 
 
-def test_failed_worker_leaves_the_claim_not_measured_with_the_error():
-    rows = verdicts(records(fail="base+loader"))
+def test_v3_is_judged_per_sample_with_the_pass_time_beside():
+    row = verdicts(records())["V3"]
+    assert row["metric"] == "val_samples_per_s"
+    assert row["measured"]["estimate"] == pytest.approx(1.25, rel=0.03)
+    assert row["beside"]["metric"] == "val_pass_s"
+    assert row["beside"]["measured"]["estimate"] == pytest.approx(0.625, rel=0.03)
+
+
+def test_memory_is_judged_on_growth_with_the_absolute_peak_beside():
+    row = verdicts(records())["M1"]
+    assert row["metric"] == "train_rss_growth_mib"
+    assert row["measured"]["estimate"] == pytest.approx(15 / 50)
+    assert row["beside"]["metric"] == "train_peak_rss_mib"
+    assert row["beside"]["measured"]["estimate"] == pytest.approx(795 / 830)
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_fewer_than_3_rounds_give_no_speed_or_memory_verdict(rounds):
+    rows = verdicts(records(rounds=rounds))
+    for cid in ("V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5", "M1", "M2"):
+        assert rows[cid]["verdict"] == "inconclusive", cid
+        assert f"n = {rounds}: too few rounds" in rows[cid]["reason"], cid
+
+
+def test_product_row_multiplies_the_measured_factors_round_by_round():
+    rows = verdicts(records())
+    assert rows["V5"]["measured"]["estimate"] == pytest.approx(2.5 * 1.25 * 2.5, rel=0.03)
+    assert rows["V5"]["rounds"] == 6
+
+
+def test_a_failed_worker_drops_its_round_from_the_factor_and_the_product_only():
+    rows = verdicts(records(fail={"base+val_compile": 2}))
+    assert rows["V4"]["rounds"] == 5 and "2" not in rows["V4"]["per_round"]
+    assert rows["V2"]["rounds"] == 6
+    assert rows["V5"]["rounds"] == 5 and sorted(rows["V5"]["per_round"]) == ["0", "1", "3", "4", "5"]
+    for r, product in rows["V5"]["per_round"].items():
+        factors = [float(rows[c]["per_round"][r]) for c in ("V2", "V3", "V4")]
+        assert product == pytest.approx(np.prod(factors))
+    assert rows["V5"]["ci"][0] < rows["V5"]["ci"][1]  # not a zero-width interval of mismatched rounds
+    assert "boom" in rows["V4"]["reason"]
+
+
+def test_all_rounds_of_an_ablation_failing_leave_the_claim_not_measured_with_the_error():
+    every = [rec for rec in records() if rec["role"] != "base+loader"]
+    every += [{"role": "base+loader", "round": r, "error": "worker exited 1: boom"} for r in range(6)]
+    rows = verdicts(every)
     assert rows["T2"]["verdict"] == "not measured"
     assert "boom" in rows["T2"]["reason"]
+    assert rows["T5"]["verdict"] == "not measured"
 
 
 def test_knob_shared_by_both_paths_is_not_measured_and_says_so():
-    rows = {r["id"]: r for r in assess_claims(load_claims(), records(), ALT.knobs(), ALT.knobs())}
+    rows = verdicts(records(), candidate=ALT.knobs())
     assert rows["T4"]["verdict"] == "not measured"
     assert "share clip_norm=None" in rows["T4"]["reason"]
 
@@ -105,6 +157,12 @@ def test_knob_shared_by_both_paths_is_not_measured_and_says_so():
 def test_validation_rows_show_samples_and_loss_noise_beside_the_time():
     rows = verdicts(records())
     assert "samples/pass" in rows["V2"]["reason"] and "stderr" in rows["V2"]["reason"]
+
+
+def test_every_statement_of_the_seed_report_has_a_row():
+    rows = verdicts(records())
+    assert len(rows) >= 35
+    assert all(r["source"] for r in rows.values())
 
 
 def test_ablations_are_derived_from_the_two_paths():

@@ -6,23 +6,56 @@ from bench.claims import load_claims
 from diffusion.errors import ConfigError
 
 DESIGN_IDS = "V1 V2 V3 V4 V5 T1 T2 T3 T4 M1 M2 M3 M4 H1 H2 H3 H4 Q1 Q2 Q3 Q4 Q5 P1 P2 P3 S1 S2 S3 S4 C1".split()
+# Statements of the seed report beyond DESIGN's table: products, restatements, the summary's
+# and the workflow's figures, the scaling scenarios' rows.
+MORE_IDS = "T5 H1j H3j H5 H6 W1 W2 W3 W4 Q6 Q7 S5 S3b S3c S6 S7".split()
 
 
-def test_registry_holds_every_claim_of_the_design_in_order():
-    assert [c.id for c in load_claims()] == DESIGN_IDS
+def test_registry_holds_every_claim_of_the_design_and_every_other_statement_of_the_report():
+    ids = [c.id for c in load_claims()]
+    assert [i for i in ids if i in DESIGN_IDS] == DESIGN_IDS
+    assert sorted(set(ids) - set(DESIGN_IDS)) == sorted(MORE_IDS)
+    assert len(ids) >= 35
+    assert all(c.source for c in load_claims())
 
 
-SEARCH_SUITE = {"H1", "H2", "H3", "S1", "S4"}
+SEARCH_SUITE = {"H1", "H1j", "H2", "H3", "H3j", "H5", "H6", "S1", "S4"}
+NOT_APPLICABLE = {"M3", "Q7"}
 
 
-def test_speed_memory_and_search_claims_are_measured_and_the_rest_pending_with_reasons():
+def test_speed_memory_and_search_claims_are_measured_and_the_rest_have_reasons():
     for claim in load_claims():
-        if claim.id[0] in "VTM":
+        if claim.id in NOT_APPLICABLE:
+            assert claim.status == "not applicable" and claim.reason, claim.id
+        elif claim.id[0] in "VTM":
             assert (claim.status, claim.suite) == ("measured", "speed"), claim.id
         elif claim.id in SEARCH_SUITE:
             assert (claim.status, claim.suite) == ("measured", "hpo"), claim.id
         else:
             assert claim.status == "pending" and claim.reason, claim.id
+
+
+def test_claimed_values_are_the_reports_and_a_restatement_is_its_own_row():
+    claims = {c.id: c for c in load_claims()}
+    assert claims["H1"].claimed_here(jobs=2) == 4.0
+    assert claims["H1j"].claimed_here(jobs=2) == 2.0
+    assert claims["H3j"].claimed_here(jobs=2) == pytest.approx(2.85)
+
+
+def test_memory_claims_name_their_verdict_reading_and_the_one_beside_it():
+    claims = {c.id: c for c in load_claims()}
+    assert (claims["M1"].metric, claims["M1"].beside) == ("train_rss_growth_mib", "train_peak_rss_mib")
+    assert (claims["M2"].metric, claims["M2"].beside) == ("val_rss_growth_mib", "val_peak_rss_mib")
+    assert (claims["V3"].metric, claims["V3"].beside) == ("val_samples_per_s", "val_pass_s")
+
+
+def test_equal_and_plus_25_percent_memory_bands_do_not_overlap():
+    from bench.stats import claim_band
+
+    claims = {c.id: c for c in load_claims()}
+    m1 = claim_band(claims["M1"].claimed, claims["M1"].tolerance, claims["M1"].margin)
+    m2 = claim_band(claims["M2"].claimed, claims["M2"].tolerance, claims["M2"].margin)
+    assert m2[1] < m1[0]
 
 
 def test_factor_claims_name_the_knob_they_ablate():
@@ -35,6 +68,8 @@ def test_factor_claims_name_the_knob_they_ablate():
         "T3": ("train_compile",),
         "T4": ("clip_norm",),
     }
+    products = {c.id: c.product_of for c in load_claims() if c.product_of}
+    assert products == {"V5": ("V2", "V3", "V4"), "T5": ("T2", "T3", "T4")}
 
 
 @pytest.mark.parametrize(
@@ -48,6 +83,8 @@ def test_factor_claims_name_the_knob_they_ablate():
             "unknown knob 'warp'",
         ),
         ('id="X1"\nfamily="search"\ntext="t"\nclaimed=2.0\nstatus="pending"', "needs a `reason`"),
+        ('id="X1"\nfamily="search"\ntext="t"\nclaimed=2.0\nkind="vibes"', "`kind` must be one of"),
+        ('id="X1"\nfamily="search"\ntext="t"\nclaimed=2.0\nrescale="nodes"', "`rescale` must be one of"),
         ('id="X1"\nfamily="validation"\ntext="t"\nclaimed=2.0\nmetric="val_pass_s"\ncolour="red"', "colour"),
     ],
 )
