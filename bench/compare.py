@@ -17,7 +17,10 @@ from diffusion.errors import ConfigError
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
 
-SCHEMA = "pmt-bench/compare/1"
+SCHEMA = "pmt-bench/compare/2"
+# Records of these schemas hold the same measurements under an earlier verdict rule: they render
+# only re-judged (--reassess).
+OLD_SCHEMAS = ("pmt-bench/compare/1",)
 REQUIRED = ("schema", "environment", "base", "candidate", "claims", "ablations", "preset", "rounds", "wall_s")
 
 
@@ -37,6 +40,11 @@ def build_parser() -> Parser:
     parser.add_argument("--json", type=Path, help="write the result record here")
     parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved result instead of measuring")
+    parser.add_argument(
+        "--reassess",
+        action="store_true",
+        help="with --from: judge the saved measurements again under the current registry and verdict rule",
+    )
     parser.add_argument("--claims", type=Path, help="claims registry (default: bench/claims.toml)")
     parser.add_argument(
         "--suite", default="speed", help="speed (V, T, M claims), hpo (H1-H3, S1, S4) or all (default speed)"
@@ -50,13 +58,21 @@ def build_parser() -> Parser:
     return parser
 
 
-def load_result(path: Path) -> dict[str, Any]:
+def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     """Read a saved comparison.
 
     Raises:
-        ConfigError: missing, not JSON, or not a comparison record of this schema.
+        ConfigError: missing, not JSON, or not a comparison record of this schema (an older
+            one only with ``reassess``).
     """
-    result = read_json_record(path, "--from", schema=SCHEMA)
+    result = read_json_record(path, "--from")
+    if result.get("schema") in OLD_SCHEMAS and not reassess:
+        raise ConfigError(
+            f"--from {str(path)!r} has schema {result['schema']!r}, judged by an earlier verdict rule; "
+            "add --reassess to judge its measurements under the current one."
+        )
+    if result.get("schema") not in (SCHEMA, *OLD_SCHEMAS):
+        raise ConfigError(f"--from {str(path)!r} has schema {result.get('schema')!r}; expected {SCHEMA!r}.")
     missing = [k for k in REQUIRED if k not in result]
     if missing:
         raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
@@ -184,6 +200,43 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     }
 
 
+def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]:
+    """The same measurements judged again: claims, ablations and search rows recomputed from the
+    saved worker and search records under the current registry and rule."""
+    from bench.analysis import ablation_rows, assess_claims
+    from bench.claims import load_claims
+    from bench.hpo import hpo_rows
+    from bench.runner import plan_roles
+
+    claims = load_claims(claims_path)
+    base, candidate = parse_path(result["base"]["spec"]), parse_path(result["candidate"]["spec"])
+    roles = result.get("roles") or []
+    if any("reference" not in r for r in roles):  # records from before roles were typed
+        typed = {r.name: r.record() for r in plan_roles(base, candidate, both_ways=True)}
+        roles = [typed[r["name"]] for r in roles if r["name"] in typed]
+    records = result.get("records") or None
+    search = result.get("search")
+    return {
+        **result,
+        "schema": SCHEMA,
+        "roles": roles,
+        "claims": assess_claims(
+            claims,
+            records,
+            roles,
+            base.knobs(),
+            candidate.knobs(),
+            suite_rows=hpo_rows(search, claims) if search else None,
+        ),
+        "ablations": ablation_rows(records, roles) if records else [],
+        "reassessed": {
+            "from_schema": result["schema"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "note": "measurements unchanged; claims judged again under the current registry and verdict rule",
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for given in (args.base, args.candidate):
@@ -205,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
             check_writable_file(path, what)
     if args.markdown is not None:
         check_writable_file(args.markdown.with_suffix(".png"), "--markdown plot")
+    if args.reassess and args.source is None:
+        raise ConfigError("--reassess re-judges a saved result: give it with --from FILE.")
     if args.claims is not None:
         from bench.claims import load_claims
 
         load_claims(args.claims)
 
     if args.source is not None:
-        result = load_result(args.source)
+        result = load_result(args.source, reassess=args.reassess)
+        if args.reassess:
+            result = reassess(result, args.claims)
         for given, key in ((args.base, "base"), (args.candidate, "candidate")):
             if given is not None and parse_path(given).knobs() != result[key]["knobs"]:
                 raise ConfigError(f"{key} {given!r} does not match the saved result's {result[key]['spec']!r}.")

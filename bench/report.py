@@ -1,117 +1,137 @@
-"""Rendering of a comparison: rich tables, Markdown, and a plot. Computes nothing."""
+"""Rendering of a comparison: rich tables, Markdown, and a plot. Computes nothing.
+
+Tables stay readable at 80 columns: short column labels, ratios and intervals kept on one
+line, and the details of each claim (its source, reading and context) on lines below.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 FAMILY_TITLES = {
-    "validation": "Validation (V): ratios are ALT time / NEU time",
-    "training": "Training (T): ratios are NEU samples/s / ALT samples/s",
-    "memory": "Memory and disk (M): ratios are ALT / NEU (1 = equal, <1 = NEU uses more)",
-    "search": "Hyperparameter search (H): wall-time speedups; H2 is a share of trials",
-    "scaling": "Scaling (S): speedups; S4 is a projection, not a measurement",
+    "validation": "Validation (V): ALT time / NEU time per pass",
+    "training": "Training (T): NEU samples/s / ALT samples/s",
+    "memory": "Memory and disk (M): ALT / NEU (1 = equal, < 1 = NEU uses more)",
+    "search": "Hyperparameter search (H): wall-time speedups and shares",
+    "workflow": "Workflow (W): time to a best model",
+    "quality": "Quality (Q)",
+    "selection": "PMT selection (P)",
+    "scaling": "Scaling (S)",
+    "cost": "Cost (C)",
 }
 VERDICT_STYLE = {
     "holds": "green",
     "refuted": "red",
+    "refuted (reversed)": "bold red",
     "exceeded": "cyan",
     "inconclusive": "yellow",
+    "projection": "blue",
+    "not applicable": "dim",
     "pending": "dim",
     "not measured": "magenta",
 }
-COLUMNS = ("claim", "base", "candidate", "measured ratio [95% CI]", "claimed", "verdict", "rounds")
-UNITS = {
-    "val_pass_s": "s",
-    "train_samples_per_s": "/s",
-    "train_peak_rss_mib": "MiB",
-    "val_peak_rss_mib": "MiB",
-    "log_bytes": "B",
-    "checkpoint_bytes": "B",
+VERDICT_COLOR = {  # the plot's colours, one per verdict, with a key
+    "holds": "tab:green",
+    "refuted": "tab:red",
+    "refuted (reversed)": "darkred",
+    "exceeded": "tab:cyan",
+    "inconclusive": "tab:orange",
+    "projection": "tab:blue",
 }
+COLUMNS = ("id", "claim", "ALT", "NEU", "ratio [95% CI]", "claimed", "verdict", "n")
+OPEN_VERDICTS = ("pending", "not applicable")
 
 
-def fmt_value(value: float | None, metric: str | None = None) -> str:
+def fmt_value(value: float | None, unit: str | None = None) -> str:
     if value is None:
         return "-"
-    unit = UNITS.get(metric or "", "")
     if unit == "B":
         for scale, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
             if value >= scale:
                 return f"{value / scale:.3g} {name}"
         return f"{value:.0f} B"
-    return f"{value:.4g} {unit}".strip()
+    return f"{value:.4g} {unit or ''}".strip()
 
 
-def fmt_share(measured: dict[str, float] | None) -> str:
+def fmt_interval(measured: dict[str, float] | None, kind: str = "ratio") -> str:
     if not measured:
         return "-"
-    return f"{measured['estimate']:.0%} [{measured['low']:.0%}, {measured['high']:.0%}]"
-
-
-def fmt_ratio(measured: dict[str, float] | None) -> str:
-    if not measured:
-        return "-"
-    if measured["low"] == measured["high"]:
+    if kind == "share":
+        return f"{measured['estimate']:.0%} [{measured['low']:.0%}, {measured['high']:.0%}]"
+    if measured["low"] == measured["high"] or kind in ("exact", "projection"):
         return f"{measured['estimate']:.3g}x"
     return f"{measured['estimate']:.3g}x [{measured['low']:.3g}, {measured['high']:.3g}]"
 
 
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def fmt_claimed(row: dict[str, Any]) -> str:
+    value = row.get("claimed_here", row["claimed"])
+    return f"{value:.0%}" if row.get("kind") == "share" else f"{value:.3g}x"
 
 
 def claim_cells(row: dict[str, Any]) -> list[str]:
-    share = row.get("metric") == "hpo_pruned_share"
-    claimed = f"{row['claimed']:.0%}" if share else f"{row['claimed']:.3g}x"
-    if row.get("claimed_alt") or row.get("claimed_neu"):
-        claimed += f" ({row.get('claimed_alt') or '-'} -> {row.get('claimed_neu') or '-'})"
+    unit = row.get("unit")
     return [
-        f"{row['id']} {row['text']}",
-        fmt_value(row["base_value"], row["metric"]),
-        fmt_value(row["candidate_value"], row["metric"]),
-        fmt_share(row["measured"]) if share else fmt_ratio(row["measured"]),
-        claimed,
+        row["id"],
+        row["text"],
+        fmt_value(row["base_value"], unit),
+        fmt_value(row["candidate_value"], unit),
+        fmt_interval(row["measured"], row.get("kind", "ratio")),
+        fmt_claimed(row),
         row["verdict"],
         str(row["rounds"] or "-"),
     ]
 
 
+def detail_lines(row: dict[str, Any]) -> list[str]:
+    """What a reader needs below the row: the report's figures, the other reading, the why."""
+    lines = []
+    if row.get("claimed_alt") or row.get("claimed_neu"):
+        source = f" ({row['source']})" if row.get("source") else ""
+        lines.append(f"report: {row.get('claimed_alt') or '-'} -> {row.get('claimed_neu') or '-'}{source}")
+    beside = row.get("beside")
+    if beside:
+        unit = beside.get("unit")
+        lines.append(
+            f"{beside['metric']}: {fmt_value(beside['base_value'], unit)} -> "
+            f"{fmt_value(beside['candidate_value'], unit)}, {fmt_interval(beside['measured'])} (not judged)"
+        )
+    if row.get("reason"):
+        lines.append(row["reason"])
+    return lines
+
+
+def verdict_word(verdict: str) -> str:
+    """The verdict's style key: '(exact)' labels a value judged without an interval."""
+    return verdict.removesuffix(" (exact)")
+
+
 def ablation_cells(row: dict[str, Any]) -> list[str]:
-    extra = (
-        f"stderr {row['val_loss_stderr']:.4f}"
-        if row.get("val_loss_stderr") is not None
-        else f"input wait {row['input_wait_share']:.2f}"
-        if row.get("input_wait_share") is not None
-        else ""
-    )
+    unit = row.get("unit")
+    if row.get("val_loss_stderr") is not None:
+        extra = f"{row['val_loss_stderr']:.4f}"
+    elif row.get("input_wait_share") is not None:
+        extra = f"{row['input_wait_share']:.2f}"
+    else:
+        extra = "-"
     return [
         row["role"],
-        row["spec"],
         row["phase"],
-        fmt_value(row["reference_value"], row["metric"]),
-        fmt_value(row["value"], row["metric"]),
-        fmt_ratio(row["ratio"]) if row["ratio"] else _short(row.get("note") or "-"),
-        f"{row['samples_per_s']:.4g}" if row.get("samples_per_s") else "-",
+        fmt_value(row["reference_value"], unit),
+        fmt_value(row["value"], unit),
+        fmt_interval(row["ratio"]) if row["ratio"] else (row.get("note") or "-"),
         f"{row['first_call_s']:.3g} s" if row.get("first_call_s") is not None else "-",
         extra,
     ]
 
 
-ABLATION_COLUMNS = (
-    "variant",
-    "spec",
-    "phase",
-    "reference",
-    "variant value",
-    "ratio [95% CI]",
-    "samples/s",
-    "first call",
-    "noise / input",
-)
+# "wait | stderr": input-wait share of a training step, or the validation loss's standard error
+ABLATION_COLUMNS = ("variant", "phase", "ref.", "value", "ratio [95% CI]", "1st call", "wait|stderr")
 
 
 def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
@@ -134,50 +154,87 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def header_line(result: dict[str, Any]) -> str:
-    return (
-        f"{result['base']['spec']} (base) vs {result['candidate']['spec']} (candidate) at preset "
-        f"{result['preset']!r}, {result['rounds']} rounds, {result['wall_s']:.0f} s"
-    )
+    suite = result.get("suite", "speed")
+    search = result.get("search") or {}
+    plan = search.get("plan") if isinstance(search, dict) else None
+    parts = [f"{result['base']['spec']} (base) vs {result['candidate']['spec']} (candidate)", f"suite {suite}"]
+    if result.get("rounds"):
+        parts.append(f"preset {result['preset']!r}, {result['rounds']} rounds")
+    if plan:
+        parts.append(f"search at {plan['preset']!r}: {plan['trials']} trials x {plan['repeats']} repeats")
+    parts.append(f"{result['wall_s']:.0f} s")
+    return ", ".join(parts)
 
 
 def wide_console() -> Console:
-    """A console that keeps the tables readable when output goes to a file or CI log (rich's 80 columns is too narrow)."""
+    """A console for tables: the terminal's width; when piped, $COLUMNS if set, else 160."""
     console = Console()
-    return console if console.is_terminal else Console(width=160)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(width=160)
+
+
+COMPACT_BELOW = 120  # console columns under which the claim text and values move below the table
+COMPACT_COLUMNS = ("id", "ratio [95% CI]", "claimed", "verdict", "n")
+
+
+def _claim_table(title: str, rows: list[dict[str, Any]], *, compact: bool) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = COMPACT_COLUMNS if compact else COLUMNS
+    for col in columns:
+        # Numbers never wrap: an interval split over two lines misreads.
+        table.add_column(col, no_wrap=col != "claim")
+    for row in rows:
+        cells = dict(zip(COLUMNS, claim_cells(row), strict=True))
+        style = VERDICT_STYLE.get(verdict_word(row["verdict"]), "")
+        cells["verdict"] = f"[{style}]{cells['verdict']}[/]"
+        table.add_row(*(cells[c] for c in columns))
+    return table
+
+
+def _compact_lines(row: dict[str, Any]) -> list[str]:
+    """In a narrow table the claim and its two values are the first detail line."""
+    unit = row.get("unit")
+    values = ""
+    if row["base_value"] is not None or row["candidate_value"] is not None:
+        values = f": ALT {fmt_value(row['base_value'], unit)} -> NEU {fmt_value(row['candidate_value'], unit)}"
+    return [row["text"] + values]
 
 
 def render(result: dict[str, Any], console: Console | None = None) -> None:
-    """Print the claim tables by family, the pending claims, the ablations and the environment."""
+    """Print the claim tables by family, the open claims, the ablations and the environment."""
     console = console or wide_console()
     console.print(f"[bold]{header_line(result)}[/bold]")
     for family, title in FAMILY_TITLES.items():
-        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] != "pending"]
+        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] not in OPEN_VERDICTS]
         if not rows:
             continue
-        table = Table(title=title, title_justify="left", show_lines=False)
-        for col in COLUMNS:
-            table.add_column(col, overflow="fold")
+        compact = console.width < COMPACT_BELOW
+        console.print(_claim_table(title, rows, compact=compact))
         for row in rows:
-            cells = claim_cells(row)
-            cells[5] = f"[{VERDICT_STYLE.get(row['verdict'], '')}]{cells[5]}[/]"
-            table.add_row(*cells)
+            for line in (_compact_lines(row) if compact else []) + detail_lines(row):
+                console.print(f"  [dim]{row['id']}: {line}[/dim]", overflow="fold")
+    open_rows = [r for r in result["claims"] if r["verdict"] in OPEN_VERDICTS]
+    table = Table(
+        title="Claims not measured here: pending (a later issue) or not applicable",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("id", "claimed", "verdict", "reason"):
+        table.add_column(col, no_wrap=col != "reason")
+    for row in open_rows:
+        table.add_row(row["id"], fmt_claimed(row), row["verdict"], f"{row['text']}: {row['reason']}")
+    console.print(table)
+    if result["ablations"]:
+        table = Table(
+            title="Ablations: one knob at a time (ratio = times better than the reference)", title_justify="left"
+        )
+        for col in ABLATION_COLUMNS:
+            table.add_column(col, no_wrap=col != "variant")
+        for row in result["ablations"]:
+            table.add_row(*ablation_cells(row))
         console.print(table)
-        for row in rows:
-            if row["reason"]:
-                console.print(f"  [dim]{row['id']}: {row['reason']}[/dim]")
-    pending = [r for r in result["claims"] if r["verdict"] == "pending"]
-    table = Table(title="Claims measured by later issues", title_justify="left")
-    for col in ("claim", "claimed", "verdict", "reason"):
-        table.add_column(col, overflow="fold")
-    for row in pending:
-        table.add_row(f"{row['id']} {row['text']}", claim_cells(row)[4], row["verdict"], row["reason"])
-    console.print(table)
-    table = Table(title="Ablations: one knob at a time (ratio = times better than the reference)", title_justify="left")
-    for col in ABLATION_COLUMNS:
-        table.add_column(col, overflow="fold")
-    for row in result["ablations"]:
-        table.add_row(*ablation_cells(row))
-    console.print(table)
     table = Table(title="Environment", title_justify="left", show_header=False)
     for name, value in environment_rows(result["environment"]):
         table.add_row(name, value)
@@ -200,20 +257,23 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         header_line(result) + ".",
         "",
+        "Verdict rule (README, 'What a run tells you'): direction first, then the claim's band; "
+        "fewer than 3 rounds give no verdict.",
+        "",
     ]
     for family, title in FAMILY_TITLES.items():
-        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] != "pending"]
+        rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] not in OPEN_VERDICTS]
         if not rows:
             continue
         parts += [f"## {title}", "", _md_table(COLUMNS, [claim_cells(r) for r in rows]), ""]
-        parts += [f"- {r['id']}: {r['reason']}" for r in rows if r["reason"]] + [""]
-    pending = [r for r in result["claims"] if r["verdict"] == "pending"]
+        parts += [f"- {r['id']}: {line}" for r in rows for line in detail_lines(r)] + [""]
+    open_rows = [r for r in result["claims"] if r["verdict"] in OPEN_VERDICTS]
     parts += [
-        "## Claims measured by later issues",
+        "## Claims not measured here",
         "",
         _md_table(
-            ("claim", "claimed", "verdict", "reason"),
-            [[f"{r['id']} {r['text']}", claim_cells(r)[4], r["verdict"], r["reason"]] for r in pending],
+            ("id", "claim", "claimed", "verdict", "reason"),
+            [[r["id"], r["text"], fmt_claimed(r), r["verdict"], r["reason"]] for r in open_rows],
         ),
         "",
     ]
@@ -226,17 +286,21 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Measured ratios with 95% CI whiskers against the claimed ratios, on a log axis."""
+    """Measured ratios with 95% CI whiskers against the claims' bands, on a log axis, coloured
+    by verdict with a key."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    rows = [r for r in result["claims"] if r["measured"]]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    rows = [r for r in result["claims"] if r["measured"] and r.get("kind", "ratio") != "share"]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 2.2))
     for y, row in enumerate(rows):
         m = row["measured"]
-        color = {"holds": "tab:green", "refuted": "tab:red", "exceeded": "tab:cyan"}.get(row["verdict"], "tab:orange")
+        color = VERDICT_COLOR.get(verdict_word(row["verdict"]), "grey")
         ax.errorbar(
             m["estimate"],
             y,
@@ -244,31 +308,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
             fmt="o",
             color=color,
             capsize=4,
-            label="measured (95% CI)" if y == 0 else None,
         )
-        band = (row["claimed"] * (1 - row["tolerance"]), row["claimed"] * (1 + row["tolerance"]))
-        ax.plot(
-            band,
-            [y, y],
-            color="black",
-            alpha=0.25,
-            linewidth=8,
-            solid_capstyle="butt",
-            label="claimed ±tolerance" if y == 0 else None,
+        low, high = row.get("band") or (
+            row["claimed"] / (1 + row["tolerance"]),
+            row["claimed"] * (1 + row["tolerance"]),
         )
-        ax.plot(row["claimed"], y, "|", color="black", markersize=12)
-    ax.set_yticks(range(len(rows)), [f"{r['id']} ({r['verdict']})" for r in rows])
+        ax.plot([low, high], [y, y], color="black", alpha=0.2, linewidth=8, solid_capstyle="butt")
+        ax.plot(row.get("claimed_here", row["claimed"]), y, "|", color="black", markersize=12)
+    ax.set_yticks(range(len(rows)), [f"{r['id']} ({r['verdict']}, n={r['rounds']})" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("ratio, times better for the candidate (log scale)")
+    used = sorted({verdict_word(r["verdict"]) for r in rows} & set(VERDICT_COLOR))
+    handles = [Patch(color=VERDICT_COLOR[v], label=v) for v in used]
+    handles += [
+        Line2D([], [], color="black", alpha=0.2, linewidth=8, label="claim's band"),
+        Line2D([], [], color="black", marker="|", linestyle="", markersize=12, label="claimed"),
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
     env = result["environment"]
-    ax.set_title(
-        f"{result['base']['spec']} vs {result['candidate']['spec']} @ {result['preset']}, "
-        f"{result['rounds']} rounds\n{env.get('cpu_model')}, {env.get('usable_cpus')} CPUs",
-        fontsize=9,
-    )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{header_line(result)}\n{env.get('cpu_model')}, {env.get('usable_cpus')} CPUs", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
