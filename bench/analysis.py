@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.claims import METRICS, Claim
+from bench.claims import METRICS, SUITE_HINTS, Claim, load_claims
 from bench.stats import (
     Interval,
     Verdict,
@@ -256,8 +256,10 @@ def assess_claims(
             rows[claim.id], factor_ratios[claim.id] = assess_speed_claim(claim, records, roles, knobs)
         elif suite_rows is not None and claim.id in suite_rows:
             rows[claim.id] = suite_rows[claim.id]
+        elif claim.suite == "gpu":  # no GPU in this run: the row waits for a GPU record
+            rows[claim.id] = claim_row(claim, verdict=Verdict.PENDING.value, reason=SUITE_HINTS["gpu"])
         else:
-            rows[claim.id] = claim_row(claim, reason=f"not measured in this run: add --suite {claim.suite} (or all)")
+            rows[claim.id] = claim_row(claim, reason=f"not measured in this run: {SUITE_HINTS[claim.suite]}")
     return [rows[c.id] for c in claims]
 
 
@@ -330,3 +332,45 @@ def path_summary(records: list[dict[str, Any]], role: str) -> dict[str, Any]:
     disk = [rec["disk"] for rec in records if rec.get("role") == role and "disk" in rec]
     out["disk"] = disk[0] if disk else None
     return out
+
+
+GPU_READINGS = {
+    "gpu_forward_speedup": "forward_s",
+    "gpu_backward_speedup": "backward_s",
+    "gpu_epoch_speedup": "epoch_s",
+}
+
+
+def gpu_claim_rows(record: dict[str, Any], claims: list[Claim] | None = None) -> list[dict[str, Any]]:
+    """Rows of the GPU suite's claims from a ``bench.gpu`` record: CPU time / GPU time of one
+    reading. The repeats of the two devices are independent timings, paired by index."""
+    rows = []
+    cpu, gpu = record.get("cpu") or {}, record["gpu"]
+    for claim in claims or load_claims():
+        if claim.suite != "gpu" or claim.status != "measured" or claim.metric is None:
+            continue
+        key = GPU_READINGS[claim.metric]
+        if "error" in cpu or not cpu.get(key):
+            rows.append(claim_row(claim, reason=f"not measured: {cpu.get('error', 'no CPU readings')}"))
+            continue
+        base, cand = dict(enumerate(cpu[key])), dict(enumerate(gpu[key]))
+        try:
+            ratios = paired_ratios(base, cand, higher_is_better=False)
+        except ValueError:
+            rows.append(claim_row(claim, reason="not measured: a reading of zero (backward no slower than forward)"))
+            continue
+        rows.append(
+            judged_row(
+                claim,
+                interval_of(np.array(list(ratios.values()))),
+                per_round=ratios,
+                base_value=median(np.array(cpu[key])),
+                candidate_value=median(np.array(gpu[key])),
+                unit="s",
+                reason=(
+                    f"backend jax; {gpu.get('device_kind')} vs {cpu.get('cores')} CPU cores of the same host; "
+                    f"batch 32; {len(ratios)} independent repeats per device, paired by index"
+                ),
+            )
+        )
+    return rows

@@ -51,7 +51,15 @@ HPO_METRICS = (
     "hpo_core_speedup",
     "hpo_projection",
 )
-SUITES = ("speed", "hpo")
+# Measured by the GPU suite (bench/gpu.py) on a GPU machine: GPU / CPU speedups of one reading.
+GPU_METRICS = ("gpu_forward_speedup", "gpu_backward_speedup", "gpu_epoch_speedup")
+SUITES = ("speed", "hpo", "gpu")
+# Why a measured claim has no row in a run that did not include its suite.
+SUITE_HINTS = {
+    "speed": "add --suite speed (or all)",
+    "hpo": "add --suite hpo (or all)",
+    "gpu": "needs a GPU: KERAS_BACKEND=jax python -m bench.gpu on a GPU machine (its record renders with --from)",
+}
 FAMILIES = (
     "validation",
     "training",
@@ -123,7 +131,7 @@ class Claim:
             raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
         if self.product_of:
             return
-        valid = HPO_METRICS if self.suite == "hpo" else tuple(METRICS)
+        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS}.get(self.suite, tuple(METRICS))
         for name, value in (("metric", self.metric), ("beside", self.beside)):
             if (value is not None or name == "metric") and value not in valid:
                 raise ConfigError(f"{where}: `{name}` must be one of {', '.join(valid)}, but got {value!r}.")

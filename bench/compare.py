@@ -21,6 +21,7 @@ SCHEMA = "pmt-bench/compare/2"
 # Records of these schemas hold the same measurements under an earlier verdict rule: they render
 # only re-judged (--reassess).
 OLD_SCHEMAS = ("pmt-bench/compare/1",)
+GPU_SCHEMA = "pmt-bench/gpu/1"  # bench.gpu's records, which --from renders too
 REQUIRED = ("schema", "environment", "base", "candidate", "claims", "ablations", "preset", "rounds", "wall_s")
 
 
@@ -66,13 +67,22 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
             one only with ``reassess``).
     """
     result = read_json_record(path, "--from")
+    if result.get("schema") == GPU_SCHEMA:  # a bench.gpu record: its own tables
+        missing = [k for k in ("environment", "claims", "gpu", "train", "preset", "wall_s") if k not in result]
+        if missing:
+            raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
+        if reassess:
+            raise ConfigError("--reassess applies to comparison records, not to a bench.gpu record.")
+        return result
     if result.get("schema") in OLD_SCHEMAS and not reassess:
         raise ConfigError(
             f"--from {str(path)!r} has schema {result['schema']!r}, judged by an earlier verdict rule; "
             "add --reassess to judge its measurements under the current one."
         )
     if result.get("schema") not in (SCHEMA, *OLD_SCHEMAS):
-        raise ConfigError(f"--from {str(path)!r} has schema {result.get('schema')!r}; expected {SCHEMA!r}.")
+        raise ConfigError(
+            f"--from {str(path)!r} has schema {result.get('schema')!r}; expected {SCHEMA!r} or {GPU_SCHEMA!r}."
+        )
     missing = [k for k in REQUIRED if k not in result]
     if missing:
         raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
@@ -275,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = measure(args, args.base or "alt", args.candidate or "neu")
 
-    from bench.report import markdown, plot, render
+    if result.get("schema") == GPU_SCHEMA:
+        from bench.gpu_report import markdown, plot, render
+    else:
+        from bench.report import markdown, plot, render
 
     if args.json is not None:
         write_json_atomic(args.json, result)
