@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -81,7 +82,7 @@ class MemorySampler:
 
     Args:
         interval_s: seconds between samples. Starting the sampler forks this process
-            (~25 ms with TensorFlow loaded), once per block.
+            (~25 ms with TensorFlow loaded), once per block, as ``memory_usage`` does.
 
     Raises:
         ValueError: if ``interval_s`` is not positive.
@@ -99,7 +100,11 @@ class MemorySampler:
         # backend "psutil" is RSS in MiB; the timer reads the baseline in its constructor.
         self._timer = MemTimer(os.getpid(), self.interval_s, child_conn, "psutil", max_usage=True)
         self.start_mib: float = self._timer.mem_usage[0]
-        self._timer.start()
+        with warnings.catch_warnings():
+            # JAX warns on every fork of a process that imported it. The forked sampler only
+            # reads /proc through psutil and writes to a pipe; it never touches JAX or TF state.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            self._timer.start()
         self._conn.recv()  # the sampler is polling
         return self
 
@@ -291,7 +296,17 @@ class Session:
     def validation_pass(self) -> float:
         return self.trainer.validate().loss
 
-    def extra_info(self, phase: str) -> dict[str, Any]:
+    def extra_info(self, phase: str, memory: MemorySampler) -> dict[str, Any]:
+        """What a benchmark of ``phase`` stores beside its timings.
+
+        Args:
+            phase: "train" or "validate".
+            memory: the sampler that was open over the benchmark's calls (not the session's
+                setup or first call), so its peak belongs to this benchmark alone.
+
+        Returns:
+            The path, first-call time, traces, memory and the environment, JSON-ready.
+        """
         from diffusion.environment import environment
 
         trainer = self.trainer
@@ -302,7 +317,7 @@ class Session:
             "preset": self.job.preset,
             "samples_per_call": trainer.path.batch_size if phase == "train" else trainer.path.val_samples,
             "first_call_s": self.first_call_s.get(phase),
-            "peak_rss_mib": psutil.Process().memory_info().rss / MIB,
+            **memory.summary(),
             "traces": dict(trainer.stepper.traces),
             "environment": environment(preset=self.job.preset, loader_impl=trainer.loader.implementation),
         }
