@@ -9,6 +9,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--preset", default="small", choices=sorted(PRESETS), help="preset for the benchmark suites")
 
 
-@pytest.fixture(scope="session")
-def preset(request: pytest.FixtureRequest) -> str:
-    return request.config.getoption("--preset")
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The preset is a parameter, not a plain fixture, so that it is in every benchmark's name
+    # and `params` (tiny and small runs are different benchmarks, and
+    # `--benchmark-group-by=param:preset` works on all of them).
+    if "preset" in metafunc.fixturenames:
+        metafunc.parametrize("preset", [metafunc.config.getoption("--preset")], scope="session")
