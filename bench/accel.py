@@ -192,8 +192,9 @@ def train_step_fn(model: Model, *, clip_norm: float | None = 1.0, loader: str = 
     if loader == "host":
         return jax.jit(update, donate_argnums=0)
 
-    def device_step(state, key, x0_all, cond_all, alpha_bar, sharding=None):
-        k_idx, k_t, k_noise = jax.random.split(key, 3)
+    def device_step(state, step, x0_all, cond_all, alpha_bar, sharding=None):
+        # The step number is the only input from the host: keys are derived on the device.
+        k_idx, k_t, k_noise = jax.random.split(jax.random.fold_in(jax.random.key(0), step), 3)
         idx = jax.random.randint(k_idx, (batch,), 0, x0_all.shape[0])
         x0, cond = x0_all[idx], cond_all[idx]
         t = jax.random.randint(k_t, (batch,), 0, alpha_bar.shape[0])
@@ -215,17 +216,16 @@ def train_throughput(
     them), with the input-wait share: host time spent producing the next batch."""
     jax = _jax()
     step = train_step_fn(model, loader=loader, batch=batch)
-    state = model.state
+    # The step donates its state: start from a copy, so the model's own arrays stay usable.
+    state = jax.tree.map(lambda a: a.copy(), model.state)
     if loader == "device":
         # Under data parallelism the resident data set is replicated on every device of the mesh.
         place = None if sharding is None else jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         resident = jax.device_put((model.x0, model.cond, model.alpha_bar), place)
-        key = jax.random.key(0)
+        counter = iter(range(2**31 - 1))
 
         def next_input() -> Any:
-            nonlocal key
-            key, sub = jax.random.split(key)
-            return (sub, *resident)
+            return (np.int32(next(counter)), *resident)
 
         def run(state, inputs):
             return step(state, *inputs, sharding=sharding)
@@ -292,10 +292,9 @@ def fit_peer(model: Model, batch: int, *, clip_norm: float = 1.0, epochs: int = 
 
     history = net.fit([x_t, t, cond], noise, batch_size=batch, epochs=epochs, verbose=0, callbacks=[EpochTimer()])
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
-    steps = len(x_t) // batch
     return {
         "batch": batch,
-        "samples_per_s": steps * batch / steady,
+        "samples_per_s": len(x_t) / steady,  # fit runs every sample, the last batch partial
         "first_epoch_s": times[0],
         "epoch_s": steady,
         "loss_last": float(history.history["loss"][-1]),

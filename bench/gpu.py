@@ -146,6 +146,7 @@ def gpu_half(args: Any, preset: Any, data: Any) -> dict[str, Any]:
                     f"input wait {row['input_wait_share']:.2f}"
                 )
     out["train"] = train
+    save_partial(args, out)
 
     model = accel.build(preset, data)
     out["fit_peer"] = []
@@ -155,6 +156,7 @@ def gpu_half(args: Any, preset: Any, data: Any) -> dict[str, Any]:
         out["fit_peer"].append({**row, "neu_host_samples_per_s": neu["samples_per_s"]})
         say(f"model.fit batch {batch}: {row['samples_per_s']:.0f} samples/s (NEU step: {neu['samples_per_s']:.0f})")
 
+    save_partial(args, out)
     out["data_parallel"] = []
     if len(gpus) >= 2:
         for batch in (1024, 4096, 16384):
@@ -163,6 +165,12 @@ def gpu_half(args: Any, preset: Any, data: Any) -> dict[str, Any]:
                 out["data_parallel"].append(row)
                 say(f"data parallel {k} GPU(s) batch {batch}: {row['samples_per_s']:.0f} samples/s")
     return out
+
+
+def save_partial(args: Any, record: dict[str, Any]) -> None:
+    """Write what is measured so far, so a run cut off by a time limit keeps its rows."""
+    if args.json is not None:
+        write_json_atomic(args.json.with_suffix(".partial.json"), record)
 
 
 def main(argv: list[str] | None = None) -> int:
