@@ -42,13 +42,15 @@ def trial_states(storage: str, study: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
-    if not pg.available():
+    missing = pg.missing()
+    if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL binaries missing at {pg.PG_BIN}; CI must test the multi-node storage")
-        pytest.skip(f"PostgreSQL binaries missing at {pg.PG_BIN}")
+            pytest.fail(f"{missing}; CI must test the multi-node storage")
+        pytest.skip(missing)
     with pg.postgres_server() as (host, port):
-        # trust auth ignores the password; it is there to check that output never shows it
-        yield f"postgresql+psycopg2://postgres:s3cret-pw@{host}:{port}/optuna"
+        # The README's spelling (psycopg 3). Trust auth ignores the password; it is there to
+        # check that output never shows it.
+        yield f"postgresql://postgres:s3cret-pw@{host}:{port}/optuna"
 
 
 # ---- space and best.json ---------------------------------------------------------------------
@@ -117,7 +119,7 @@ def test_unreachable_postgres_fails_fast_without_showing_the_password(blocked_tf
         "--n-trials",
         "1",
         "--storage",
-        "postgresql+psycopg2://user:topsecret@127.0.0.1:9/none",
+        "postgresql://user:topsecret@127.0.0.1:9/none",
         **blocked_tf,
     )
     assert result.returncode == 2 and "cannot be opened" in result.stderr
@@ -329,3 +331,10 @@ def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
     path = tmp_path / "job.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_postgres_fixture_finds_runuser_without_sbin_on_path(monkeypatch):
+    if pg.runuser() is None:
+        pytest.skip("runuser is not installed")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a login shell's PATH for a non-root user
+    assert pg.runuser() is not None
