@@ -21,14 +21,14 @@ from tests.conftest import PYTHON, ROOT, python_env
 TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
 
 
-def hpo(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, "-m", "diffusion.hpo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=python_env(**env),
-        cwd=ROOT,
+        cwd=cwd,
     )
 
 
@@ -86,6 +86,75 @@ def test_malformed_best_json_is_refused(tmp_path, content, message):
         load_best(path)
 
 
+# ---- which storage -----------------------------------------------------------------------------
+
+
+def test_storage_flag_wins_over_the_environment():
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage("postgresql://u@h/db", "s", {"OPTUNA_STORAGE": "journal:env.log"})
+    assert (resolved.url, resolved.source) == ("postgresql://u@h/db", "--storage")
+
+
+def test_environment_is_used_without_the_flag():
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(None, "s", {"OPTUNA_STORAGE": "postgresql://u:pw@h/db"})
+    assert (resolved.url, resolved.source) == ("postgresql://u:pw@h/db", "$OPTUNA_STORAGE")
+    assert resolved.line() == "storage: postgresql://u:***@h/db (postgresql, from $OPTUNA_STORAGE)"
+
+
+@pytest.mark.parametrize("environ", [{}, {"OPTUNA_STORAGE": ""}], ids=["unset", "empty"])
+def test_default_is_the_studys_journal_file(environ):
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(None, "s", environ)
+    assert (resolved.url, resolved.source) == ("journal:results/hpo/s.log", "default")
+
+
+@pytest.mark.parametrize("spelling", ["runs/s.log", "journal:runs/s.log"])
+def test_a_bare_path_is_a_journal_file_shown_as_the_path_dashboard_opens(spelling):
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(spelling, "s", {})
+    assert resolved.url == "journal:runs/s.log" and resolved.journal == Path("runs/s.log")
+    assert resolved.display() == "runs/s.log"  # `optuna-dashboard runs/s.log` opens it; journal:PATH it refuses
+
+
+def test_a_bad_environment_value_names_its_source():
+    from diffusion.hpo.storage import resolve_storage
+
+    with pytest.raises(ConfigError, match=r"`\$OPTUNA_STORAGE` must be .* but got 'postgresql:/db'"):
+        resolve_storage(None, "s", {"OPTUNA_STORAGE": "postgresql:/db"})
+
+
+def test_init_with_optuna_storage_writes_that_journal_and_nothing_under_results(tmp_path, blocked_tf):
+    result = hpo(
+        "init", "--study", "s", "--preset", "tiny", cwd=tmp_path, OPTUNA_STORAGE="journal:scratch/x.log", **blocked_tf
+    )
+    assert result.returncode == 0, result.stderr
+    assert "storage: scratch/x.log (journal-file, from $OPTUNA_STORAGE)" in result.stdout
+    assert (tmp_path / "scratch" / "x.log").is_file() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("command", ["init", "worker", "best"])  # `run`: test_twenty_trial_search_finishes
+def test_every_subcommand_prints_the_storage_it_resolved(tmp_path, command, blocked_tf):
+    args = {"init": ["--preset", "tiny"], "worker": ["--n-trials", "1"], "best": ["--out", str(tmp_path / "b.json")]}
+    result = hpo(
+        command, "--study", "s", *args[command], cwd=tmp_path, OPTUNA_STORAGE=str(tmp_path / "j.log"), **blocked_tf
+    )
+    assert f"storage: {tmp_path / 'j.log'} (journal-file, from $OPTUNA_STORAGE)" in result.stdout, result.stderr
+
+
+def test_worker_exit_status_tells_not_yet_from_cannot_open(tmp_path, blocked_tf):
+    journal = str(tmp_path / "j.log")
+    assert hpo("init", "--study", "real", "--storage", journal, **blocked_tf).returncode == 0
+    not_yet = hpo("worker", "--study", "later", "--storage", journal, "--n-trials", "1", **blocked_tf)
+    assert not_yet.returncode == 3 and "no study named 'later'" in not_yet.stderr
+    broken = hpo("worker", "--study", "s", "--storage", "postgresql://u@127.0.0.1:9/x", "--n-trials", "1", **blocked_tf)
+    assert broken.returncode == 2 and "cannot be opened" in broken.stderr
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 
@@ -97,7 +166,7 @@ def test_malformed_best_json_is_refused(tmp_path, content, message):
         (["run", "--study", "s", "--n-trials", "2", "--n-jobs", "0"], "--n-jobs must be at least 1"),
         (["run", "--study", "s", "--n-trials", "2", "--preset", "huge"], "valid presets"),
         (["run", "--study", "s", "--n-trials", "2", "--pruner", "mean"], "median, none"),
-        (["run", "--study", "s", "--n-trials", "2", "--storage", "mysql-ish"], "is not a URL"),
+        (["run", "--study", "s", "--n-trials", "2", "--storage", "postgresql:/db"], "a scheme without //"),
         (
             ["best", "--study", "nope", "--storage", "journal:/nonexistent/x.journal", "--out", "/tmp/b.json"],
             "no study named 'nope'",
@@ -167,6 +236,7 @@ def test_twenty_trial_search_finishes(tmp_path, request, storage_kind, parallel)
     result = hpo("run", "--study", study, "--storage", storage, "--n-trials", "20", *TINY_SEARCH, *parallel)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "s3cret-pw" not in result.stdout + result.stderr
+    assert result.stdout.startswith("storage: ")
     states = trial_states(storage, study)
     finished = [s for s in states if s in ("COMPLETE", "PRUNED")]
     assert len(finished) >= 20 and "COMPLETE" in states
