@@ -48,6 +48,12 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return [path, "-u", "postgres", "--", *cmd]
 
 
+def create_database(host: str, port: int, name: str) -> None:
+    """An empty database on a running server (no Optuna tables yet)."""
+    cmd = [str(PG_BIN / "createdb"), "-h", host, "-p", str(port), "-U", "postgres", name]
+    subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True, timeout=60)
+
+
 @contextmanager
 def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
     """Start a server; yields (host, port) with `database` created. Stops it and removes its files on exit."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from diffusion.errors import ConfigError
 from diffusion.hpo.space import apply_params, check_params, load_best
 from diffusion.paths import NEU
 from diffusion.presets import get_preset
-from tests import pg
+from tests import pg, slurm
 from tests.conftest import PYTHON, ROOT, python_env
 
 TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
@@ -51,6 +53,17 @@ def postgres(tmp_path_factory):
         # The README's spelling (psycopg 3). Trust auth ignores the password; it is there to
         # check that output never shows it.
         yield f"postgresql://postgres:s3cret-pw@{host}:{port}/optuna"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    missing = slurm.missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI must test the generated SLURM script on a real cluster")
+        pytest.skip(missing)
+    with slurm.slurm_cluster() as cluster:
+        yield cluster
 
 
 # ---- space and best.json ---------------------------------------------------------------------
@@ -370,6 +383,34 @@ def test_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tmp_path
     assert states.count("COMPLETE") + states.count("PRUNED") >= 4
 
 
+def test_processes_opening_an_empty_database_at_once_all_succeed(postgres):
+    # SLURM array tasks start together; on an empty database each creates Optuna's tables.
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from diffusion.hpo.storage import open_storage
+
+    server = make_url(postgres)
+    pg.create_database(server.host, server.port, "fresh")
+    url = server.set(database="fresh").render_as_string(hide_password=False)
+    start, errors = threading.Barrier(4), []
+
+    def open_together() -> None:
+        start.wait()
+        try:
+            open_storage(url)
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_together) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_sqlite_is_accepted_but_warned_against_for_parallel_workers(tmp_path):
     from diffusion.hpo.storage import open_storage
 
@@ -377,30 +418,45 @@ def test_sqlite_is_accepted_but_warned_against_for_parallel_workers(tmp_path):
         open_storage(f"sqlite:///{tmp_path / 'study.db'}", workers=2)
 
 
-def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
-    result = hpo(
-        "sbatch",
-        "--study",
-        "big",
-        "--storage",
-        "postgresql://me:pw@db.example/optuna",
-        "--n-trials",
-        "128",
-        "--workers",
-        "4",
-        "--cpus-per-task",
-        "8",
-        **blocked_tf,
-    )
+def sbatch_script(*args: str, **env: str) -> str:
+    result = hpo("sbatch", "--study", "big", "--n-trials", "128", "--workers", "4", *args, **env)
     assert result.returncode == 0, result.stderr
-    script = result.stdout
+    return result.stdout
+
+
+def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
+    script = sbatch_script("--storage", "postgresql://me:pw@db.example/optuna", "--cpus-per-task", "8", **blocked_tf)
     assert "#SBATCH --array=0-3" in script and "#SBATCH --cpus-per-task=8" in script
-    assert "diffusion.hpo init --study big" in script and "diffusion.hpo worker --study big" in script
-    assert "--n-trials 128" in script
+    assert "diffusion.hpo init --study big" in script
+    assert "srun --ntasks=1" in script and "diffusion.hpo worker --study big --n-trials 128 --recycle 5" in script
     assert ":pw@" not in script and "OPTUNA_STORAGE" in script  # the password stays out of the script
     path = tmp_path / "job.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_sbatch_site_options_and_setup_line_appear_only_when_given(blocked_tf):
+    plain = sbatch_script("--storage", "postgresql://me@db/optuna", **blocked_tf)
+    assert not any(f"#SBATCH --{flag}" in plain for flag in ("account", "constraint", "qos", "partition"))
+    setup = "module load python/3.11; . $HOME/venv/bin/activate"
+    site = sbatch_script(
+        "--storage", "postgresql://me@db/optuna", "--account", "m4321", "--constraint", "cpu", "--qos", "regular",
+        "--partition", "big", "--setup", setup, **blocked_tf,
+    )  # fmt: skip
+    for line in ("--account=m4321", "--constraint=cpu", "--qos=regular", "--partition=big"):
+        assert f"#SBATCH {line}" in site.splitlines()
+    assert setup in site.splitlines()
+
+
+def test_sbatch_script_retries_only_while_the_study_is_not_there_yet(blocked_tf):
+    script = sbatch_script("--storage", "postgresql://me@db/optuna", **blocked_tf)
+    assert '[ "$status" = 3 ] || exit "$status"' in script  # 3: retry; 2 (cannot open) and others: fail at once
+
+
+def test_sbatch_script_never_falls_back_to_a_journal_when_the_environment_names_the_storage(blocked_tf):
+    script = sbatch_script(OPTUNA_STORAGE="postgresql://me:pw@db/optuna", **blocked_tf)
+    assert "journal" not in script and ".log" not in script
+    assert ":pw@" not in script and "${OPTUNA_STORAGE:?" in script
 
 
 def test_postgres_fixture_finds_runuser_without_sbin_on_path(monkeypatch):
@@ -408,3 +464,44 @@ def test_postgres_fixture_finds_runuser_without_sbin_on_path(monkeypatch):
         pytest.skip("runuser is not installed")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a login shell's PATH for a non-root user
     assert pg.runuser() is not None
+
+
+def venv_setup_line() -> str:
+    """The --setup line a user would write: activate the environment these tests run in."""
+    bin_dir = Path(sys.executable).parent
+    if (bin_dir / "activate").exists():
+        return f". {shlex.quote(str(bin_dir / 'activate'))}"
+    return f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"'
+
+
+def files_under(directory: Path) -> set[Path]:
+    return {p for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_unchanged_on_real_slurm_into_postgres(tmp_path, postgres, slurm_cluster):
+    results_before = files_under(ROOT / "results" / "hpo")
+    script = hpo(
+        "sbatch", "--study", "slurm", "--n-trials", "4", "--workers", "3", "--cpus-per-task", "1",
+        "--recycle", "1", "--preset", "tiny", "--epochs", "1", "--pruner", "none", "--time", "00:10:00",
+        "--partition", "debug", "--setup", venv_setup_line(), "--storage", postgres,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "job.sh").write_text(script.stdout)
+    # As a user would: the password-bearing URL exported, the printed script submitted unchanged.
+    env = slurm_cluster.env(**python_env(OPTUNA_STORAGE=postgres))
+    job = subprocess.run(
+        ["sbatch", "--wait", "job.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    outputs = {p.name: p.read_text() for p in tmp_path.glob("hpo-*.out")}
+    report = "\n".join(f"--- {name}\n{text[-1500:]}" for name, text in sorted(outputs.items()))
+    assert job.returncode == 0, f"{job.stdout}{job.stderr}\n{report}\n{slurm_cluster.logs()}"
+    # Every array task ran and read the storage from the environment.
+    assert sorted(name.rsplit("_", 1)[1] for name in outputs) == ["0.out", "1.out", "2.out"], report
+    for text in outputs.values():
+        assert "(postgresql, from $OPTUNA_STORAGE)" in text and "s3cret-pw" not in text, text[-1500:]
+    # Every trial is in PostgreSQL and finished; no journal file anywhere.
+    states = trial_states(postgres, "slurm")
+    assert len(states) >= 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert {p.name for p in files_under(tmp_path)} == {"job.sh", *outputs}
+    assert files_under(ROOT / "results" / "hpo") == results_before

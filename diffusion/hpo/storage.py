@@ -25,6 +25,7 @@ from diffusion.errors import ConfigError
 HEARTBEAT_S = 2  # how often a running trial says it is alive
 GRACE_S = 10  # silence after which a running trial counts as dead (its worker was killed)
 MAX_RETRY = 3
+SCHEMA_RACE_TRIES = 5  # opening an empty database from many processes at once: see _lost_schema_race
 DEFAULT_DIR = Path("results") / "hpo"
 HEARTBEAT_ATTR = "heartbeat_unix_s"
 ENV_VAR = "OPTUNA_STORAGE"
@@ -181,14 +182,34 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     if scheme.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout_s}, "pool_pre_ping": True}
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=retry,
-        )
-    except Exception as exc:  # SQLAlchemy's errors vary by driver; all mean "cannot use this storage"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except Exception as exc:  # SQLAlchemy's errors vary by driver; all mean "cannot use this storage"
+            attempt += 1
+            if _lost_schema_race(exc) and attempt < SCHEMA_RACE_TRIES:
+                time.sleep(0.5 * attempt)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Whether opening failed because another process created Optuna's tables at the same moment.
+
+    On an empty database every process creates the tables (and PostgreSQL their row types); two
+    at once collide on a unique index (seen with SLURM array tasks starting together). The
+    winner's tables are there on the next try.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(exc, (IntegrityError, ProgrammingError)) and (
+        "duplicate key" in str(exc) or "already exists" in str(exc)
+    )
