@@ -149,7 +149,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 [
                     _which("munged"),
                     "--foreground",
-                    "--force",  # root, and a socket directory munged would otherwise call insecure
+                    "--force",  # the socket sits in a 0700 temp dir (only root uses it), which munged refuses
                     f"--socket={directory}/munge.socket",
                     f"--key-file={key}",
                     f"--pid-file={directory}/munged.pid",
