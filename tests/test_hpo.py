@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -503,5 +504,8 @@ def test_sbatch_script_runs_unchanged_on_real_slurm_into_postgres(tmp_path, post
     # Every trial is in PostgreSQL and finished; no journal file anywhere.
     states = trial_states(postgres, "slurm")
     assert len(states) >= 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    # --recycle 1: each trial ran in a fresh worker process.
+    per_process = [int(n) for text in outputs.values() for n in re.findall(r"ran (\d+) trial\(s\)", text)]
+    assert max(per_process) == 1 and sum(per_process) == len(states), per_process
     assert {p.name for p in files_under(tmp_path)} == {"job.sh", *outputs}
     assert files_under(ROOT / "results" / "hpo") == results_before
