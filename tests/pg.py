@@ -88,3 +88,4 @@ def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
             capture_output=True,
             timeout=60,
         )
+        shutil.rmtree(directory, ignore_errors=True)
