@@ -13,3 +13,7 @@ class CheckpointError(ConfigError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+class StudyNotFound(ConfigError):
+    """The storage has no study of that name (yet: a cluster worker may start before `init`)."""

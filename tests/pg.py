@@ -14,8 +14,22 @@ from pathlib import Path
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
+def runuser() -> str | None:
+    """Path of `runuser` (util-linux); it lives in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+
+
+def missing() -> str | None:
+    """What this machine lacks to start a server, or None."""
+    if not (PG_BIN / "initdb").exists():
+        return f"PostgreSQL binaries missing at {PG_BIN} (set PG_BIN)"
+    if os.geteuid() == 0 and runuser() is None:
+        return "`runuser` (util-linux) not found on PATH, /usr/sbin or /sbin; as root it runs the server as `postgres`"
+    return None
+
+
 def available() -> bool:
-    return (PG_BIN / "initdb").exists()
+    return missing() is None
 
 
 def _free_port() -> int:
@@ -26,7 +40,18 @@ def _free_port() -> int:
 
 def _as_server_user(cmd: list[str]) -> list[str]:
     # PostgreSQL refuses to run as root: run it as `postgres` there, as ourselves otherwise.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+    if os.geteuid() != 0:
+        return cmd
+    path = runuser()
+    if path is None:
+        raise FileNotFoundError(missing())
+    return [path, "-u", "postgres", "--", *cmd]
+
+
+def create_database(host: str, port: int, name: str) -> None:
+    """An empty database on a running server (no Optuna tables yet)."""
+    cmd = [str(PG_BIN / "createdb"), "-h", host, "-p", str(port), "-U", "postgres", name]
+    subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True, timeout=60)
 
 
 @contextmanager
@@ -63,3 +88,4 @@ def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
             capture_output=True,
             timeout=60,
         )
+        shutil.rmtree(directory, ignore_errors=True)

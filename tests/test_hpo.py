@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,20 +18,20 @@ from diffusion.errors import ConfigError
 from diffusion.hpo.space import apply_params, check_params, load_best
 from diffusion.paths import NEU
 from diffusion.presets import get_preset
-from tests import pg
+from tests import pg, slurm
 from tests.conftest import PYTHON, ROOT, python_env
 
 TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
 
 
-def hpo(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, "-m", "diffusion.hpo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=python_env(**env),
-        cwd=ROOT,
+        cwd=cwd,
     )
 
 
@@ -42,13 +45,26 @@ def trial_states(storage: str, study: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
-    if not pg.available():
+    missing = pg.missing()
+    if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL binaries missing at {pg.PG_BIN}; CI must test the multi-node storage")
-        pytest.skip(f"PostgreSQL binaries missing at {pg.PG_BIN}")
+            pytest.fail(f"{missing}; CI must test the multi-node storage")
+        pytest.skip(missing)
     with pg.postgres_server() as (host, port):
-        # trust auth ignores the password; it is there to check that output never shows it
-        yield f"postgresql+psycopg2://postgres:s3cret-pw@{host}:{port}/optuna"
+        # The README's spelling (psycopg 3). Trust auth ignores the password; it is there to
+        # check that output never shows it.
+        yield f"postgresql://postgres:s3cret-pw@{host}:{port}/optuna"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    missing = slurm.missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI must test the generated SLURM script on a real cluster")
+        pytest.skip(missing)
+    with slurm.slurm_cluster() as cluster:
+        yield cluster
 
 
 # ---- space and best.json ---------------------------------------------------------------------
@@ -84,6 +100,75 @@ def test_malformed_best_json_is_refused(tmp_path, content, message):
         load_best(path)
 
 
+# ---- which storage -----------------------------------------------------------------------------
+
+
+def test_storage_flag_wins_over_the_environment():
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage("postgresql://u@h/db", "s", {"OPTUNA_STORAGE": "journal:env.log"})
+    assert (resolved.url, resolved.source) == ("postgresql://u@h/db", "--storage")
+
+
+def test_environment_is_used_without_the_flag():
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(None, "s", {"OPTUNA_STORAGE": "postgresql://u:pw@h/db"})
+    assert (resolved.url, resolved.source) == ("postgresql://u:pw@h/db", "$OPTUNA_STORAGE")
+    assert resolved.line() == "storage: postgresql://u:***@h/db (postgresql, from $OPTUNA_STORAGE)"
+
+
+@pytest.mark.parametrize("environ", [{}, {"OPTUNA_STORAGE": ""}], ids=["unset", "empty"])
+def test_default_is_the_studys_journal_file(environ):
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(None, "s", environ)
+    assert (resolved.url, resolved.source) == ("journal:results/hpo/s.log", "default")
+
+
+@pytest.mark.parametrize("spelling", ["runs/s.log", "journal:runs/s.log"])
+def test_a_bare_path_is_a_journal_file_shown_as_the_path_dashboard_opens(spelling):
+    from diffusion.hpo.storage import resolve_storage
+
+    resolved = resolve_storage(spelling, "s", {})
+    assert resolved.url == "journal:runs/s.log" and resolved.journal == Path("runs/s.log")
+    assert resolved.display() == "runs/s.log"  # `optuna-dashboard runs/s.log` opens it; journal:PATH it refuses
+
+
+def test_a_bad_environment_value_names_its_source():
+    from diffusion.hpo.storage import resolve_storage
+
+    with pytest.raises(ConfigError, match=r"`\$OPTUNA_STORAGE` must be .* but got 'postgresql:/db'"):
+        resolve_storage(None, "s", {"OPTUNA_STORAGE": "postgresql:/db"})
+
+
+def test_init_with_optuna_storage_writes_that_journal_and_nothing_under_results(tmp_path, blocked_tf):
+    result = hpo(
+        "init", "--study", "s", "--preset", "tiny", cwd=tmp_path, OPTUNA_STORAGE="journal:scratch/x.log", **blocked_tf
+    )
+    assert result.returncode == 0, result.stderr
+    assert "storage: scratch/x.log (journal-file, from $OPTUNA_STORAGE)" in result.stdout
+    assert (tmp_path / "scratch" / "x.log").is_file() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("command", ["init", "worker", "best"])  # `run`: test_twenty_trial_search_finishes
+def test_every_subcommand_prints_the_storage_it_resolved(tmp_path, command, blocked_tf):
+    args = {"init": ["--preset", "tiny"], "worker": ["--n-trials", "1"], "best": ["--out", str(tmp_path / "b.json")]}
+    result = hpo(
+        command, "--study", "s", *args[command], cwd=tmp_path, OPTUNA_STORAGE=str(tmp_path / "j.log"), **blocked_tf
+    )
+    assert f"storage: {tmp_path / 'j.log'} (journal-file, from $OPTUNA_STORAGE)" in result.stdout, result.stderr
+
+
+def test_worker_exit_status_tells_not_yet_from_cannot_open(tmp_path, blocked_tf):
+    journal = str(tmp_path / "j.log")
+    assert hpo("init", "--study", "real", "--storage", journal, **blocked_tf).returncode == 0
+    not_yet = hpo("worker", "--study", "later", "--storage", journal, "--n-trials", "1", **blocked_tf)
+    assert not_yet.returncode == 3 and "no study named 'later'" in not_yet.stderr
+    broken = hpo("worker", "--study", "s", "--storage", "postgresql://u@127.0.0.1:9/x", "--n-trials", "1", **blocked_tf)
+    assert broken.returncode == 2 and "cannot be opened" in broken.stderr
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 
@@ -95,7 +180,7 @@ def test_malformed_best_json_is_refused(tmp_path, content, message):
         (["run", "--study", "s", "--n-trials", "2", "--n-jobs", "0"], "--n-jobs must be at least 1"),
         (["run", "--study", "s", "--n-trials", "2", "--preset", "huge"], "valid presets"),
         (["run", "--study", "s", "--n-trials", "2", "--pruner", "mean"], "median, none"),
-        (["run", "--study", "s", "--n-trials", "2", "--storage", "mysql-ish"], "is not a URL"),
+        (["run", "--study", "s", "--n-trials", "2", "--storage", "postgresql:/db"], "a scheme without //"),
         (
             ["best", "--study", "nope", "--storage", "journal:/nonexistent/x.journal", "--out", "/tmp/b.json"],
             "no study named 'nope'",
@@ -117,7 +202,7 @@ def test_unreachable_postgres_fails_fast_without_showing_the_password(blocked_tf
         "--n-trials",
         "1",
         "--storage",
-        "postgresql+psycopg2://user:topsecret@127.0.0.1:9/none",
+        "postgresql://user:topsecret@127.0.0.1:9/none",
         **blocked_tf,
     )
     assert result.returncode == 2 and "cannot be opened" in result.stderr
@@ -165,6 +250,7 @@ def test_twenty_trial_search_finishes(tmp_path, request, storage_kind, parallel)
     result = hpo("run", "--study", study, "--storage", storage, "--n-trials", "20", *TINY_SEARCH, *parallel)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "s3cret-pw" not in result.stdout + result.stderr
+    assert result.stdout.startswith("storage: ")
     states = trial_states(storage, study)
     finished = [s for s in states if s in ("COMPLETE", "PRUNED")]
     assert len(finished) >= 20 and "COMPLETE" in states
@@ -298,6 +384,34 @@ def test_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tmp_path
     assert states.count("COMPLETE") + states.count("PRUNED") >= 4
 
 
+def test_processes_opening_an_empty_database_at_once_all_succeed(postgres):
+    # SLURM array tasks start together; on an empty database each creates Optuna's tables.
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from diffusion.hpo.storage import open_storage
+
+    server = make_url(postgres)
+    pg.create_database(server.host, server.port, "fresh")
+    url = server.set(database="fresh").render_as_string(hide_password=False)
+    start, errors = threading.Barrier(4), []
+
+    def open_together() -> None:
+        start.wait()
+        try:
+            open_storage(url)
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_together) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_sqlite_is_accepted_but_warned_against_for_parallel_workers(tmp_path):
     from diffusion.hpo.storage import open_storage
 
@@ -305,27 +419,93 @@ def test_sqlite_is_accepted_but_warned_against_for_parallel_workers(tmp_path):
         open_storage(f"sqlite:///{tmp_path / 'study.db'}", workers=2)
 
 
-def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
-    result = hpo(
-        "sbatch",
-        "--study",
-        "big",
-        "--storage",
-        "postgresql://me:pw@db.example/optuna",
-        "--n-trials",
-        "128",
-        "--workers",
-        "4",
-        "--cpus-per-task",
-        "8",
-        **blocked_tf,
-    )
+def sbatch_script(*args: str, **env: str) -> str:
+    result = hpo("sbatch", "--study", "big", "--n-trials", "128", "--workers", "4", *args, **env)
     assert result.returncode == 0, result.stderr
-    script = result.stdout
+    return result.stdout
+
+
+def test_sbatch_prints_a_valid_array_script(tmp_path, blocked_tf):
+    script = sbatch_script("--storage", "postgresql://me:pw@db.example/optuna", "--cpus-per-task", "8", **blocked_tf)
     assert "#SBATCH --array=0-3" in script and "#SBATCH --cpus-per-task=8" in script
-    assert "diffusion.hpo init --study big" in script and "diffusion.hpo worker --study big" in script
-    assert "--n-trials 128" in script
+    assert "diffusion.hpo init --study big" in script
+    assert "srun --ntasks=1" in script and "diffusion.hpo worker --study big --n-trials 128 --recycle 5" in script
     assert ":pw@" not in script and "OPTUNA_STORAGE" in script  # the password stays out of the script
     path = tmp_path / "job.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_sbatch_site_options_and_setup_line_appear_only_when_given(blocked_tf):
+    plain = sbatch_script("--storage", "postgresql://me@db/optuna", **blocked_tf)
+    assert not any(f"#SBATCH --{flag}" in plain for flag in ("account", "constraint", "qos", "partition"))
+    setup = "module load python/3.11; . $HOME/venv/bin/activate"
+    site = sbatch_script(
+        "--storage", "postgresql://me@db/optuna", "--account", "m4321", "--constraint", "cpu", "--qos", "regular",
+        "--partition", "big", "--setup", setup, **blocked_tf,
+    )  # fmt: skip
+    for line in ("--account=m4321", "--constraint=cpu", "--qos=regular", "--partition=big"):
+        assert f"#SBATCH {line}" in site.splitlines()
+    assert setup in site.splitlines()
+
+
+def test_sbatch_script_retries_only_while_the_study_is_not_there_yet(blocked_tf):
+    script = sbatch_script("--storage", "postgresql://me@db/optuna", **blocked_tf)
+    assert '[ "$status" = 3 ] || exit "$status"' in script  # 3: retry; 2 (cannot open) and others: fail at once
+
+
+def test_sbatch_script_never_falls_back_to_a_journal_when_the_environment_names_the_storage(blocked_tf):
+    script = sbatch_script(OPTUNA_STORAGE="postgresql://me:pw@db/optuna", **blocked_tf)
+    assert "journal" not in script and ".log" not in script
+    assert ":pw@" not in script and "${OPTUNA_STORAGE:?" in script
+
+
+def test_postgres_fixture_finds_runuser_without_sbin_on_path(monkeypatch):
+    if pg.runuser() is None:
+        pytest.skip("runuser is not installed")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a login shell's PATH for a non-root user
+    assert pg.runuser() is not None
+
+
+def venv_setup_line() -> str:
+    """The --setup line a user would write: activate the environment these tests run in."""
+    bin_dir = Path(sys.executable).parent
+    if (bin_dir / "activate").exists():
+        return f". {shlex.quote(str(bin_dir / 'activate'))}"
+    return f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"'
+
+
+def files_under(directory: Path) -> set[Path]:
+    return {p for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_unchanged_on_real_slurm_into_postgres(tmp_path, postgres, slurm_cluster):
+    results_before = files_under(ROOT / "results" / "hpo")
+    script = hpo(
+        "sbatch", "--study", "slurm", "--n-trials", "4", "--workers", "3", "--cpus-per-task", "1",
+        "--recycle", "1", "--preset", "tiny", "--epochs", "1", "--pruner", "none", "--time", "00:10:00",
+        "--partition", "debug", "--setup", venv_setup_line(), "--storage", postgres,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "job.sh").write_text(script.stdout)
+    # As a user would: the password-bearing URL exported, the printed script submitted unchanged.
+    env = slurm_cluster.env(**python_env(OPTUNA_STORAGE=postgres))
+    job = subprocess.run(
+        ["sbatch", "--wait", "job.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    outputs = {p.name: p.read_text() for p in tmp_path.glob("hpo-*.out")}
+    report = "\n".join(f"--- {name}\n{text[-1500:]}" for name, text in sorted(outputs.items()))
+    assert job.returncode == 0, f"{job.stdout}{job.stderr}\n{report}\n{slurm_cluster.logs()}"
+    # Every array task ran and read the storage from the environment.
+    assert sorted(name.rsplit("_", 1)[1] for name in outputs) == ["0.out", "1.out", "2.out"], report
+    for text in outputs.values():
+        assert "(postgresql, from $OPTUNA_STORAGE)" in text and "s3cret-pw" not in text, text[-1500:]
+    # Every trial is in PostgreSQL and finished; no journal file anywhere.
+    states = trial_states(postgres, "slurm")
+    assert len(states) >= 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    # --recycle 1: each trial ran in a fresh worker process.
+    per_process = [int(n) for text in outputs.values() for n in re.findall(r"ran (\d+) trial\(s\)", text)]
+    assert max(per_process) == 1 and sum(per_process) == len(states), per_process
+    assert {p.name for p in files_under(tmp_path)} == {"job.sh", *outputs}
+    assert files_under(ROOT / "results" / "hpo") == results_before

@@ -1,6 +1,9 @@
-"""``python -m diffusion.hpo {run,worker,sbatch,best}``: hyperparameter search with Optuna.
+"""``python -m diffusion.hpo {run,init,worker,sbatch,best}``: hyperparameter search with Optuna.
 
-Arguments are checked before TensorFlow (and, where possible, Optuna) load.
+Arguments are checked before TensorFlow (and, where possible, Optuna) load. Every subcommand
+takes its storage from ``--storage``, else ``$OPTUNA_STORAGE``, else ``results/hpo/STUDY.log``,
+and prints which one it uses. Exit status: 0 done; 2 bad input, or the storage cannot be opened
+(fail at once); 3 (``worker``) the study is not in the storage yet (retry later).
 """
 
 from __future__ import annotations
@@ -15,22 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from diffusion.cli import Parser, check_writable_file, quiet_frameworks, run, write_json_atomic
-from diffusion.errors import ConfigError
+from diffusion.errors import ConfigError, StudyNotFound
 from diffusion.hpo.search import PRUNERS, SearchConfig
-from diffusion.hpo.storage import default_storage, describe, redact
+from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe, redact, resolve_storage
 from diffusion.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
+EXIT_NOT_READY = 3  # `worker`: no such study yet; a cluster job retries (2 means retrying cannot help)
+SITE_FLAGS = ("account", "constraint", "qos", "partition")  # sbatch options a site may require
+NOT_READY_TRIES, NOT_READY_SLEEP_S = 120, 5  # how long other tasks wait for task 0's `init`: 10 minutes
+EXIT_CODES = (
+    "exit status: 0 done; 2 bad input or the storage cannot be opened (fail at once); "
+    "3 the study is not in the storage yet (retry)"
+)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m diffusion.hpo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m diffusion.hpo", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def common(p: Parser, *, trials: bool = True) -> None:
         p.add_argument("--study", required=True, help="study name")
         p.add_argument(
-            "--storage", help="journal:PATH (default results/hpo/STUDY.journal), sqlite:///F, postgresql://..."
+            "--storage",
+            help=f"a journal file (PATH or journal:PATH), sqlite:///F or postgresql://USER:PW@HOST/DB; "
+            f"default ${ENV_VAR}, else results/hpo/STUDY.log",
         )
         if trials:
             p.add_argument("--n-trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
@@ -61,9 +73,18 @@ def build_parser() -> Parser:
     )
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("worker", help="join an existing study as one process (e.g. a SLURM array task)")
+    p = sub.add_parser(
+        "worker", help="join an existing study as one process (e.g. a SLURM array task)", epilog=EXIT_CODES
+    )
     common(p)
-    p.add_argument("--max-trials", type=int, help="exit after this many trials (memory: see `run --recycle`)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--max-trials", type=int, help="exit after this many trials (memory: see `run --recycle`)")
+    group.add_argument(
+        "--recycle",
+        type=int,
+        help="run trials in a fresh child process, replaced after this many trials, until the study is done "
+        "(memory: see `run --recycle`)",
+    )
 
     p = sub.add_parser("sbatch", help="print a SLURM array script that starts W workers on a shared storage")
     common(p)
@@ -71,9 +92,19 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int, required=True, help="array tasks, one worker each")
     p.add_argument("--time", default="04:00:00", help="wall-time limit per task (default 04:00:00)")
     p.add_argument("--cpus-per-task", type=int, default=4, help="cores per worker (default 4)")
-    p.add_argument("--partition", help="SLURM partition")
+    p.add_argument("--recycle", type=int, default=5, help="trials per worker process (default 5; see `run --recycle`)")
+    for flag in SITE_FLAGS:
+        p.add_argument(f"--{flag}", help=f"SLURM --{flag} (e.g. required at NERSC); left out when not given")
+    p.add_argument(
+        "--setup",
+        help="shell line each task runs first, verbatim, e.g. 'module load python; . ~/venv/bin/activate'",
+    )
 
-    p = sub.add_parser("init", help="create a study (idempotent), for cluster jobs")
+    p = sub.add_parser(
+        "init",
+        help="create the study with its search settings (idempotent); cluster jobs run it once",
+        epilog=EXIT_CODES,
+    )
     common(p, trials=False)
     search(p)
 
@@ -107,20 +138,16 @@ def check_counts(args: Any) -> None:
         raise ConfigError(f"--workers must be at least 1, but got {args.workers}.")
 
 
-def worker_command(study: str, storage: str, n_trials: int, max_trials: int | None = None) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "diffusion.hpo",
-        "worker",
-        "--study",
-        study,
-        "--storage",
-        storage,
-        "--n-trials",
-        str(n_trials),
-    ]
+def worker_command(study: str, n_trials: int, max_trials: int | None = None) -> list[str]:
+    """A worker process's command; it gets the storage from ``worker_env`` (not argv, which `ps` shows)."""
+    cmd = [sys.executable, "-m", "diffusion.hpo", "worker", "--study", study, "--n-trials", str(n_trials)]
     return cmd + (["--max-trials", str(max_trials)] if max_trials else [])
+
+
+def worker_env(storage: ResolvedStorage) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env[ENV_VAR] = storage.url
+    return env
 
 
 def summary_line(c: dict[str, int], best: float | None) -> str:
@@ -138,16 +165,16 @@ def best_value(study: Any) -> float | None:
         return None
 
 
-def cmd_run(args: Any) -> int:
+def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
-    storage_url = args.storage or default_storage(args.study)
+    print(storage_spec.line(), flush=True)
     quiet_frameworks()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from diffusion.hpo.search import counts, create_study, work_in_threads
     from diffusion.hpo.storage import open_storage
 
-    storage = open_storage(storage_url, workers=args.workers or args.n_jobs)
+    storage = open_storage(storage_spec.url, workers=args.workers or args.n_jobs)
     study = create_study(args.study, storage, config)
     start = time.perf_counter()
     with Progress(
@@ -168,8 +195,8 @@ def cmd_run(args: Any) -> int:
             return c
 
         if args.workers:
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-            command = worker_command(args.study, storage_url, args.n_trials, args.recycle)
+            env = worker_env(storage_spec)
+            command = worker_command(args.study, args.n_trials, args.recycle)
 
             def spawn() -> subprocess.Popen:
                 return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
@@ -207,21 +234,49 @@ def cmd_run(args: Any) -> int:
         c = refresh()
     wall = time.perf_counter() - start
     print(
-        f"study {args.study!r} on {describe(storage_url)} ({redact(storage_url)}): {summary_line(c, best_value(study))}; "
+        f"study {args.study!r} on {describe(storage_spec.url)} ({storage_spec.display()}): "
+        f"{summary_line(c, best_value(study))}; "
         f"{wall:.1f} s"
     )
     return 0 if c["finished"] >= args.n_trials else 1
 
 
-def cmd_worker(args: Any) -> int:
-    storage_url = args.storage or default_storage(args.study)
+def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
+    print(storage_spec.line(), flush=True)
     quiet_frameworks()
     from diffusion.hpo.search import load_study, make_objective, work
     from diffusion.hpo.storage import open_storage
 
-    study, config = load_study(args.study, open_storage(storage_url))
+    try:
+        study, config = load_study(args.study, open_storage(storage_spec.url))
+    except StudyNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_READY
+    if args.recycle:
+        return recycle(study, storage_spec, args.study, args.n_trials, args.recycle)
     ran = work(study, make_objective(config), args.n_trials, max_trials=args.max_trials)
-    print(f"worker {os.getpid()} ran {ran} trial(s) of study {args.study!r}")
+    print(f"worker {os.getpid()} ran {ran} trial(s) of study {args.study!r}", flush=True)
+    return 0
+
+
+def recycle(study: Any, storage_spec: ResolvedStorage, name: str, n_trials: int, every: int) -> int:
+    """Run child workers of ``every`` trials each, one after another, until the study has
+    ``n_trials`` finished. This process never trains, so it never grows (TensorFlow's per-trial
+    state dies with each child).
+
+    Returns:
+        0, or the first failing child's exit status.
+    """
+    from diffusion.hpo.search import counts
+
+    command, env = worker_command(name, n_trials, every), worker_env(storage_spec)
+    children = 0
+    while counts(study)["finished"] < n_trials:
+        code = subprocess.run(command, env=env).returncode
+        children += 1
+        if code:
+            return code if code > 0 else 1  # killed by a signal: still a failure the job must see
+    print(f"worker {os.getpid()}: study {name!r} done after {children} worker process(es)", flush=True)
     return 0
 
 
@@ -233,13 +288,13 @@ def storage_line(storage: str) -> str:
     return f': "${{OPTUNA_STORAGE:?export OPTUNA_STORAGE={redact(storage)} (with the password) before sbatch}}"'
 
 
-def cmd_sbatch(args: Any) -> int:
+def cmd_sbatch(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
-    if args.storage is None or args.storage.startswith(("journal:", "sqlite")):
+    if storage_spec.journal is not None or storage_spec.url.startswith("sqlite"):
         note = "# A journal file works across nodes only on a shared file system with working locks; PostgreSQL is safer.\n"
     else:
         note = ""
-    storage = args.storage or default_storage(args.study)
+    study = shlex.quote(args.study)
     search_flags = (
         f"--preset {config.preset} --epochs {config.epochs} --path {shlex.quote(config.path)} "
         f"--seed {config.seed} --pruner {config.pruner} --startup-trials {config.startup_trials} "
@@ -249,57 +304,66 @@ def cmd_sbatch(args: Any) -> int:
         "#!/bin/bash",
         f"#SBATCH --job-name=hpo-{args.study}",
         f"#SBATCH --array=0-{args.workers - 1}",
+        "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={args.cpus_per_task}",
         f"#SBATCH --time={args.time}",
         "#SBATCH --output=hpo-%A_%a.out",
     ]
-    if args.partition:
-        lines.append(f"#SBATCH --partition={args.partition}")
+    lines += [f"#SBATCH --{flag}={getattr(args, flag)}" for flag in SITE_FLAGS if getattr(args, flag)]
     lines += [
         "# Generated by `python -m diffusion.hpo sbatch`. Each array task is one worker of the same study;",
         "# workers coordinate through the storage only, and a killed task's trial is retried by the others.",
+        f"# Storage: {storage_spec.display()} (from {storage_spec.source}).",
         note.rstrip(),
-        "set -euo pipefail",
+        "set -eo pipefail",
+        args.setup or "",
+        "set -u  # only after the set-up line: module and venv scripts read unset variables",
         'export OMP_NUM_THREADS="$SLURM_CPUS_PER_TASK" TF_NUM_INTRAOP_THREADS="$SLURM_CPUS_PER_TASK"',
-        storage_line(storage),
+        storage_line(storage_spec.url),
         "# Task 0 creates the study (idempotent); the others wait for it to exist.",
         'if [ "$SLURM_ARRAY_TASK_ID" = 0 ]; then',
-        f"  python -m diffusion.hpo init --study {shlex.quote(args.study)} {search_flags}",
+        f"  python -m diffusion.hpo init --study {study} {search_flags}",
         "fi",
-        "for attempt in $(seq 60); do",
-        f"  if python -m diffusion.hpo worker --study {shlex.quote(args.study)} --n-trials {args.n_trials}; "
-        "then exit 0; else status=$?; fi",
-        '  [ "$status" = 2 ] || exit "$status"  # 2: the study is not there yet; anything else is a failure',
-        "  sleep 10",
+        f"# The worker reads ${ENV_VAR}. It runs trials in child processes of {args.recycle} trials each",
+        "# (TensorFlow keeps memory per trial that only a new process gives back) until the study has",
+        f"# {args.n_trials} finished. Exit status 3: the study is not there yet, so retry; 2 (bad storage or input)",
+        "# and any other failure end the task at once.",
+        f"for attempt in $(seq {NOT_READY_TRIES}); do",
+        "  status=0",
+        '  srun --ntasks=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" '
+        f"python -m diffusion.hpo worker --study {study} --n-trials {args.n_trials} --recycle {args.recycle} "
+        "|| status=$?",
+        f'  [ "$status" = {EXIT_NOT_READY} ] || exit "$status"',
+        f"  sleep {NOT_READY_SLEEP_S}",
         "done",
-        'echo "the study never appeared in the storage" >&2; exit 2',
+        f'echo "study {args.study} never appeared in the storage; task 0 creates it (see its hpo-*_0.out)" >&2',
+        f"exit {EXIT_NOT_READY}",
     ]
     print("\n".join(line for line in lines if line))
     return 0
 
 
-def cmd_init(args: Any) -> int:
+def cmd_init(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
-    storage_url = args.storage or default_storage(args.study)
+    print(storage_spec.line(), flush=True)
     from diffusion.hpo.search import create_study
     from diffusion.hpo.storage import open_storage
 
-    create_study(args.study, open_storage(storage_url), config)
-    print(f"study {args.study!r} ready on {redact(storage_url)}")
+    create_study(args.study, open_storage(storage_spec.url), config)
+    print(f"study {args.study!r} ready on {storage_spec.display()}")
     return 0
 
 
-def cmd_best(args: Any) -> int:
+def cmd_best(args: Any, storage_spec: ResolvedStorage) -> int:
     check_writable_file(args.out, "--out")
-    storage_url = args.storage or default_storage(args.study)
-    if storage_url.startswith("journal:") and not Path(storage_url.removeprefix("journal:")).exists():
-        raise ConfigError(
-            f"no study named {args.study!r}: journal {storage_url.removeprefix('journal:')!r} does not exist."
-        )
+    print(storage_spec.line(), flush=True)
+    journal = storage_spec.journal
+    if journal is not None and not journal.exists():
+        raise ConfigError(f"no study named {args.study!r}: journal {str(journal)!r} does not exist.")
     from diffusion.hpo.search import load_study
     from diffusion.hpo.storage import open_storage
 
-    study, config = load_study(args.study, open_storage(storage_url))
+    study, config = load_study(args.study, open_storage(storage_spec.url))
     try:
         trial = study.best_trial
     except ValueError:
@@ -307,7 +371,7 @@ def cmd_best(args: Any) -> int:
     record = {
         "schema": 1,
         "study": args.study,
-        "storage": redact(storage_url),
+        "storage": storage_spec.display(),
         "value": trial.value,
         "trial": trial.number,
         "params": trial.params,
@@ -325,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     check_counts(args)
     if args.command in ("run", "sbatch", "init"):
         config_from(args)  # validates preset, path, pruner, epochs before anything loads
-    return {"run": cmd_run, "worker": cmd_worker, "sbatch": cmd_sbatch, "best": cmd_best, "init": cmd_init}[
-        args.command
-    ](args)
+    storage = resolve_storage(args.storage, args.study)  # one rule for every subcommand
+    commands = {"run": cmd_run, "init": cmd_init, "worker": cmd_worker, "sbatch": cmd_sbatch, "best": cmd_best}
+    return commands[args.command](args, storage)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from diffusion.errors import ConfigError, TrainingDiverged
+from diffusion.errors import ConfigError, StudyNotFound, TrainingDiverged
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
 
@@ -96,7 +96,8 @@ def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
     """Load a study and the configuration its creator stored.
 
     Raises:
-        ConfigError: no such study (the message lists the studies there).
+        StudyNotFound: no such study (the message lists the studies there).
+        ConfigError: the storage cannot be read.
     """
     import optuna
 
@@ -106,7 +107,7 @@ def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
         raise ConfigError(f"cannot read studies from the storage: {exc}") from None
     names = [s.study_name for s in summaries]
     if name not in names:
-        raise ConfigError(f"no study named {name!r} in this storage; studies there: {', '.join(names) or 'none'}.")
+        raise StudyNotFound(f"no study named {name!r} in this storage; studies there: {', '.join(names) or 'none'}.")
     probe = optuna.load_study(study_name=name, storage=storage)
     config = SearchConfig(**probe.user_attrs.get(ATTR_CONFIG, {}))
     study = optuna.load_study(

@@ -1,5 +1,9 @@
 """Study storages: a journal file by default (no server), any RDB URL, PostgreSQL for many nodes.
 
+Every subcommand resolves its storage with ``resolve_storage``: ``--storage``, else
+``$OPTUNA_STORAGE``, else the journal file ``results/hpo/STUDY.log``. A bare file path is a
+journal file (as optuna-dashboard takes it); ``journal:PATH`` is the same file.
+
 Both kinds get heartbeats, so a worker killed mid-trial has its trial failed and retried by
 Optuna's own ``RetryHeartbeatStaleTrialCallback``. RDBStorage has heartbeats built in; for the journal
 file this module implements Optuna's ``BaseHeartbeat`` interface on ``JournalStorage``.
@@ -7,9 +11,12 @@ file this module implements Optuna's ``BaseHeartbeat`` interface on ``JournalSto
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +25,11 @@ from diffusion.errors import ConfigError
 HEARTBEAT_S = 2  # how often a running trial says it is alive
 GRACE_S = 10  # silence after which a running trial counts as dead (its worker was killed)
 MAX_RETRY = 3
+SCHEMA_RACE_TRIES = 5  # opening an empty database from many processes at once: see _lost_schema_race
 DEFAULT_DIR = Path("results") / "hpo"
 HEARTBEAT_ATTR = "heartbeat_unix_s"
+ENV_VAR = "OPTUNA_STORAGE"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # "postgresql:", "sqlite:", "journal:"
 
 
 def redact(url: str) -> str:
@@ -32,11 +42,76 @@ def default_storage(study: str) -> str:
     return f"journal:{DEFAULT_DIR / (study + '.log')}"
 
 
+def journal_path(url: str, what: str = "--storage") -> Path | None:
+    """The journal file of ``journal:PATH`` or of a bare path; None for a database URL.
+
+    Raises:
+        ConfigError: a scheme without ``//`` (``postgresql:/db``), which is neither.
+    """
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if "://" in url:
+        return None
+    if _SCHEME.match(url):
+        raise ConfigError(
+            f"`{what}` must be a file path, journal:PATH or a URL such as postgresql://USER@HOST/DB, "
+            f"but got {redact(url)!r} (a scheme without //)."
+        )
+    return Path(url)
+
+
 def describe(url: str) -> str:
     """A short name of the storage kind, for the environment record."""
-    if url.startswith("journal:"):
+    if journal_path(url) is not None:
         return "journal-file"
     return url.split(":", 1)[0].split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class ResolvedStorage:
+    """The storage a subcommand uses and where that choice came from.
+
+    Attributes:
+        url: ``journal:PATH`` or a database URL, as ``open_storage`` takes it.
+        source: ``--storage``, ``$OPTUNA_STORAGE`` or ``default``.
+    """
+
+    url: str
+    source: str
+
+    def __post_init__(self) -> None:
+        journal_path(self.url)  # refuses a scheme without //
+
+    @property
+    def journal(self) -> Path | None:
+        return journal_path(self.url)
+
+    def display(self) -> str:
+        """The bare path of a journal file (what optuna-dashboard opens), else the redacted URL."""
+        return str(self.journal) if self.journal is not None else redact(self.url)
+
+    def line(self) -> str:
+        """The start-up line every subcommand prints."""
+        return f"storage: {self.display()} ({describe(self.url)}, from {self.source})"
+
+
+def resolve_storage(arg: str | None, study: str, environ: Mapping[str, str] | None = None) -> ResolvedStorage:
+    """``--storage``, else ``$OPTUNA_STORAGE`` (unset or empty: skipped), else ``results/hpo/STUDY.log``.
+
+    A bare path becomes ``journal:PATH``. Nothing is opened or created here.
+
+    Raises:
+        ConfigError: a scheme without ``//``.
+    """
+    environ = os.environ if environ is None else environ
+    if arg:
+        raw, source = arg, "--storage"
+    elif environ.get(ENV_VAR):
+        raw, source = environ[ENV_VAR], f"${ENV_VAR}"
+    else:
+        raw, source = default_storage(study), "default"
+    path = journal_path(raw, source)
+    return ResolvedStorage(f"journal:{path}" if path is not None else raw, source)
 
 
 def _journal_storage(path: Path) -> Any:
@@ -79,11 +154,12 @@ def _journal_storage(path: Path) -> Any:
 
 
 def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> Any:
-    """Open a storage URL: ``journal:PATH``, ``sqlite:///PATH``, ``postgresql://...``, or any
-    SQLAlchemy URL Optuna accepts.
+    """Open a storage: ``journal:PATH`` or a bare path (a journal file), ``sqlite:///PATH``,
+    ``postgresql://...`` (psycopg 3), or any SQLAlchemy URL Optuna accepts.
 
     Raises:
-        ConfigError: unknown scheme, or the server cannot be reached within the timeout.
+        ConfigError: a scheme without ``//``, or the database cannot be opened (missing driver,
+            server unreachable within the timeout, bad credentials).
     """
     import optuna
 
@@ -92,13 +168,10 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Optuna logs every trial at INFO; our progress display and summaries say what matters.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if url.startswith("journal:"):
-        return _journal_storage(Path(url.removeprefix("journal:")))
+    path = journal_path(url)
+    if path is not None:
+        return _journal_storage(path)
     scheme = url.split(":", 1)[0]
-    if "://" not in url:
-        raise ConfigError(
-            f"storage {redact(url)!r} is not a URL; use journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB."
-        )
     if scheme.startswith("sqlite") and workers > 1:
         warnings.warn(
             "SQLite is not recommended for parallel workers (Optuna's advice: lock contention); "
@@ -109,14 +182,34 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     if scheme.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout_s}, "pool_pre_ping": True}
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=retry,
-        )
-    except Exception as exc:  # SQLAlchemy's errors vary by driver; all mean "cannot use this storage"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except Exception as exc:  # SQLAlchemy's errors vary by driver; all mean "cannot use this storage"
+            attempt += 1
+            if _lost_schema_race(exc) and attempt < SCHEMA_RACE_TRIES:
+                time.sleep(0.5 * attempt)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Whether opening failed because another process created Optuna's tables at the same moment.
+
+    On an empty database every process creates the tables (and PostgreSQL their row types); two
+    at once collide on a unique index (seen with SLURM array tasks starting together). The
+    winner's tables are there on the next try.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(exc, (IntegrityError, ProgrammingError)) and (
+        "duplicate key" in str(exc) or "already exists" in str(exc)
+    )
