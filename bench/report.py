@@ -121,7 +121,7 @@ def ablation_cells(row: dict[str, Any]) -> list[str]:
         extra = "-"
     return [
         row["role"],
-        row["phase"],
+        "val" if row["phase"] == "validate" else row["phase"],
         fmt_value(row["reference_value"], unit),
         fmt_value(row["value"], unit),
         fmt_interval(row["ratio"]) if row["ratio"] else (row.get("note") or "-"),
@@ -227,13 +227,19 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         table.add_row(row["id"], fmt_claimed(row), row["verdict"], f"{row['text']}: {row['reason']}")
     console.print(table)
     if result["ablations"]:
+        compact = console.width < COMPACT_BELOW
         table = Table(
-            title="Ablations: one knob at a time (ratio = times better than the reference)", title_justify="left"
+            title="Ablations: one knob at a time (ratio = times better than the reference)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
-        for col in ABLATION_COLUMNS:
-            table.add_column(col, no_wrap=col != "variant")
+        columns = [c for c in ABLATION_COLUMNS if not (compact and c in ("ref.", "value"))]
+        for col in columns:
+            table.add_column(col, no_wrap=True)
         for row in result["ablations"]:
-            table.add_row(*ablation_cells(row))
+            cells = dict(zip(ABLATION_COLUMNS, ablation_cells(row), strict=True))
+            table.add_row(*(cells[c] for c in columns))
         console.print(table)
     table = Table(title="Environment", title_justify="left", show_header=False)
     for name, value in environment_rows(result["environment"]):
