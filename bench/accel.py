@@ -175,7 +175,6 @@ def train_step_fn(model: Model, *, clip_norm: float | None = 1.0, loader: str = 
     """The compiled optimizer step. ``host``: takes a noised batch. ``device``: takes a PRNG key,
     draws events (with replacement), timesteps and noise on the device from the resident data."""
     jax = _jax()
-    import jax.numpy as jnp
 
     from diffusion.steps import clip_by_global_norm
 
@@ -193,20 +192,29 @@ def train_step_fn(model: Model, *, clip_norm: float | None = 1.0, loader: str = 
         return jax.jit(update, donate_argnums=0)
 
     def device_step(state, step, x0_all, cond_all, alpha_bar, sharding=None):
-        # The step number is the only input from the host: keys are derived on the device.
-        k_idx, k_t, k_noise = jax.random.split(jax.random.fold_in(jax.random.key(0), step), 3)
-        idx = jax.random.randint(k_idx, (batch,), 0, x0_all.shape[0])
-        x0, cond = x0_all[idx], cond_all[idx]
-        t = jax.random.randint(k_t, (batch,), 0, alpha_bar.shape[0])
-        noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
-        ab = alpha_bar[t][:, None]
-        x_t = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise
-        t = t[:, None].astype(jnp.float32)
+        x_t, t, cond, noise = draw_batch(step, x0_all, cond_all, alpha_bar, batch)
         if sharding is not None:  # data parallel: each device computes its slice of the batch
             x_t, t, cond, noise = (jax.lax.with_sharding_constraint(a, sharding) for a in (x_t, t, cond, noise))
         return update(state, x_t, t, cond, noise)
 
     return jax.jit(device_step, donate_argnums=0, static_argnames=("sharding",))
+
+
+def draw_batch(step: Any, x0_all: Any, cond_all: Any, alpha_bar: Any, batch: int) -> tuple[Any, ...]:
+    """The device loader's batch for a step: events drawn with replacement, timesteps and noise
+    from keys derived on the device from the step number (the only input from the host), then
+    the forward process x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, as the host
+    loaders compute it."""
+    jax = _jax()
+    import jax.numpy as jnp
+
+    k_idx, k_t, k_noise = jax.random.split(jax.random.fold_in(jax.random.key(0), step), 3)
+    idx = jax.random.randint(k_idx, (batch,), 0, x0_all.shape[0])
+    x0, cond = x0_all[idx], cond_all[idx]
+    t = jax.random.randint(k_t, (batch,), 0, alpha_bar.shape[0])
+    noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+    ab = alpha_bar[t][:, None]
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t[:, None].astype(jnp.float32), cond, noise
 
 
 def train_throughput(

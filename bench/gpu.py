@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffusion.data import prepare
 
+    if args.part == "all" and not [d for d in jax.devices() if d.platform != "cpu"]:
+        raise ConfigError("no GPU is visible to JAX here; run on a GPU machine (CPU rows need a GPU to compare with).")
     start = time.perf_counter()
     data = prepare(preset)
     if args.part == "cpu":

@@ -1,0 +1,76 @@
+"""Checks of bench.accel that need the JAX backend; tests/test_gpu.py runs this file under
+KERAS_BACKEND=jax in a fresh process (the test process has TensorFlow's Keras loaded)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from bench import accel
+from diffusion.data import prepare
+from diffusion.presets import get_preset
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="run by tests/test_gpu.py under JAX")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    preset = get_preset("tiny")
+    data = prepare(preset)
+    return preset, data, accel.build(preset, data)
+
+
+def test_device_loader_noises_with_the_same_forward_process_as_the_host(tiny):
+    import jax
+
+    _, data, model = tiny
+    x_t, t, cond, noise = (np.asarray(a) for a in accel.draw_batch(7, model.x0, model.cond, model.alpha_bar, 64))
+    steps = t[:, 0].astype(int)
+    # Recover each row's event from its conditioning vector, then recompute x_t with NumPy.
+    rows = [int(np.argmin(np.abs(model.cond - c).sum(axis=1))) for c in cond]
+    expected = data.schedule.q_sample(model.x0[rows], steps, noise)
+    np.testing.assert_allclose(x_t, expected, rtol=1e-5, atol=1e-5)
+    again = accel.draw_batch(7, model.x0, model.cond, model.alpha_bar, 64)[0]
+    np.testing.assert_array_equal(np.asarray(again), x_t)  # the step number fixes the batch
+    other = accel.draw_batch(8, model.x0, model.cond, model.alpha_bar, 64)[0]
+    assert not np.allclose(np.asarray(other), x_t)
+    assert jax.numpy.asarray(x_t).dtype == np.float32
+
+
+def test_host_and_device_steps_give_the_same_loss_on_the_same_batch(tiny):
+    import jax
+
+    _, _, model = tiny
+    batch = accel.draw_batch(3, model.x0, model.cond, model.alpha_bar, 32)
+    host = accel.train_step_fn(model, loader="host", batch=32)
+    state = jax.tree.map(lambda a: a.copy(), model.state)
+    loss_host, _ = host(state, *batch)
+    loss_fn = accel._loss_fn(model)
+    trainable, non_trainable, _ = model.state
+    direct, _ = loss_fn(trainable, non_trainable, *batch)
+    assert float(loss_host) == pytest.approx(float(direct), rel=1e-6)
+
+
+def test_analytic_flops_count_every_dense_kernel(tiny):
+    _, _, model = tiny
+    flops = accel.analytic_flops_per_sample(model.keras_model)
+    kernels = [w for w in model.keras_model.weights if w.path.endswith("kernel") and len(w.shape) == 2]
+    assert flops["forward"] == sum(2 * k.shape[0] * k.shape[1] for k in kernels)
+    assert flops["train_step"] == 3 * flops["forward"]
+
+
+def test_throughput_rows_report_samples_and_input_wait(tiny):
+    _, _, model = tiny
+    for loader in ("host", "device"):
+        row = accel.train_throughput(model, 32, loader, seconds=0.2, min_steps=5)
+        assert row["samples_per_s"] > 0 and 0 <= row["input_wait_share"] < 1
+        assert np.isfinite(row["loss_last"])
+
+
+def test_data_parallel_runs_the_same_code_path_on_one_device(tiny):
+    import jax
+
+    preset, data, _ = tiny
+    row = accel.data_parallel(preset, data, 64, jax.devices()[:1], seconds=0.2)
+    assert row["devices"] == 1 and row["samples_per_s"] > 0
