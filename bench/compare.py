@@ -92,32 +92,17 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
 SUITES = ("speed", "hpo", "all")
 
 
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"),
-    )
-
-
 def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     """The speed suite: base, candidate and ablations in fresh workers over interleaved rounds."""
     from bench.analysis import ablation_rows, path_summary
+    from bench.progress import JobProgress
     from bench.runner import plan_roles, run_rounds
 
     roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
-    with _progress() as progress:
-        task = progress.add_task("speed", total=args.rounds * len(roles), last="")
+    with JobProgress("speed", args.rounds * len(roles)) as progress:
 
         def on_job(r: int, role: Any, record: dict[str, Any]) -> None:
-            status = "failed" if "error" in record else "done"
-            progress.update(
-                task, advance=1, description=f"speed round {r + 1}/{args.rounds}", last=f"{role.name} {status}"
-            )
+            progress.done(f"round {r + 1}/{args.rounds} {role.name}", record)
 
         records = run_rounds(
             roles,
@@ -144,18 +129,15 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
 def measure_search(args: Any) -> dict[str, Any]:
     """The search suite: the same fixed trials sequential, parallel, pruned, pinned to one core."""
     from bench.hpo import HpoPlan, measure_hpo, runs
+    from bench.progress import JobProgress
 
     plan = HpoPlan(
         preset=args.hpo_preset, trials=args.hpo_trials, epochs=args.hpo_epochs, repeats=args.hpo_repeats, seed=args.seed
     )
-    with _progress() as progress:
-        task = progress.add_task("search", total=plan.repeats * len(runs(plan)), last="")
+    with JobProgress("search", plan.repeats * len(runs(plan))) as progress:
 
         def on_run(repeat: int, run: Any, record: dict[str, Any]) -> None:
-            status = f"failed: {record['error']}" if "error" in record else f"{record['wall_s']:.0f} s"
-            progress.update(
-                task, advance=1, description=f"search repeat {repeat + 1}/{plan.repeats}", last=f"{run.name} {status}"
-            )
+            progress.done(f"repeat {repeat + 1}/{plan.repeats} {run.name}", record)
 
         return measure_hpo(plan, on_run=on_run)
 

@@ -25,7 +25,16 @@ def saved(tmp_path_factory) -> Path:
         "bench.compare", "alt", "neu", "--preset", "tiny", "--rounds", "3", "--train-seconds", "0.5", "--json", str(out)
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    out.with_suffix(".stderr").write_text(result.stderr)
     return out
+
+
+def test_a_piped_run_prints_a_line_per_finished_job(saved):
+    lines = [line for line in saved.with_suffix(".stderr").read_text().splitlines() if line.startswith("[")]
+    roles = len(json.loads(saved.read_text())["roles"])
+    assert len(lines) == 3 * roles
+    assert lines[0].startswith(f"[1/{3 * roles}] speed round 1/3 ")
+    assert all(" in " in line and ("samples/s" in line or "val pass" in line) for line in lines)
 
 
 SPEED_AND_MEMORY = ("V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5", "M1", "M2")

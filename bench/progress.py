@@ -1,0 +1,69 @@
+"""Progress of long measurements: a bar on a terminal, one line per finished job when piped.
+
+A run whose output goes to a file or a CI log must still say what it is doing: each finished
+job prints what it was, how long it took and its headline numbers, so progress cannot be
+mistaken for a hang.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def headline(record: dict[str, Any]) -> str:
+    """The numbers a reader scans for in a worker record (or its error)."""
+    if "error" in record:
+        return f"failed: {record['error']}"
+    phases = record.get("phases", {})
+    parts = []
+    if "train" in phases:
+        parts.append(f"{phases['train']['train_samples_per_s']:.4g} samples/s")
+    if "validate" in phases:
+        parts.append(f"val pass {phases['validate']['val_pass_s']:.3g} s")
+    if "wall_s" in record:
+        parts.append(f"search {record['wall_s']:.0f} s")
+    return ", ".join(parts) or "done"
+
+
+class JobProgress:
+    """``with JobProgress("speed", total) as progress: progress.done(what, record)``."""
+
+    def __init__(self, name: str, total: int, *, console: Console | None = None) -> None:
+        self.console = console or Console(file=sys.stderr)
+        self.name, self.total, self.count = name, total, 0
+        # A bar only when both streams are a terminal: `... | cat` or a CI log gets lines.
+        self.live = self.console.is_terminal and sys.stdout.isatty()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=self.console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(name, total=total, last="")
+        self._last = time.perf_counter()
+
+    def __enter__(self) -> JobProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def done(self, what: str, record: dict[str, Any]) -> None:
+        """One job finished: advance the bar, or print its line when output is not a terminal."""
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        self.count += 1
+        text = f"{what}: {headline(record)}"
+        self.progress.update(self.task, advance=1, description=self.name, last=text)
+        if not self.live:
+            print(f"[{self.count}/{self.total}] {self.name} {what} in {seconds:.1f} s: {headline(record)}", flush=True)
