@@ -146,7 +146,7 @@ def sections(record: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[li
 def render(record: dict[str, Any], console: Console | None = None) -> None:
     console = console or _console()
     console.print(f"[bold]{header(record)}[/bold]")
-    console.print(_claim_table(TITLE, record["claims"], compact=console.width < 120))
+    console.print(_claim_table(TITLE, record["claims"], compact=console.width < 120, labels=("CPU", "GPU")))
     for row in record["claims"]:
         for line in detail_lines(row):
             console.print(f"  [dim]{row['id']}: {line}[/dim]")

@@ -178,12 +178,16 @@ COMPACT_BELOW = 120  # console columns under which the claim text and values mov
 COMPACT_COLUMNS = ("id", "ratio [95% CI]", "claimed", "verdict", "n")
 
 
-def _claim_table(title: str, rows: list[dict[str, Any]], *, compact: bool) -> Table:
+def _claim_table(
+    title: str, rows: list[dict[str, Any]], *, compact: bool, labels: tuple[str, str] = ("ALT", "NEU")
+) -> Table:
+    """``labels`` name the base and candidate columns (ALT and NEU, or CPU and GPU)."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     columns = COMPACT_COLUMNS if compact else COLUMNS
+    names = {"ALT": labels[0], "NEU": labels[1]}
     for col in columns:
         # Numbers never wrap: an interval split over two lines misreads.
-        table.add_column(col, no_wrap=col != "claim")
+        table.add_column(names.get(col, col), no_wrap=col != "claim")
     for row in rows:
         cells = dict(zip(COLUMNS, claim_cells(row), strict=True))
         style = VERDICT_STYLE.get(verdict_word(row["verdict"]), "")
