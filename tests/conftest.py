@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,18 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def pytest_subprocess(test_file: str, *, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """Run one test file in a fresh process with extra environment (e.g. another Keras backend)."""
+    return subprocess.run(
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / test_file)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(**env),
+        cwd=ROOT,
+    )
 
 
 BLOCK_TF = """

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from tests.conftest import PYTHON, ROOT, python_env
+from tests.conftest import pytest_subprocess
 
 
 def test_step_fairness_holds_on_the_jax_backend():
-    result = subprocess.run(
-        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_steps.py")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=python_env(KERAS_BACKEND="jax"),
-        cwd=ROOT,
-    )
+    result = pytest_subprocess("test_steps.py", timeout=600, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout
