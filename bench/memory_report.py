@@ -69,11 +69,17 @@ def _md_table(header: tuple[str, ...] | list[str], body: list[list[str]]) -> str
 def header(result: dict[str, Any]) -> str:
     plan, env, fp = result["plan"], result.get("environment", {}), result["footprint"]
     load = result.get("load_average", {})
+    peak_load = max([*load.get("before", [0])[:1], *load.get("after", [0])[:1]])
+    shared = (
+        " The load average exceeded the usable CPUs: the machine was shared with other work during the run."
+        if peak_load > (env.get("usable_cpus") or float("inf"))
+        else ""
+    )
     return (
         f"preset `{plan['preset']}`, paths {', '.join(plan['paths'])}, batches {plan['batches']}; "
         f"{env.get('cpu_model', '?')}, {env.get('usable_cpus', '?')} usable CPUs, backend {env.get('backend', '?')}, "
         f"{result['seconds']:.0f} s; load average before/after {_f((load.get('before') or [None])[0])}/"
-        f"{_f((load.get('after') or [None])[0])}.\n\n"
+        f"{_f((load.get('after') or [None])[0])}.{shared}\n\n"
         f"Analytic footprint: {fp['params']:,} parameters ({fp['parameter_bytes'] / 2**20:.2f} MiB float32), "
         f"gradients the same, Adam moments {fp['optimizer_bytes'] / 2**20:.2f} MiB, "
         f"activations {fp['activations_per_sample']:,} values per sample "
