@@ -171,6 +171,49 @@ def device_peak_bytes() -> dict[str, Any]:
     }
 
 
+class DeviceMemory:
+    """The framework allocator's reading over a block, on a GPU; nothing on a CPU (RSS is used there).
+
+    TensorFlow resets its peak at the block's start, so the peak is the block's own. JAX has no
+    reset: ``peak_bytes_in_use`` is the process's, so the block's growth (peak minus in-use at
+    its start) is exact only when the block reaches a new peak; the harness runs validation
+    before training for that reason.
+    """
+
+    def __enter__(self) -> DeviceMemory:
+        self.reading: dict[str, Any] = {}
+        import keras
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+            if stats and "peak_bytes_in_use" in stats:
+                self._read = lambda: device.memory_stats()
+                self.start = stats["bytes_in_use"]
+                self.reading["device"] = str(device)
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices("GPU")
+            if gpus:
+                tf.config.experimental.reset_memory_stats(gpus[0].name)
+                info = tf.config.experimental.get_memory_info(gpus[0].name)
+                self._read = lambda: {"peak_bytes_in_use": tf.config.experimental.get_memory_info(gpus[0].name)["peak"]}
+                self.start = info["current"]
+                self.reading["device"] = gpus[0].name
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if "device" in self.reading:
+            peak = self._read()["peak_bytes_in_use"]
+            self.reading |= {"device_peak_mib": peak / MIB, "device_growth_mib": (peak - self.start) / MIB}
+
+    def summary(self) -> dict[str, Any]:
+        return self.reading
+
+
 def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
     """First (traced) step, warm-up, then steady-state steps for at least ``train_seconds``."""
     first = trainer.train_steps(1)
@@ -222,19 +265,28 @@ def measure_validate(trainer: Any, job: Job) -> dict[str, Any]:
 
 
 def measure_disk(trainer: Any) -> dict[str, Any]:
-    """Fit one more epoch into a temp directory; bytes of logs and checkpoints written."""
+    """Fit one more epoch into a temp directory; bytes of logs and checkpoints written.
+
+    Logs are whatever the path's ``tracking`` writes (``metrics.jsonl``, TensorBoard event
+    files); beside the checkpoint's bytes, its analytic size (weights and Adam's moments as
+    float32, bench/footprint.py) shows what the file holds beyond the arrays.
+    """
+    from bench.footprint import footprint, layer_shapes
     from diffusion.checkpoint import CHECKPOINT_NAME
-    from diffusion.trainer import METRICS_NAME, fit
+    from diffusion.trainer import fit
 
     with tempfile.TemporaryDirectory(prefix="bench-disk-") as tmp:
         out = Path(tmp)
         fit(trainer, trainer.epoch + 1, out)
-        sizes = {p.name: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+        sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    logs = {k: v for k, v in sizes.items() if k != CHECKPOINT_NAME}
     return {
-        "log_bytes": sum(v for k, v in sizes.items() if k != CHECKPOINT_NAME),
+        "tracking": trainer.path.tracking,
+        "log_bytes": sum(logs.values()),
         "checkpoint_bytes": sizes.get(CHECKPOINT_NAME, 0),
+        "checkpoint_bytes_analytic": footprint(layer_shapes(trainer.model)).checkpoint_bytes,
         "files": sizes,
-        "log_files": [METRICS_NAME],
+        "log_files": sorted(logs),
     }
 
 
@@ -256,9 +308,9 @@ def run_job(job: Job) -> dict[str, Any]:
         "phases": {},
     }
     for phase in job.phases:
-        with MemorySampler() as mem, CpuMeter() as cpu:
+        with MemorySampler() as mem, CpuMeter() as cpu, DeviceMemory() as device:
             result = measure_validate(trainer, job) if phase == "validate" else measure_train(trainer, job)
-        record["phases"][phase] = {**result, **mem.summary(), **cpu.summary()}
+        record["phases"][phase] = {**result, **mem.summary(), **cpu.summary(), **device.summary()}
     if job.fit_disk:
         record["disk"] = measure_disk(trainer)
     record["device_memory"] = device_peak_bytes()

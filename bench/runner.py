@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.measure import Job
-from diffusion.paths import KNOB_PHASE, TrainingPath, format_path
+from diffusion.paths import KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def ablation_roles(base: TrainingPath, candidate: TrainingPath, *, both_ways: bo
     """One-factor variants: base with one knob set to the candidate's value (and, with
     ``both_ways``, the candidate with one knob set back), plus XLA beyond the seed."""
     roles = []
-    for knob in differing_knobs(base, candidate):
+    for knob in (k for k in differing_knobs(base, candidate) if KNOB_PHASE[k] in MEASURED_PHASES):
         phase = (KNOB_PHASE[knob],)
         forward = dataclasses.replace(base, **{knob: getattr(candidate, knob)})
         roles.append(Role(f"base+{knob}", forward, phase, "base", (knob,)))

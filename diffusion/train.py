@@ -15,6 +15,7 @@ from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet
 from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
+from diffusion.tracking import check_tracking
 
 
 def build_parser() -> Parser:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         preset, path = apply_params(preset, path, load_best(args.config)["params"])
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, but got {args.epochs}.")
+    check_tracking(path.tracking)
     check_writable_dir(args.out, "--out")
     if args.json is not None:
         check_writable_file(args.json, "--json")

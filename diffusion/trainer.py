@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
-from diffusion.cli import write_text_atomic
 from diffusion.data import Loader, PreparedData, prepare
 from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
 from diffusion.paths import TrainingPath, format_path
 from diffusion.presets import Preset
+from diffusion.tracking import METRICS_NAME, Tracking
 
-METRICS_NAME = "metrics.jsonl"
+__all__ = ["METRICS_NAME", "FitResult", "Trainer", "TrainResult", "ValidationResult", "fit"]
 OnStep = Callable[[int, float], None]  # (global step, loss)
 
 
@@ -196,6 +195,19 @@ class Trainer:
             seconds[i] = time.perf_counter() - t0
         return ValidationResult(losses, seconds, batch_size)
 
+    @property
+    def learning_rate(self) -> float:
+        import keras
+
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def weights_by_name(self) -> dict[str, np.ndarray]:
+        """Current weights by variable path (``block_0_up/kernel``), for weight histograms."""
+        import keras
+
+        self.stepper.sync_to_model()
+        return {v.path: keras.ops.convert_to_numpy(v.value) for v in self.model.weights}
+
     def checkpoint(self, **meta: Any) -> Checkpoint:
         """The state to resume from: weights, optimizer, step, and what identifies the run."""
         import keras
@@ -264,51 +276,62 @@ def fit(
     on_step: OnStep | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Train to ``epochs`` total epochs, validating and checkpointing after each.
+    """Train to ``epochs`` total epochs, validating, logging and checkpointing after each.
 
-    With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); metrics
-    logged after that checkpoint (a kill between log and checkpoint) are dropped so the log
+    What is logged beside the checkpoint is the path's ``tracking`` knob (diffusion/tracking.py).
+    With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); what was
+    logged after that checkpoint (a kill between log and checkpoint) is dropped so the log
     matches the state.
+
+    Raises:
+        ConfigError: the tracking asks for a writer this machine lacks (before any training).
     """
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
+    ckpt_path = out / CHECKPOINT_NAME
     result = FitResult()
-    if resume and ckpt_path.exists():
+    tracking = Tracking(trainer.path.tracking, out)
+    resumed = resume and ckpt_path.exists()
+    if resumed:
         trainer.restore(load_checkpoint(ckpt_path))
-        if metrics_path.exists():
-            kept = [line for line in metrics_path.read_text().splitlines() if line.strip()]
-            kept = [line for line in kept if json.loads(line)["epoch"] <= trainer.epoch]
-            write_text_atomic(metrics_path, "".join(line + "\n" for line in kept))
-            result.history = [json.loads(line) for line in kept]
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    for _ in range(trainer.epoch, epochs):
-        t0 = time.perf_counter()
-        train = trainer.train_epoch(on_step)
-        train_wall = time.perf_counter() - t0
-        val = trainer.validate()
-        if result.first_step_s is None:
-            result.first_step_s, result.first_val_pass_s = train.first_step_s, val.seconds
-        record = {
-            "epoch": trainer.epoch,
-            "global_step": trainer.global_step,
-            "train_loss": float(np.mean(train.losses)),
-            "train_samples_per_s": train.samples_per_s(skip=1 if train.steps > 1 else 0),
-            "train_wall_s": train_wall,
-            "input_wait_share": train.input_wait_share(skip=1 if train.steps > 1 else 0),
-            "val_loss": val.loss,
-            "val_loss_stderr": val.stderr,
-            "val_samples": val.samples,
-            "val_pass_s": val.seconds,
-            "time": time.time(),
-        }
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(ckpt_path, trainer.checkpoint(metrics=record))
-        result.history.append(record)
-        result.checkpoint = ckpt_path
-        if on_epoch is not None:
-            on_epoch(record)
+    result.history = tracking.start(resumed_epoch=trainer.epoch if resumed else None, global_step=trainer.global_step)
+
+    def step_hook(step: int, loss: float) -> None:
+        tracking.on_step(step, loss)
+        if on_step is not None:
+            on_step(step, loss)
+
+    try:
+        for _ in range(trainer.epoch, epochs):
+            t0 = time.perf_counter()
+            train = trainer.train_epoch(step_hook)
+            train_wall = time.perf_counter() - t0
+            val = trainer.validate()
+            if result.first_step_s is None:
+                result.first_step_s, result.first_val_pass_s = train.first_step_s, val.seconds
+            record = {
+                "epoch": trainer.epoch,
+                "global_step": trainer.global_step,
+                "train_loss": float(np.mean(train.losses)),
+                "train_samples_per_s": train.samples_per_s(skip=1 if train.steps > 1 else 0),
+                "train_wall_s": train_wall,
+                "input_wait_share": train.input_wait_share(skip=1 if train.steps > 1 else 0),
+                "val_loss": val.loss,
+                "val_loss_stderr": val.stderr,
+                "val_samples": val.samples,
+                "val_pass_s": val.seconds,
+                "learning_rate": trainer.learning_rate,
+                "time": time.time(),
+            }
+            # The log is written (and flushed) before the checkpoint: after a kill between the
+            # two, resume finds a log ahead of the state and cuts it back, never the reverse.
+            tracking.on_epoch(record, trainer.weights_by_name() if tracking.wants_weights else {})
+            save_checkpoint(ckpt_path, trainer.checkpoint(metrics=record))
+            result.history.append(record)
+            result.checkpoint = ckpt_path
+            if on_epoch is not None:
+                on_epoch(record)
+    finally:
+        tracking.close()
     if ckpt_path.exists():
         result.checkpoint = ckpt_path
     trainer.close()

@@ -15,6 +15,12 @@ def test_alt_and_neu_are_the_seed_setups():
     assert (ALT.batch_size, ALT.val_batches, ALT.val_batch_size) == (32, 50, 32)
     assert (NEU.train_compile, NEU.val_compile, NEU.loader, NEU.clip_norm) == ("graph", "graph", "prefetch", 1.0)
     assert (NEU.batch_size, NEU.val_batches, NEU.val_batch_size) == (32, 20, 64)
+    assert (ALT.tracking, NEU.tracking) == ("jsonl", "tensorboard")
+
+
+def test_tracking_parses_from_a_spec():
+    assert parse_path("neu:tracking=tensorboard") == NEU
+    assert parse_path("alt:tracking=none").tracking == "none"
 
 
 def test_knob_names_are_the_shared_vocabulary():
@@ -26,6 +32,7 @@ def test_knob_names_are_the_shared_vocabulary():
         "clip_norm",
         "val_batches",
         "val_batch_size",
+        "tracking",
     )
 
 
@@ -49,6 +56,7 @@ def test_spec_overrides_several_knobs_and_none():
         ("neu:batch_size=many", "integer"),
         ("neu:clip_norm=-1", "positive number or none"),
         ("neu:train_compile", "knob=value"),
+        ("neu:tracking=wandb", "none, jsonl, tensorboard, histograms"),
     ],
 )
 def test_bad_spec_names_the_value_and_the_choices(spec, fragment):
@@ -65,6 +73,7 @@ paths = st.builds(
     clip_norm=st.one_of(st.none(), st.floats(0.01, 100.0)),
     val_batches=st.integers(1, 100),
     val_batch_size=st.integers(1, 256),
+    tracking=st.sampled_from(["none", "jsonl", "tensorboard", "histograms"]),
 )
 
 

@@ -1,0 +1,215 @@
+"""Memory vs batch size, with the analytic footprint beside every reading; and disk per path.
+
+``python -m bench.memory [--preset small] [--paths alt,neu] [--batches 32,64,...] [--json F] [--markdown F]``
+
+Every (path, batch) is one job in a fresh worker process (bench/runner.py: run_worker), measured
+as the compare CLI measures it: validation, then training, each with memory-profiler's RSS
+sampler (growth above the phase's start) and, on a GPU, the framework allocator's peak. Beside
+each growth: what the model must hold at the least (bench/footprint.py). Disk: one epoch's logs
+and checkpoint per path, with the tracking each path uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.footprint import Footprint
+from bench.measure import Job
+from diffusion.cli import Parser, check_writable_file, quiet_frameworks, read_json_record, run, write_json_atomic
+from diffusion.errors import ConfigError
+from diffusion.paths import format_path, parse_path
+from diffusion.presets import get_preset
+
+SCHEMA = "pmt-bench/memory/1"
+CPU_BATCHES = (32, 64, 128, 256, 512, 1024)
+GPU_BATCHES = CPU_BATCHES + (2048, 4096, 8192)
+# Validation batches per pass: the peak is one batch's, and 3 x 1024 fits the 3200 fixed samples.
+VAL_BATCHES = 3
+PHASES = ("validate", "train")
+
+Runner = Callable[[Job], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What one memory run measures.
+
+    Attributes:
+        preset: preset name.
+        paths: path specs; each is measured at every batch size.
+        batches: training and validation batch sizes.
+        train_seconds: steady training per job; memory needs steps, not seconds, so it is short.
+        disk_paths: path specs whose one-epoch logs and checkpoint are measured.
+    """
+
+    preset: str = "small"
+    paths: tuple[str, ...] = ("alt", "neu")
+    batches: tuple[int, ...] = CPU_BATCHES
+    train_seconds: float = 1.0
+    disk_paths: tuple[str, ...] = ("alt", "neu", "neu:tracking=histograms")
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        for spec in (*self.paths, *self.disk_paths):
+            parse_path(spec)
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"`batches` must be positive integers, but got {self.batches!r}.")
+        if not self.train_seconds > 0:
+            raise ConfigError(f"`train_seconds` must be positive, but got {self.train_seconds!r}.")
+
+    def batch_spec(self, spec: str, batch: int) -> str:
+        """``spec`` training and validating at ``batch`` (VAL_BATCHES batches a pass)."""
+        path = dataclasses.replace(parse_path(spec), batch_size=batch, val_batch_size=batch, val_batches=VAL_BATCHES)
+        return format_path(path)
+
+    def jobs(self) -> list[tuple[str, int | None, Job]]:
+        """(path spec, batch or None for disk, job), in a fixed order: paths interleaved per batch."""
+        options = {"train_seconds": self.train_seconds, "min_steps": 4, "warmup_steps": 1, "val_passes": 1}
+        jobs: list[tuple[str, int | None, Job]] = [
+            (spec, batch, Job(self.batch_spec(spec, batch), self.preset, PHASES, **options))
+            for batch in self.batches
+            for spec in self.paths
+        ]
+        jobs += [(spec, None, Job(spec, self.preset, (), fit_disk=True)) for spec in self.disk_paths]
+        return jobs
+
+
+def measure(plan: MemoryPlan, runner: Runner, on_job: Callable[[str, int | None, dict], None] | None = None) -> dict:
+    """Run the plan's jobs; returns the raw record (no analysis)."""
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    records = []
+    for spec, batch, job in plan.jobs():
+        record = {**runner(job), "path_spec": spec, "batch": batch}
+        records.append(record)
+        if on_job is not None:
+            on_job(spec, batch, record)
+    return {
+        "schema": SCHEMA,
+        "plan": dataclasses.asdict(plan),
+        "records": records,
+        "seconds": time.perf_counter() - t0,
+        # Other work on the machine moves RSS little but time a lot; the load says how shared it was.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+    }
+
+
+def model_footprint(preset_name: str) -> Footprint:
+    """The preset's denoiser, built once (no training), as bench/footprint.py counts it."""
+    from bench.footprint import footprint, layer_shapes
+    from diffusion.data import prepare
+    from diffusion.model import build_denoiser
+
+    preset = get_preset(preset_name)
+    train = prepare(preset).train
+    return footprint(layer_shapes(build_denoiser(train.x.shape[1], train.cond.shape[1], preset.model)))
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (path, phase, batch): measured growth and peak beside the analytic parts (MiB)."""
+    fp = Footprint(**{k: result["footprint"][k] for k in ("params", "activations_per_sample", "bytes_per_value")})
+    out = []
+    for rec in result["records"]:
+        if rec["batch"] is None:
+            continue
+        for phase in PHASES:
+            data = rec.get("phases", {}).get(phase)
+            row = {"path": rec["path_spec"], "phase": phase, "batch": rec["batch"], "error": rec.get("error")}
+            row |= {f"analytic_{k}": v for k, v in fp.parts_mib(phase, rec["batch"]).items()}
+            if data is not None:
+                row |= {
+                    "rss_growth_mib": data["rss_growth_mib"],
+                    "peak_rss_mib": data["peak_rss_mib"],
+                    "device_growth_mib": data.get("device_growth_mib"),
+                    "device_peak_mib": data.get("device_peak_mib"),
+                }
+                measured = data.get("device_growth_mib", data["rss_growth_mib"])
+                row["measured_over_analytic"] = measured / row["analytic_growth_mib"]
+            out.append(row)
+    return sorted(out, key=lambda r: (r["phase"] != "validate", r["path"], r["batch"]))
+
+
+def disk_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per disk job: log and checkpoint bytes, the checkpoint's analytic size."""
+    out = []
+    for rec in result["records"]:
+        if rec["batch"] is None:
+            disk = rec.get("disk") or {}
+            out.append({"path": rec["path_spec"], "error": rec.get("error"), **disk})
+    return out
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", help="preset (default small)")
+    parser.add_argument("--paths", default="alt,neu", help="path specs, separated by ';' or ',' between names")
+    parser.add_argument("--batches", help=f"batch sizes (default {CPU_BATCHES}; with --gpu {GPU_BATCHES})")
+    parser.add_argument("--gpu", action="store_true", help="GPU batch sizes; read the allocator's peak beside RSS")
+    parser.add_argument("--train-seconds", type=float, default=1.0, help="steady training per job (default 1)")
+    parser.add_argument("--no-disk", action="store_true", help="skip the one-epoch disk jobs")
+    parser.add_argument("--json", type=Path, help="write the record here (raw measurements first)")
+    parser.add_argument("--markdown", type=Path, help="write a Markdown table, and a PNG plot beside it")
+    parser.add_argument("--from", dest="source", type=Path, help="render a saved record instead of measuring")
+    return parser
+
+
+def parse_specs(text: str) -> tuple[str, ...]:
+    """``alt,neu`` or ``alt;neu:batch_size=64,clip_norm=none``: ';' separates specs that carry overrides."""
+    parts = text.split(";") if ";" in text else text.split(",")
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
+        if path is not None:
+            check_writable_file(path, what)
+    if args.source is not None:
+        result = read_json_record(args.source, "--from", schema=SCHEMA)
+    else:
+        try:
+            batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
+        except ValueError:
+            raise ConfigError(f"--batches must be integers separated by commas, but got {args.batches!r}.") from None
+        plan = MemoryPlan(
+            preset=args.preset,
+            paths=parse_specs(args.paths),
+            batches=batches or (GPU_BATCHES if args.gpu else CPU_BATCHES),
+            train_seconds=args.train_seconds,
+            disk_paths=() if args.no_disk else MemoryPlan.disk_paths,
+        )
+        quiet_frameworks()
+        from bench.runner import run_worker
+
+        def progress(spec: str, batch: int | None, record: dict) -> None:
+            what = f"batch {batch}" if batch is not None else "disk"
+            print(f"{spec:>28} {what:>10}: {record.get('error', 'ok')}", file=sys.stderr)
+
+        result = measure(plan, run_worker, progress)
+        if args.json is not None:
+            write_json_atomic(args.json, result)  # raw measurements, before anything can fail
+        from diffusion.environment import environment
+
+        result["footprint"] = model_footprint(plan.preset).record()
+        result["environment"] = environment(preset=plan.preset)
+    if args.json is not None:
+        write_json_atomic(args.json, result)
+    from bench.memory_report import markdown, plot, render
+
+    if args.markdown is not None:
+        png = args.markdown.with_suffix(".png")
+        plot(result, png)
+        args.markdown.write_text(markdown(result, plot_name=png.name))
+    render(result)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,223 @@
+"""What ``fit`` logs beside the checkpoint, by the path's ``tracking`` knob.
+
+Levels, each writing what the one before writes and more:
+
+- ``none``: nothing (the history lives only in the returned ``FitResult``).
+- ``jsonl``: one JSON line per epoch in ``metrics.jsonl`` (ALT).
+- ``tensorboard``: that line, plus TensorBoard event files in ``tensorboard/``: per-epoch
+  scalars (train loss, val loss and its stderr, samples/s, validation pass time, input-wait
+  share, learning rate) and the training loss every ``STEP_EVERY`` steps (NEU).
+- ``histograms``: that, plus a histogram of every weight per epoch (Keras's ``histogram_freq=1``).
+
+Event files are written through the ``tensorboard`` package's own record writer and protocol
+buffers, not ``tf.summary``: in TensorFlow 2.21 ``tf.summary.scalar`` itself raises
+``TBNotInstalledError`` without that package, so it is the requirement on either backend, and
+this way the JAX backend writes the same files without importing TensorFlow.
+
+Resume: the log never runs ahead of the checkpoint in what a reader sees. ``metrics.jsonl`` is
+cut back to the checkpoint's epoch; TensorBoard gets a new event file that opens with a
+``SessionLog.START`` one step after the checkpoint, which TensorBoard's reader takes as "drop
+what earlier files logged from this step on" (what a kill between log and checkpoint left).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from diffusion.cli import write_text_atomic
+from diffusion.errors import ConfigError
+
+METRICS_NAME = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+# Per-step loss every N optimizer steps: the loss curve inside an epoch at ~1/10 the volume of
+# every step (Keras's TensorBoard(update_freq=N) habit).
+STEP_EVERY = 10
+# Per-epoch scalars: event tag -> key of the epoch record.
+EPOCH_SCALARS: dict[str, str] = {
+    "epoch/train_loss": "train_loss",
+    "epoch/val_loss": "val_loss",
+    "epoch/val_loss_stderr": "val_loss_stderr",
+    "epoch/train_samples_per_s": "train_samples_per_s",
+    "epoch/val_pass_s": "val_pass_s",
+    "epoch/input_wait_share": "input_wait_share",
+    "epoch/learning_rate": "learning_rate",
+}
+STEP_TAG = "step/train_loss"
+HISTOGRAM_BINS = 30  # tf.summary.histogram's default bucket count
+WRITES_EVENTS = ("tensorboard", "histograms")
+
+
+def check_tracking(tracking: str) -> None:
+    """Say before training starts whether this machine can write what ``tracking`` asks.
+
+    Raises:
+        ConfigError: event files are asked for and the ``tensorboard`` package is missing.
+    """
+    if tracking in WRITES_EVENTS and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            f"`tracking` {tracking} needs the tensorboard package (on either backend; TensorFlow's "
+            "tf.summary needs it too), but it is not installed: pip install tensorboard, or use tracking=jsonl."
+        )
+
+
+class JsonlLog:
+    """One JSON line per epoch, appended; cut back to the checkpoint on resume."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / METRICS_NAME
+
+    def start(self, *, resumed_epoch: int | None, global_step: int) -> list[dict[str, Any]]:
+        if resumed_epoch is None:
+            self.path.unlink(missing_ok=True)
+            return []
+        if not self.path.exists():
+            return []
+        kept = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in kept if json.loads(line)["epoch"] <= resumed_epoch]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+        return [json.loads(line) for line in kept]
+
+    def on_step(self, step: int, loss: float) -> None:
+        pass
+
+    def on_epoch(self, record: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardLog:
+    """TensorBoard event files: scalars per epoch and every ``STEP_EVERY`` steps, optional weight histograms.
+
+    Args:
+        logdir: the event files' directory (``tensorboard --logdir`` it or any folder above).
+        histograms: also write a histogram of every weight per epoch.
+    """
+
+    _serial = itertools.count()
+
+    def __init__(self, logdir: Path, *, histograms: bool) -> None:
+        check_tracking("tensorboard")
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event_pb2, self._summary_pb2, self._record_writer = event_pb2, summary_pb2, RecordWriter
+        self.logdir, self.histograms = logdir, histograms
+        self._file: BinaryIO | None = None
+
+    def start(self, *, resumed_epoch: int | None, global_step: int) -> list[dict[str, Any]]:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        if resumed_epoch is None:
+            for old in self.logdir.glob("*tfevents*"):
+                old.unlink()
+        # One new file per process, named as TensorFlow names them (the reader sorts by name).
+        name = f"events.out.tfevents.{time.time():010.0f}.{socket.gethostname()}.{os.getpid()}.{next(self._serial)}.v2"
+        self._file = (self.logdir / name).open("ab")
+        self._writer = self._record_writer(self._file)
+        self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if resumed_epoch is not None:
+            start = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
+            self._write(self._event_pb2.Event(wall_time=time.time(), step=global_step + 1, session_log=start))
+        self.flush()
+        return []
+
+    def _write(self, event: Any) -> None:
+        self._writer.write(event.SerializeToString())
+
+    def _summary(self, step: int, values: list[Any]) -> None:
+        summary = self._summary_pb2.Summary(value=values)
+        self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def on_step(self, step: int, loss: float) -> None:
+        if step % STEP_EVERY == 0:
+            self._summary(step, [self._summary_pb2.Summary.Value(tag=STEP_TAG, simple_value=loss)])
+
+    def on_epoch(self, record: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        values = [
+            self._summary_pb2.Summary.Value(tag=tag, simple_value=float(record[key]))
+            for tag, key in EPOCH_SCALARS.items()
+            if record.get(key) is not None
+        ]
+        if self.histograms:
+            values += [
+                self._summary_pb2.Summary.Value(tag=f"weights/{name}", histo=self._histogram(array))
+                for name, array in weights.items()
+            ]
+        self._summary(int(record["global_step"]), values)
+        self.flush()
+
+    def _histogram(self, array: np.ndarray) -> Any:
+        values = np.asarray(array, dtype=np.float64).ravel()
+        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+        return self._summary_pb2.HistogramProto(
+            min=float(values.min()),
+            max=float(values.max()),
+            num=float(values.size),
+            sum=float(values.sum()),
+            sum_squares=float(np.dot(values, values)),
+            bucket_limit=edges[1:].tolist(),
+            bucket=counts.astype(float).tolist(),
+        )
+
+    def flush(self) -> None:
+        # fsync: the epoch's events are on disk before its checkpoint is, so a kill never
+        # leaves a checkpoint ahead of its log.
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+
+
+class Tracking:
+    """The writers a ``tracking`` level asks for, driven as one.
+
+    Args:
+        tracking: the path's knob value.
+        out: the run directory.
+    """
+
+    def __init__(self, tracking: str, out: Path) -> None:
+        self.logs: list[JsonlLog | TensorBoardLog] = []
+        if tracking != "none":
+            self.logs.append(JsonlLog(out))
+        if tracking in WRITES_EVENTS:
+            self.logs.append(TensorBoardLog(out / TENSORBOARD_DIR, histograms=tracking == "histograms"))
+
+    @property
+    def wants_weights(self) -> bool:
+        return any(isinstance(log, TensorBoardLog) and log.histograms for log in self.logs)
+
+    def start(self, *, resumed_epoch: int | None, global_step: int) -> list[dict[str, Any]]:
+        """Open the logs: fresh (``resumed_epoch`` None) or continuing; returns the kept history."""
+        history: list[dict[str, Any]] = []
+        for log in self.logs:
+            history = log.start(resumed_epoch=resumed_epoch, global_step=global_step) or history
+        return history
+
+    def on_step(self, step: int, loss: float) -> None:
+        for log in self.logs:
+            log.on_step(step, loss)
+
+    def on_epoch(self, record: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        for log in self.logs:
+            log.on_epoch(record, weights)
+
+    def close(self) -> None:
+        for log in self.logs:
+            log.close()
