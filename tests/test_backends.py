@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.conftest import pytest_subprocess
+from tests.conftest import run_test_file
 
 
 def test_step_fairness_holds_on_the_jax_backend():
-    result = pytest_subprocess("test_steps.py", timeout=600, KERAS_BACKEND="jax")
+    result = run_test_file("test_steps.py", timeout=600, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout

@@ -9,14 +9,14 @@ import subprocess
 import pytest
 
 from bench.analysis import gpu_claim_rows
-from tests.conftest import PYTHON, ROOT, pytest_subprocess, python_env
+from tests.conftest import PYTHON, ROOT, run_test_file, python_env
 
 RECORD = ROOT / "results" / "gpu-seed-h200-x2.json"
 
 
 @pytest.mark.slow
 def test_accelerator_functions_hold_on_the_jax_backend():
-    result = pytest_subprocess("jax_accel_checks.py", KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = run_test_file("jax_accel_checks.py", KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "5 passed" in result.stdout and "skipped" not in result.stdout
 
