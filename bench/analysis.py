@@ -34,7 +34,7 @@ def metric_rounds(records: list[dict[str, Any]], role: str, metric: str) -> PerR
         if rec.get("role") != role or "error" in rec:
             continue
         data = rec.get("disk") if spec.phase == "disk" else rec.get("phases", {}).get(spec.phase)
-        if data is not None and data.get(spec.key) is not None:
+        if data is not None and data.get(spec.key) is not None and all(k in data for k in spec.requires):
             out[int(rec["round"])] = float(data[spec.key])
     return out
 
@@ -193,7 +193,13 @@ def assess_speed_claim(
     errors = worker_errors(records, base_role, cand_role)
     ratios = role_ratios(records, base_role, cand_role, claim.metric)
     if not ratios:
-        why = errors[0] if errors else "no paired rounds with a positive reading"
+        requires = METRICS[claim.metric].requires
+        if errors:
+            why = errors[0]
+        elif requires:
+            why = f"no paired rounds whose records carry {', '.join(requires)} (older records lack it)"
+        else:
+            why = "no paired rounds with a positive reading"
         return claim_row(claim, reason=f"not measured: {why}"), {}
     reading = _reading(records, base_role, cand_role, claim.metric)
     reason = _context(records, base_role, cand_role, claim.metric)

@@ -22,12 +22,15 @@ class Metric:
         key: the field of that phase's record.
         higher_is_better: throughput yes; time, memory and bytes no.
         unit: for display.
+        requires: fields the record must carry for the reading to mean what the claim says
+            (log bytes mean nothing without the tracking that wrote them).
     """
 
     phase: str
     key: str
     higher_is_better: bool
     unit: str
+    requires: tuple[str, ...] = ()
 
 
 METRICS: dict[str, Metric] = {
@@ -38,7 +41,7 @@ METRICS: dict[str, Metric] = {
     "train_rss_growth_mib": Metric("train", "rss_growth_mib", False, "MiB"),
     "val_peak_rss_mib": Metric("validate", "peak_rss_mib", False, "MiB"),
     "val_rss_growth_mib": Metric("validate", "rss_growth_mib", False, "MiB"),
-    "log_bytes": Metric("disk", "log_bytes", False, "B"),
+    "log_bytes": Metric("disk", "log_bytes", False, "B", requires=("tracking",)),
     "checkpoint_bytes": Metric("disk", "checkpoint_bytes", False, "B"),
 }
 # Measured by the search suite (bench/hpo.py: HPO_READINGS), not from worker records.
