@@ -57,7 +57,12 @@ def records(rounds: int = 6, noise: float = 0.01, fail: dict[str, int] | None = 
                 }
             rec = {"role": role, "round": r, "phases": phases}
             if r == 0 and role in ("base", "candidate"):
-                rec["disk"] = {"log_bytes": 300 if role == "base" else 1200, "checkpoint_bytes": 10_000}
+                tracking = "jsonl" if role == "base" else "tensorboard"
+                rec["disk"] = {
+                    "log_bytes": 300 if role == "base" else 1200,
+                    "checkpoint_bytes": 10_000,
+                    "tracking": tracking,
+                }
             out.append(rec)
     return out
 
@@ -189,3 +194,11 @@ def test_ablation_rows_compare_each_variant_with_its_reference():
     rows = {(r["role"], r["phase"]): r for r in ablation_rows(records(), roles)}
     assert rows[("base+train_compile", "train")]["ratio"]["estimate"] == pytest.approx(1.5, rel=0.03)
     assert rows[("candidate+xla", "train")]["ratio"] is None  # not in the synthetic records
+
+
+def test_log_bytes_without_the_tracking_that_wrote_them_are_not_judged():
+    recs = records()
+    for rec in recs:
+        rec.get("disk", {}).pop("tracking", None)
+    row = verdicts(recs)["M3"]
+    assert row["verdict"] == "not measured" and "carry tracking" in row["reason"]
