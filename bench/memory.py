@@ -64,16 +64,33 @@ class MemoryPlan:
         if not self.train_seconds > 0:
             raise ConfigError(f"`train_seconds` must be positive, but got {self.train_seconds!r}.")
 
+    def validates_at(self, batch: int) -> bool:
+        """Whether VAL_BATCHES batches of ``batch`` fit the preset's fixed validation set."""
+        return batch * VAL_BATCHES <= get_preset(self.preset).n_val
+
     def batch_spec(self, spec: str, batch: int) -> str:
-        """``spec`` training and validating at ``batch`` (VAL_BATCHES batches a pass)."""
-        path = dataclasses.replace(parse_path(spec), batch_size=batch, val_batch_size=batch, val_batches=VAL_BATCHES)
+        """``spec`` training and validating at ``batch`` (VAL_BATCHES batches a pass). Above what
+        the validation set holds, only training is measured; the validation batch stays in range."""
+        val_batch = batch if self.validates_at(batch) else get_preset(self.preset).n_val // VAL_BATCHES
+        path = dataclasses.replace(
+            parse_path(spec), batch_size=batch, val_batch_size=val_batch, val_batches=VAL_BATCHES
+        )
         return format_path(path)
 
     def jobs(self) -> list[tuple[str, int | None, Job]]:
         """(path spec, batch or None for disk, job), in a fixed order: paths interleaved per batch."""
         options = {"train_seconds": self.train_seconds, "min_steps": 4, "warmup_steps": 1, "val_passes": 1}
         jobs: list[tuple[str, int | None, Job]] = [
-            (spec, batch, Job(self.batch_spec(spec, batch), self.preset, PHASES, **options))
+            (
+                spec,
+                batch,
+                Job(
+                    self.batch_spec(spec, batch),
+                    self.preset,
+                    PHASES if self.validates_at(batch) else ("train",),
+                    **options,
+                ),
+            )
             for batch in self.batches
             for spec in self.paths
         ]
