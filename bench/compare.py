@@ -79,9 +79,17 @@ def _progress() -> Any:
 def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     """The speed suite: base, candidate and ablations in fresh workers over interleaved rounds."""
     from bench.analysis import ablation_rows, path_summary
-    from bench.runner import plan_roles, run_rounds
+    from bench.runner import Plan, plan_roles, run_plan
 
     roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
+    plan = Plan(
+        tuple(roles),
+        args.preset,
+        args.rounds,
+        job_options={"train_seconds": args.train_seconds},
+        seed=args.seed,
+        disk_roles=() if args.no_disk else ("base", "candidate"),
+    )
     with _progress() as progress:
         task = progress.add_task("speed", total=args.rounds * len(roles), last="")
 
@@ -91,15 +99,7 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
                 task, advance=1, description=f"speed round {r + 1}/{args.rounds}", last=f"{role.name} {status}"
             )
 
-        records = run_rounds(
-            roles,
-            args.preset,
-            args.rounds,
-            job_options={"train_seconds": args.train_seconds},
-            seed=args.seed,
-            on_job=on_job,
-            disk_roles=() if args.no_disk else ("base", "candidate"),
-        )
+        records = run_plan(plan, on_job=on_job)
     role_dicts = [r.record() for r in roles]
     ok = [rec for rec in records if "environment" in rec]
     if not ok:
