@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
     }
     with trees(commit, args.planted_slowdown) as (plain, slow):
+        # Alternate the two kinds, so a calibration stopped early has some of each, and a slow
+        # drift of the machine (other work starting) falls on both.
         schedule = [("aa", i) for i in range(args.aa_runs)] + [("power", i) for i in range(args.power_runs)]
+        schedule.sort(key=lambda run: (run[1] / (args.aa_runs if run[0] == "aa" else args.power_runs), run[0]))
         for n, (kind, i) in enumerate(schedule):
             head = plain if kind == "aa" else slow
             roles = (
