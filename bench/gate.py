@@ -252,7 +252,7 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
     check_writable_file(args.baseline, "--baseline")
     if not trees.is_clean():
         raise ConfigError("--write-baseline must run from a clean commit, but the tree has uncommitted changes.")
-    commit = trees.head_tree().commit or ""
+    commit = trees.resolve_ref("HEAD")
     base, candidate = parse_path("alt"), parse_path(args.candidate or args.path)
     records = run_plan(baseline_plan(preset, base, candidate, rounds, args))
     ratios = {m: paired_ratios(records, "base", "candidate", m) for m in GATED_METRICS}
@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None and args.write_baseline:
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
-        return write_baseline(args, preset, args.rounds or defaults["rounds"], args.tolerance or defaults["tolerance"])
+        tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
+        return write_baseline(args, preset, args.rounds or defaults["rounds"], tolerance)
     if args.baseline is not None:
         data = stored.load(args.baseline, allow_other_machine=args.allow_other_machine)
         if args.preset is not None and args.preset != data["preset"]:

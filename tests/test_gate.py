@@ -88,8 +88,8 @@ def test_planting_patches_only_the_given_tree(tmp_path):
     (tmp_path / "diffusion").mkdir()
     shutil.copy(ROOT / "diffusion" / "trainer.py", tmp_path / "diffusion" / "trainer.py")
     plant_slowdown(tmp_path, 0.25)
-    assert "time.sleep(0.25 * (time.perf_counter() - t1))" in (tmp_path / "diffusion" / "trainer.py").read_text()
-    assert "sleep" not in (ROOT / "diffusion" / "trainer.py").read_text()
+    assert "0.25 * (time.perf_counter() - t1)" in (tmp_path / "diffusion" / "trainer.py").read_text()
+    assert "planted" not in (ROOT / "diffusion" / "trainer.py").read_text()
 
 
 def test_planting_refuses_a_training_loop_it_does_not_know(tmp_path):
