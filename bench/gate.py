@@ -197,7 +197,8 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int,
     head = trees.head_tree()
     options = {**JOB_OPTIONS, "train_seconds": args.train_seconds}
     job_fields = list(Job(args.path, preset, **options).__dataclass_fields__)
-    with trees.exported(commit, f"REF {ref_name}") as ref_tree:
+    ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
+    with trees.exported(commit, ref_label) as ref_tree:
         roles = (
             Role("ref", ref_path, ("validate", "train"), tree=ref_tree),
             Role("head", head_path, ("validate", "train"), reference="ref", tree=head),
@@ -218,7 +219,7 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int,
         records = run_plan(plan)
     checks = gate_checks(
         records,
-        (("ref", f"REF {ref_name}"), ("head", head.label)),
+        (("ref", ref_label), ("head", head.label)),
         dict.fromkeys(GATED_METRICS, (1.0, tolerance)),
         machine(),
         seed=args.seed,
