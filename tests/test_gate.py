@@ -11,7 +11,8 @@ import pytest
 
 from bench import baseline as stored
 from bench.calibrate import plant_slowdown
-from bench.runner import CodeTree
+from bench.runner import ROOT as CHECKOUT
+from bench.runner import CodeTree, Plan, Role, run_plan
 from bench.trees import probe
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
@@ -82,6 +83,21 @@ def test_a_planted_slowdown_fires(tmp_path):
     assert record["power_runs"] == 1 and record["detected"] == 1, result.stdout
     assert record["meets_target"] is False  # one run proves nothing about rates
     assert "planted" not in (ROOT / "diffusion" / "trainer.py").read_text()
+
+
+def test_run_plan_runs_every_role_every_round_from_its_own_tree():
+    ref = CodeTree(Path("/elsewhere"), "REF x", "abc")
+    roles = (Role("ref", parse_path("neu"), ("train",), tree=ref), Role("head", parse_path("neu"), ("train",)))
+    seen = []
+
+    def fake_worker(job, root):
+        seen.append(root)
+        return {"phases": {}}
+
+    records = run_plan(Plan(roles, "tiny", 3, job_options={"train_seconds": 0.1}), runner=fake_worker)
+    assert [r["round"] for r in records] == [0, 0, 1, 1, 2, 2]
+    assert sorted(map(str, seen)) == sorted([str(CHECKOUT)] * 3 + ["/elsewhere"] * 3)
+    assert all(r["tree"]["label"] == "REF x" for r in records if r["role"] == "ref")
 
 
 def test_planting_patches_only_the_given_tree(tmp_path):
