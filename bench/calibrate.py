@@ -16,6 +16,8 @@ next calibration, not for claiming a result) and the per-round noise of each met
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +115,13 @@ def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int) -> dict
     for metric in ("train_samples_per_s", "val_pass_s"):
         logs = [math.log(x) for r in aa for x in r["per_round"].get(metric, [])]
         noise[metric] = float(np.std(logs, ddof=1)) if len(logs) > 2 else None
+    # What the plant really did: sleeping or spinning threads lose more than planned on a busy machine.
+    planted = [
+        c["measured"]["estimate"]
+        for r in power
+        for c in r["checks"]
+        if c["metric"] == "train_samples_per_s" and c["measured"]
+    ]
     rate_bound = upper95(false_alarms, len(aa))
     detection = detected / len(power) if power else 0.0
     meets = (
@@ -131,6 +140,7 @@ def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int) -> dict
         "detected": detected,
         "detection_rate": detection,
         "seconds_per_run": seconds,
+        "planted_measured_train_ratio": float(np.median(planted)) if planted else None,
         "meets_target": meets,
         "per_round_log_sd": noise,
         "post_hoc_at_tolerance": {
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python -m bench.calibrate " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": shlex.join(["python", "-m", "bench.calibrate", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "commit": commit,
         "preset": args.preset,
