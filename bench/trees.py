@@ -9,10 +9,12 @@ mid-run leaves no stale worktree behind (only a temp directory).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,9 +81,27 @@ def is_clean() -> bool:
 
 
 @contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a CI timeout, ``timeout``) into KeyboardInterrupt for the block, so a temp
+    tree is removed and a running worker killed, instead of both being left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def exported(commit: str, label: str) -> Iterator[CodeTree]:
-    """The files of ``commit`` in a temp directory, removed on exit."""
-    with tempfile.TemporaryDirectory(prefix=f"gate-{short(commit)}-") as tmp:
+    """The files of ``commit`` in a temp directory, removed on exit (SIGTERM included)."""
+    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix=f"gate-{short(commit)}-") as tmp:
         archive = Path(tmp) / "tree.tar"
         with archive.open("wb") as out:
             proc = subprocess.run(
