@@ -96,23 +96,23 @@ def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     """The speed suite: base, candidate and ablations in fresh workers over interleaved rounds."""
     from bench.analysis import ablation_rows, path_summary
     from bench.progress import JobProgress
-    from bench.runner import plan_roles, run_rounds
+    from bench.runner import Plan, plan_roles, run_plan
 
     roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
+    plan = Plan(
+        tuple(roles),
+        args.preset,
+        args.rounds,
+        job_options={"train_seconds": args.train_seconds},
+        seed=args.seed,
+        disk_roles=() if args.no_disk else ("base", "candidate"),
+    )
     with JobProgress("speed", args.rounds * len(roles)) as progress:
 
         def on_job(r: int, role: Any, record: dict[str, Any]) -> None:
             progress.done(f"round {r + 1}/{args.rounds} {role.name}", record)
 
-        records = run_rounds(
-            roles,
-            args.preset,
-            args.rounds,
-            job_options={"train_seconds": args.train_seconds},
-            seed=args.seed,
-            on_job=on_job,
-            disk_roles=() if args.no_disk else ("base", "candidate"),
-        )
+        records = run_plan(plan, on_job=on_job)
     role_dicts = [r.record() for r in roles]
     ok = [rec for rec in records if "environment" in rec]
     if not ok:

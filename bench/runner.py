@@ -2,7 +2,10 @@
 
 Order effects are real here (the same configuration has run 2x faster later in a process),
 so every job runs in its own process, and base, candidate and ablations are interleaved in a
-new random order each round.
+new random order each round. A role may run from another code tree (a git ref checked out
+into a temp directory): that is how the gate measures a base commit against the working tree
+on the same machine in the same run. ``run_plan`` is the one entry point that compare and the
+gate share.
 """
 
 from __future__ import annotations
@@ -13,17 +16,37 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.measure import Job
+from diffusion.errors import ConfigError
 from diffusion.paths import KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path
+from diffusion.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class CodeTree:
+    """A directory holding the project's code at some commit, that workers run from.
+
+    Attributes:
+        root: the directory (``bench/`` and ``diffusion/`` are below it).
+        label: how reports name it ("REF main", "HEAD").
+        commit: the commit its files come from, with "+uncommitted" if they differ from it.
+    """
+
+    root: Path
+    label: str
+    commit: str | None
+
+    def record(self) -> dict[str, Any]:
+        return {"root": str(self.root), "label": self.label, "commit": self.commit}
 
 
 @dataclass(frozen=True)
@@ -36,6 +59,7 @@ class Role:
         phases: the phases it measures (an ablation only the phase its knob changes).
         reference: the role it is judged against, or None for base and candidate themselves.
         knobs: the knobs it changes relative to its reference.
+        tree: the code it runs from; None for this checkout.
     """
 
     name: str
@@ -43,6 +67,11 @@ class Role:
     phases: tuple[str, ...]
     reference: str | None = None
     knobs: tuple[str, ...] = ()
+    tree: CodeTree | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.tree.root if self.tree is not None else ROOT
 
     @property
     def spec(self) -> str:
@@ -56,6 +85,7 @@ class Role:
             "phases": list(self.phases),
             "reference": self.reference,
             "knobs": list(self.knobs),
+            "tree": self.tree.record() if self.tree is not None else None,
         }
 
 
@@ -87,12 +117,20 @@ def plan_roles(
     return roles + (ablation_roles(base, candidate, both_ways=both_ways) if ablations else [])
 
 
-def run_worker(job: Job, *, timeout: float = 900) -> dict[str, Any]:
-    """Measure one job in a fresh Python process; a failure comes back as {'error': ...}."""
+def tree_env(root: Path) -> dict[str, str]:
+    """This process's environment with ``root`` first on PYTHONPATH and this checkout removed
+    (else a module that ``root`` lacks would silently come from this checkout)."""
+    env = dict(os.environ)
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *inherited])
+    return env
+
+
+def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str, Any]:
+    """Measure one job in a fresh Python process running the code under ``root``; a failure
+    comes back as {'error': ...}."""
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         out = Path(tmp) / "record.json"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         payload = json.dumps(dataclasses.asdict(job))
         try:
             proc = subprocess.run(
@@ -100,8 +138,8 @@ def run_worker(job: Job, *, timeout: float = 900) -> dict[str, Any]:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                env=env,
-                cwd=ROOT,
+                env=tree_env(root),
+                cwd=root,
             )
         except subprocess.TimeoutExpired:
             return {"error": f"worker timed out after {timeout:.0f} s"}
@@ -111,7 +149,7 @@ def run_worker(job: Job, *, timeout: float = 900) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
-Runner = Callable[[Job], dict[str, Any]]
+Runner = Callable[[Job, Path], dict[str, Any]]
 OnJob = Callable[[int, Role, dict[str, Any]], None]
 
 
@@ -142,8 +180,70 @@ def run_rounds(
             job = Job(
                 role.spec, preset, role.phases, fit_disk=(r == 0 and role.name in disk_roles), **(job_options or {})
             )
-            record = {**runner(job), "round": r, "role": role.name, "spec": role.spec}
+            record = {**runner(job, role.root), "round": r, "role": role.name, "spec": role.spec}
+            if role.tree is not None:
+                record["tree"] = role.tree.record()
             records.append(record)
             if on_job is not None:
                 on_job(r, role, record)
     return records
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A comparison plan: which roles, how many interleaved rounds, and what each job measures.
+
+    Attributes:
+        roles: the variants; names must be unique (records are keyed by them).
+        preset: preset name.
+        rounds: every role runs once per round, in a fresh random order.
+        job_options: extra ``Job`` fields for every job (``train_seconds``, ``val_passes``...).
+        seed: the order of jobs within rounds.
+        disk_roles: roles whose disk use is measured once, in the first round.
+    """
+
+    roles: tuple[Role, ...]
+    preset: str
+    rounds: int
+    job_options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    disk_roles: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"`rounds` must be an integer of at least 1, but got {self.rounds!r}.")
+        names = [r.name for r in self.roles]
+        if len(set(names)) != len(names) or not names:
+            raise ConfigError(f"`roles` must have unique names, at least one, but got {names}.")
+        unknown = set(self.job_options) - {f.name for f in dataclasses.fields(Job)}
+        if unknown:
+            raise ConfigError(f"`job_options` must be Job fields, but got {sorted(unknown)}.")
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "roles": [r.record() for r in self.roles],
+            "preset": self.preset,
+            "rounds": self.rounds,
+            "job_options": dict(self.job_options),
+            "seed": self.seed,
+        }
+
+
+def run_plan(plan: Plan, *, runner: Runner = run_worker, on_job: OnJob | None = None) -> list[dict[str, Any]]:
+    """Run a plan: every role once per round in fresh workers, from its own code tree.
+
+    Returns:
+        One record per (round, role), with ``round``, ``role``, ``spec`` and (for a role from
+        another tree) ``tree`` added; a failed worker's record holds ``error``.
+    """
+    return run_rounds(
+        list(plan.roles),
+        plan.preset,
+        plan.rounds,
+        job_options=dict(plan.job_options),
+        disk_roles=plan.disk_roles,
+        seed=plan.seed,
+        runner=runner,
+        on_job=on_job,
+    )

@@ -149,34 +149,6 @@ def test_corrupt_or_foreign_saved_result_is_refused_and_outputs_kept(tmp_path, b
     assert keep.read_text() == "previous report"
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (None, "no such file"),
-        ("[]", "not a JSON object"),
-        ('{"schema": "pmt-bench/baseline/1", "metrics": {}}', "no metrics"),
-    ],
-)
-def test_gate_bad_baseline_is_exit_2(tmp_path, blocked_tf, content, message):
-    path = tmp_path / "baseline.json"
-    if content is not None:
-        path.write_text(content)
-    result = bench("bench.gate", "--baseline", str(path), **blocked_tf)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
-
-
-def test_gate_passes_an_unchanged_candidate():
-    result = bench("bench.gate", "--baseline", "baselines/tiny.json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 2
-
-
-def test_gate_fires_when_the_candidate_loses_its_compiled_step():
-    result = bench("bench.gate", "--baseline", "baselines/tiny.json", "--candidate", "neu:train_compile=eager")
-    assert result.returncode == 1
-    assert "REGRESSION train_samples_per_s" in result.stderr
-
-
 def test_search_suite_fills_the_search_claims(tmp_path):
     out = tmp_path / "search.json"
     result = bench(

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from bench.analysis import gpu_claim_rows
-from tests.conftest import PYTHON, ROOT, run_test_file, python_env
+from tests.conftest import PYTHON, ROOT, python_env, run_test_file
 
 RECORD = ROOT / "results" / "gpu-seed-h200-x2.json"
 

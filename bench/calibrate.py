@@ -1,0 +1,269 @@
+"""Calibrate the A/B gate: how often it fires on no change, and how often on a planted slowdown.
+
+``python -m bench.calibrate --aa-runs 60 --power-runs 20 --preset tiny --json FILE`` runs the
+gate's own plan and decision rule (``bench.gate.gate_checks``) over and over:
+
+- A/A runs: HEAD's committed files against themselves; every firing is a false alarm.
+- Power runs: HEAD against a copy of HEAD whose training step busy-waits for
+  ``--planted-slowdown`` of its own duration after each step (0.25: step time x1.25, throughput
+  x0.8). The wait is written into the temp copy only; no product code holds it.
+
+The record is rewritten after every run, so a long calibration that is stopped keeps what it
+measured. It also scores the same intervals at other tolerances (post hoc; for choosing the
+next calibration, not for claiming a result) and the per-round noise of each metric.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.errors import ConfigError
+from diffusion.paths import parse_path
+from diffusion.presets import get_preset
+
+SCHEMA = "pmt-bench/gate-calibration/1"
+TARGET = {"aa_runs": 60, "power_runs": 20, "false_alarm_rate_upper95": 0.05, "detection_rate": 0.90, "seconds": 180}
+SCORED_TOLERANCES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
+# The line of the training loop that the planted copy slows; t1 is taken just before it.
+STEP_LINE = "            loss = self.stepper.train(batch)\n"
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m bench.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--aa-runs", type=int, default=60, help="gate runs of HEAD against HEAD (default 60)")
+    parser.add_argument("--power-runs", type=int, default=20, help="gate runs against a planted slowdown (default 20)")
+    parser.add_argument(
+        "--planted-slowdown",
+        type=float,
+        default=0.25,
+        help="busy wait after each step, as a share of it (default 0.25)",
+    )
+    parser.add_argument("--preset", default="tiny", help="preset (default tiny)")
+    parser.add_argument("--path", default="neu", help="path measured (default neu)")
+    parser.add_argument("--rounds", type=int, help="rounds per gate run (default: the gate's)")
+    parser.add_argument("--tolerance", type=float, help="tolerance the runs are judged at (default: the gate's)")
+    parser.add_argument("--train-seconds", type=float, help="steady-state training per job (default: the gate's)")
+    parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
+    parser.add_argument("--json", type=Path, required=True, help="write the calibration record here")
+    return parser
+
+
+def plant_slowdown(root: Path, fraction: float) -> None:
+    """Make the training step in the tree at ``root`` sleep ``fraction`` of its own duration.
+
+    Raises:
+        ConfigError: the training loop no longer has the line this patches.
+    """
+    trainer = root / "diffusion" / "trainer.py"
+    text = trainer.read_text()
+    if text.count(STEP_LINE) != 1:
+        raise ConfigError(f"cannot plant a slowdown: {trainer.name} must hold {STEP_LINE.strip()!r} exactly once.")
+    # A busy wait, not time.sleep: a sleeping thread gives up its core, and on a loaded machine
+    # waking it took milliseconds, which turned a planned x0.8 into a measured x0.57.
+    spin = (
+        f"            _until = time.perf_counter() + {fraction!r} * (time.perf_counter() - t1)  # planted by bench.calibrate\n"
+        "            while time.perf_counter() < _until:\n"
+        "                pass\n"
+    )
+    trainer.write_text(text.replace(STEP_LINE, STEP_LINE + spin))
+
+
+@contextmanager
+def trees(commit: str, fraction: float) -> Iterator[tuple[Any, Any]]:
+    """HEAD's committed files twice: as they are, and with the planted slowdown."""
+    from bench.runner import CodeTree
+    from bench.trees import exported
+
+    with exported(commit, "REF HEAD") as plain, exported(commit, "HEAD planted") as slow:
+        plant_slowdown(slow.root, fraction)
+        yield plain, CodeTree(slow.root, f"HEAD {slow.commit}+planted {fraction:.0%}", f"{slow.commit}+planted")
+
+
+def upper95(events: int, n: int) -> float:
+    """One-sided 95% Clopper-Pearson upper bound of a rate (0 of 60 gives 0.049)."""
+    if n == 0:
+        return 1.0
+    if events >= n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(0.95, events + 1, n - events))
+
+
+def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int) -> dict[str, Any]:
+    """The record's counts and rates (pure)."""
+    aa = [r for r in runs if r["kind"] == "aa"]
+    power = [r for r in runs if r["kind"] == "power"]
+
+    def fires(run: dict[str, Any], tol: float) -> bool:
+        return any(c["measured"] is None or c["measured"]["high"] < 1 - tol for c in run["checks"])
+
+    false_alarms = sum(r["fired"] for r in aa)
+    detected = sum(r["fired"] for r in power)
+    seconds = float(np.median([r["seconds"] for r in runs])) if runs else None
+    noise = {}
+    for metric in ("train_samples_per_s", "val_pass_s"):
+        logs = [math.log(x) for r in aa for x in r["per_round"].get(metric, [])]
+        noise[metric] = float(np.std(logs, ddof=1)) if len(logs) > 2 else None
+    # What the plant really did: sleeping or spinning threads lose more than planned on a busy machine.
+    planted = [
+        c["measured"]["estimate"]
+        for r in power
+        for c in r["checks"]
+        if c["metric"] == "train_samples_per_s" and c["measured"]
+    ]
+    rate_bound = upper95(false_alarms, len(aa))
+    detection = detected / len(power) if power else 0.0
+    meets = (
+        len(aa) >= TARGET["aa_runs"]
+        and len(power) >= TARGET["power_runs"]
+        and rate_bound <= TARGET["false_alarm_rate_upper95"]
+        and detection >= TARGET["detection_rate"]
+        and seconds is not None
+        and seconds <= TARGET["seconds"]
+    )
+    return {
+        "aa_runs": len(aa),
+        "false_alarms": false_alarms,
+        "false_alarm_rate_upper95": rate_bound,
+        "power_runs": len(power),
+        "detected": detected,
+        "detection_rate": detection,
+        "seconds_per_run": seconds,
+        "planted_measured_train_ratio": float(np.median(planted)) if planted else None,
+        "meets_target": meets,
+        "per_round_log_sd": noise,
+        "post_hoc_at_tolerance": {
+            f"{t:.2f}": {
+                "false_alarms": sum(fires(r, t) for r in aa),
+                "detected": sum(fires(r, t) for r in power),
+            }
+            for t in SCORED_TOLERANCES
+        },
+        "rounds": rounds,
+        "tolerance": tolerance,
+    }
+
+
+def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
+    from bench.analysis import role_ratios
+    from bench.gate import GATED_METRICS, gate_checks, machine
+    from bench.runner import run_plan
+
+    start = time.perf_counter()
+    records = run_plan(plan)
+    checks = gate_checks(
+        records,
+        (("ref", plan.roles[0].tree.label), ("head", plan.roles[1].tree.label)),
+        dict.fromkeys(GATED_METRICS, (1.0, tolerance)),
+        machine(),
+        seed=seed,
+    )
+    return {
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "fired": not all(c.passed for c in checks),
+        "checks": [c.record() for c in checks],
+        "per_round": {m: list(role_ratios(records, "ref", "head", m).values()) for m in GATED_METRICS},
+        "step_ms_median": {
+            role: float(
+                np.median(
+                    [r["phases"]["train"]["step_ms_median"] for r in records if r.get("role") == role and "phases" in r]
+                    or [np.nan]
+                )
+            )
+            for role in ("ref", "head")
+        },
+        "errors": sorted({r["error"] for r in records if "error" in r}),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.gate import JOB_OPTIONS, calibrated_defaults, machine
+
+    args = build_parser().parse_args(argv)
+    for name in ("aa_runs", "power_runs"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 0, but got {getattr(args, name)}.")
+    if args.aa_runs + args.power_runs == 0:
+        raise ConfigError("--aa-runs and --power-runs must not both be 0.")
+    if not args.planted_slowdown > 0:
+        raise ConfigError(f"--planted-slowdown must be positive, but got {args.planted_slowdown}.")
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
+    if args.tolerance is not None and not 0 <= args.tolerance < 1:
+        raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
+    get_preset(args.preset)
+    path = parse_path(args.path)
+    check_writable_file(args.json, "--json")
+
+    from bench import trees as git_trees
+    from bench.runner import Plan, Role
+
+    defaults = calibrated_defaults(args.preset)
+    rounds = args.rounds or defaults["rounds"]
+    tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
+    options = {**JOB_OPTIONS, **({"train_seconds": args.train_seconds} if args.train_seconds else {})}
+    commit = git_trees.resolve_ref("HEAD")
+    runs: list[dict[str, Any]] = []
+    record = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": shlex.join(["python", "-m", "bench.calibrate", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "commit": commit,
+        "preset": args.preset,
+        "path": args.path,
+        "job_options": options,
+        "planted_slowdown": args.planted_slowdown,
+        "planted_throughput_ratio": 1 / (1 + args.planted_slowdown),
+        "target": TARGET,
+        "note": args.note,
+    }
+    with trees(commit, args.planted_slowdown) as (plain, slow):
+        # Alternate the two kinds, so a calibration stopped early has some of each, and a slow
+        # drift of the machine (other work starting) falls on both.
+        schedule = [("aa", i) for i in range(args.aa_runs)] + [("power", i) for i in range(args.power_runs)]
+        schedule.sort(key=lambda run: (run[1] / (args.aa_runs if run[0] == "aa" else args.power_runs), run[0]))
+        for n, (kind, i) in enumerate(schedule):
+            head = plain if kind == "aa" else slow
+            roles = (
+                Role("ref", path, ("validate", "train"), tree=plain),
+                Role("head", path, ("validate", "train"), reference="ref", tree=head),
+            )
+            result = {"kind": kind, **one_run(Plan(roles, args.preset, rounds, options, seed=n), tolerance, n)}
+            runs.append(result)
+            ratios = ", ".join(
+                f"{c['metric']} {c['measured']['estimate']:.3f}x [{c['measured']['low']:.3f}, {c['measured']['high']:.3f}]"
+                if c["measured"]
+                else f"{c['metric']} not measured"
+                for c in result["checks"]
+            )
+            label = "A/A" if kind == "aa" else "planted"
+            total = args.aa_runs if kind == "aa" else args.power_runs
+            print(
+                f"[{label} {i + 1}/{total}] {'FIRED' if result['fired'] else 'passed'}: {ratios} ({result['seconds']:.0f} s)",
+                flush=True,
+            )
+            write_json_atomic(args.json, {**record, **summarise(runs, tolerance, rounds), "runs": runs})
+    summary = summarise(runs, tolerance, rounds)
+    print(
+        f"false alarms {summary['false_alarms']} of {summary['aa_runs']} (95% bound {summary['false_alarm_rate_upper95']:.1%}); "
+        f"detected {summary['detected']} of {summary['power_runs']}; {summary['seconds_per_run']:.0f} s per run; "
+        f"meets target: {summary['meets_target']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

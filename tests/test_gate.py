@@ -1,0 +1,209 @@
+"""bench.gate and bench.calibrate as a user runs them: A/B against a git ref, stored baselines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import baseline as stored
+from bench.calibrate import plant_slowdown
+from bench.runner import ROOT as CHECKOUT
+from bench.runner import CodeTree, Plan, Role, run_plan
+from bench.trees import probe
+from diffusion.errors import ConfigError
+from diffusion.paths import parse_path
+from tests.conftest import PYTHON, ROOT, python_env
+
+FAST = ("--preset", "tiny", "--train-seconds", "0.5")
+
+
+def bench(module: str, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=python_env(**env), cwd=ROOT
+    )
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def a_baseline(**changes: object) -> dict:
+    """A valid baseline for this machine and today's paths, with ``changes`` applied."""
+    record = stored.build(
+        commit="0" * 40,
+        preset="tiny",
+        rounds=3,
+        job_options={"train_seconds": 0.5},
+        paths={"base": parse_path("alt"), "candidate": parse_path("neu")},
+        measured={m: {"estimate": 20.0, "low": 19.0, "high": 21.0, "n": 3} for m in stored.GATED_METRICS},
+        per_round={m: [19.0, 20.0, 21.0] for m in stored.GATED_METRICS},
+        tolerance=0.15,
+        environment={},
+    )
+    record.update(changes)
+    return record
+
+
+@pytest.mark.slow
+def test_head_against_itself_passes(tmp_path):
+    out = tmp_path / "gate.json"
+    result = bench("bench.gate", "--against", "HEAD", *FAST, "--rounds", "4", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == 2
+    record = json.loads(out.read_text())
+    assert record["fired"] is False and record["ref"]["name"] == "HEAD"
+    trees = {r["role"]: r["tree"]["label"] for r in record["records"]}
+    assert trees["ref"].startswith("REF HEAD ") and trees["head"].startswith("HEAD ")
+
+
+@pytest.mark.slow
+def test_losing_the_compiled_step_fires_and_says_where():
+    result = bench("bench.gate", "--against", "HEAD", *FAST, "--rounds", "3", "--candidate", "neu:train_compile=eager")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = next(x for x in result.stderr.splitlines() if x.startswith("REGRESSION train_samples_per_s"))
+    for part in ("HEAD/REF", "over 3 rounds", "REF HEAD ", "samples/s", "usable cores"):
+        assert part in line, line
+
+
+@pytest.mark.slow
+def test_a_planted_slowdown_fires(tmp_path):
+    out = tmp_path / "calibration.json"
+    result = bench(
+        "bench.calibrate", "--aa-runs", "0", "--power-runs", "1", "--planted-slowdown", "3", "--rounds", "3",
+        *FAST, "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(out.read_text())
+    assert record["power_runs"] == 1 and record["detected"] == 1, result.stdout
+    assert record["meets_target"] is False  # one run proves nothing about rates
+    assert "planted" not in (ROOT / "diffusion" / "trainer.py").read_text()
+
+
+def test_run_plan_runs_every_role_every_round_from_its_own_tree():
+    ref = CodeTree(Path("/elsewhere"), "REF x", "abc")
+    roles = (Role("ref", parse_path("neu"), ("train",), tree=ref), Role("head", parse_path("neu"), ("train",)))
+    seen = []
+
+    def fake_worker(job, root):
+        seen.append(root)
+        return {"phases": {}}
+
+    records = run_plan(Plan(roles, "tiny", 3, job_options={"train_seconds": 0.1}), runner=fake_worker)
+    assert [r["round"] for r in records] == [0, 0, 1, 1, 2, 2]
+    assert sorted(map(str, seen)) == sorted([str(CHECKOUT)] * 3 + ["/elsewhere"] * 3)
+    assert all(r["tree"]["label"] == "REF x" for r in records if r["role"] == "ref")
+
+
+def test_planting_patches_only_the_given_tree(tmp_path):
+    (tmp_path / "diffusion").mkdir()
+    shutil.copy(ROOT / "diffusion" / "trainer.py", tmp_path / "diffusion" / "trainer.py")
+    plant_slowdown(tmp_path, 0.25)
+    assert "0.25 * (time.perf_counter() - t1)" in (tmp_path / "diffusion" / "trainer.py").read_text()
+    assert "planted" not in (ROOT / "diffusion" / "trainer.py").read_text()
+
+
+def test_planting_refuses_a_training_loop_it_does_not_know(tmp_path):
+    (tmp_path / "diffusion").mkdir()
+    (tmp_path / "diffusion" / "trainer.py").write_text("loss = step(batch)\n")
+    with pytest.raises(ConfigError, match="exactly once"):
+        plant_slowdown(tmp_path, 0.25)
+
+
+def test_a_ref_whose_worker_lacks_a_job_field_is_refused(tmp_path):
+    for package in ("bench", "diffusion"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "bench" / "worker.py").write_text("")
+    (tmp_path / "bench" / "measure.py").write_text(
+        "from dataclasses import dataclass\n@dataclass\nclass Job:\n    spec: str\n    preset: str\n"
+    )
+    (tmp_path / "diffusion" / "paths.py").write_text(
+        "class P:\n    def knobs(self): return {}\ndef parse_path(s): return P()\n"
+    )
+    with pytest.raises(ConfigError, match="Job lacks val_passes, which this checkout sends"):
+        probe(CodeTree(tmp_path, "REF old", "abc"), ["spec", "preset", "val_passes"], ["neu"])
+
+
+@pytest.mark.parametrize("ref", ["no-such-ref", "HEAD~100000", "-x"])
+def test_a_bad_ref_is_one_line_exit_2_and_writes_nothing(tmp_path, blocked_tf, ref):
+    out = tmp_path / "gate.json"
+    out.write_text("previous")
+    result = bench("bench.gate", f"--against={ref}", "--json", str(out), **blocked_tf)
+    one_line_exit_2(result, "must name a commit of this repository")
+    assert out.read_text() == "previous"
+
+
+def write(tmp_path: Path, record: dict) -> Path:
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_matching_baseline_loads(tmp_path):
+    assert stored.load(write(tmp_path, a_baseline()))["preset"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (None, "no such file"),
+        ([], "not a JSON object"),
+        ({"schema": "pmt-bench/baseline/1", "metrics": {}}, "expected 'pmt-bench/baseline/2'"),
+        ({"metrics": {}}, "has no metrics"),
+        ({"commit": "abc123-dirty"}, "must come from a clean commit"),
+        ({"commit": None}, "must come from a clean commit"),
+    ],
+)
+def test_a_bad_or_dirty_baseline_is_one_line_exit_2_and_writes_nothing(tmp_path, blocked_tf, record, message):
+    path = tmp_path / "baseline.json"
+    if record is not None:
+        path.write_text(json.dumps(a_baseline(**record) if isinstance(record, dict) else record))
+    out = tmp_path / "gate.json"
+    out.write_text("previous")
+    result = bench("bench.gate", "--baseline", str(path), "--json", str(out), **blocked_tf)
+    one_line_exit_2(result, message)
+    assert out.read_text() == "previous"
+
+
+def test_a_baseline_from_another_machine_is_refused(tmp_path, blocked_tf):
+    record = a_baseline()
+    record["fingerprint"]["cpu_model"] = "Some Other CPU"
+    result = bench("bench.gate", "--baseline", str(write(tmp_path, record)), **blocked_tf)
+    one_line_exit_2(result, "cpu_model: 'Some Other CPU' -> ")
+
+
+def test_allow_other_machine_skips_the_fingerprint_but_not_the_knobs(tmp_path, blocked_tf):
+    record = a_baseline()
+    record["fingerprint"]["versions"] = {"keras": "0.0"}
+    record["paths"]["candidate"]["knobs"]["clip_norm"] = None
+    path = write(tmp_path, record)
+    one_line_exit_2(bench("bench.gate", "--baseline", str(path), **blocked_tf), "another machine")
+    result = bench("bench.gate", "--baseline", str(path), "--allow-other-machine", **blocked_tf)
+    one_line_exit_2(result, "path 'neu' (candidate) has other knobs today (clip_norm=None -> 1.0)")
+
+
+def test_a_baseline_whose_knobs_changed_is_refused(tmp_path, blocked_tf):
+    record = a_baseline()
+    record["paths"]["base"]["knobs"]["batch_size"] = 64
+    result = bench("bench.gate", "--baseline", str(write(tmp_path, record)), **blocked_tf)
+    one_line_exit_2(result, "path 'alt' (base) has other knobs today (batch_size=64 -> 32)")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--tolerance", "1.5"], "--tolerance must be in [0, 1)"),
+        (["--candidate", "fast"], "unknown path 'fast'"),
+        (["--write-baseline"], "must come with --baseline"),
+        (["--against", "HEAD", "--baseline", "b.json"], "not allowed with argument"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2_before_tensorflow(blocked_tf, args, message):
+    one_line_exit_2(bench("bench.gate", *args, **blocked_tf), message)
