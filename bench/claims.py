@@ -56,11 +56,14 @@ HPO_METRICS = (
 )
 # Measured by the GPU suite (bench/gpu.py) on a GPU machine: GPU / CPU speedups of one reading.
 GPU_METRICS = ("gpu_forward_speedup", "gpu_backward_speedup", "gpu_epoch_speedup")
-SUITES = ("speed", "hpo", "gpu")
+# Measured by the scaling suite (bench/scaling.py): cores by CPU affinity.
+SCALING_METRICS = ("scaling_train_speedup",)
+SUITES = ("speed", "hpo", "gpu", "scaling")
 # Why a measured claim has no row in a run that did not include its suite.
 SUITE_HINTS = {
     "speed": "add --suite speed (or all)",
     "hpo": "add --suite hpo (or all)",
+    "scaling": "add --suite scaling (or all)",
     "gpu": "needs a GPU: KERAS_BACKEND=jax python -m bench.gpu on a GPU machine (its record renders with --from)",
 }
 FAMILIES = (
@@ -134,7 +137,7 @@ class Claim:
             raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
         if self.product_of:
             return
-        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS}.get(self.suite, tuple(METRICS))
+        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS, "scaling": SCALING_METRICS}.get(self.suite, tuple(METRICS))
         for name, value in (("metric", self.metric), ("beside", self.beside)):
             if (value is not None or name == "metric") and value not in valid:
                 raise ConfigError(f"{where}: `{name}` must be one of {', '.join(valid)}, but got {value!r}.")

@@ -48,7 +48,9 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--claims", type=Path, help="claims registry (default: bench/claims.toml)")
     parser.add_argument(
-        "--suite", default="speed", help="speed (V, T, M claims), hpo (H1-H3, S1, S4) or all (default speed)"
+        "--suite",
+        default="speed",
+        help="speed (V, T, M claims), hpo (H, S1, S4), scaling (S2: cores by affinity) or all (default speed)",
     )
     parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
     parser.add_argument("--hpo-trials", type=int, default=20, help="trials per search (default 20, as the seed)")
@@ -89,7 +91,7 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     return result
 
 
-SUITES = ("speed", "hpo", "all")
+SUITES = ("speed", "hpo", "scaling", "all")
 
 
 def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
@@ -142,10 +144,36 @@ def measure_search(args: Any) -> dict[str, Any]:
         return measure_hpo(plan, on_run=on_run)
 
 
+def measure_scaling(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
+    """The scaling suite: both paths at 1, 2, 4, ... cores by CPU affinity, interleaved rounds."""
+    import os
+
+    from bench.progress import JobProgress
+    from bench.runner import Plan, run_plan
+    from bench.scaling import core_counts, scaling_roles, scaling_table
+
+    counts = core_counts(len(os.sched_getaffinity(0)))
+    paths = {format_path(base): base, format_path(candidate): candidate}
+    roles = scaling_roles(paths, counts)
+    plan = Plan(
+        tuple(roles), args.preset, args.rounds, job_options={"train_seconds": args.train_seconds}, seed=args.seed
+    )
+    with JobProgress("scaling", args.rounds * len(roles)) as progress:
+        records = run_plan(plan, on_job=lambda r, role, rec: progress.done(f"round {r + 1} {role.name}", rec))
+    return {
+        "counts": counts,
+        "paths": list(paths),
+        "roles": [r.record() for r in roles],
+        "records": records,
+        "table": scaling_table(records, list(paths), counts),
+    }
+
+
 def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     from bench.analysis import assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
+    from bench.scaling import scaling_rows
     from diffusion.environment import environment
 
     claims = load_claims(args.claims)
@@ -153,18 +181,20 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     start = time.perf_counter()
     speed = measure_speed(args, base, candidate) if args.suite in ("speed", "all") else None
     search = measure_search(args) if args.suite in ("hpo", "all") else None
+    scaling = measure_scaling(args, base, candidate) if args.suite in ("scaling", "all") else None
     if args.json is not None:
         # Raw measurements first: an error in the analysis below must not cost the measuring time.
         write_json_atomic(
-            args.json.with_suffix(".raw.json"), {"schema": SCHEMA + "-raw", "speed": speed, "search": search}
+            args.json.with_suffix(".raw.json"),
+            {"schema": SCHEMA + "-raw", "speed": speed, "search": search, "scaling": scaling},
         )
-    search_rows = hpo_rows(search, claims) if search else None
+    suite_rows = {**(hpo_rows(search, claims) if search else {}), **(scaling_rows(scaling, claims) if scaling else {})}
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "suite": args.suite,
         "preset": args.preset,
-        "rounds": args.rounds if speed else 0,
+        "rounds": args.rounds if speed or scaling else 0,
         "wall_s": time.perf_counter() - start,
         "base": {
             "spec": format_path(base),
@@ -183,12 +213,13 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
             speed["roles"] if speed else [],
             base.knobs(),
             candidate.knobs(),
-            suite_rows=search_rows,
+            suite_rows=suite_rows,
         ),
         "ablations": speed["ablations"] if speed else [],
-        "environment": speed["environment"] if speed else environment(preset=args.hpo_preset),
+        "environment": (speed or {}).get("environment") or environment(preset=args.preset),
         "records": speed["records"] if speed else [],
         "search": search,
+        "scaling": scaling,
     }
 
 
@@ -199,6 +230,7 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
     from bench.runner import plan_roles
+    from bench.scaling import scaling_rows
 
     claims = load_claims(claims_path)
     base, candidate = parse_path(result["base"]["spec"]), parse_path(result["candidate"]["spec"])
@@ -218,7 +250,10 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
             roles,
             base.knobs(),
             candidate.knobs(),
-            suite_rows=hpo_rows(search, claims) if search else None,
+            suite_rows={
+                **(hpo_rows(search, claims) if search else {}),
+                **(scaling_rows(result["scaling"], claims) if result.get("scaling") else {}),
+            },
         ),
         "ablations": ablation_rows(records, roles) if records else [],
         "reassessed": {
@@ -277,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         png = args.markdown.with_suffix(".png")
         plot(result, png)
+        if result.get("scaling"):
+            from bench.report import plot_scaling, scaling_plot_name
+
+            plot_scaling(result, png.with_name(scaling_plot_name(png.name)))
         write_text_atomic(args.markdown, markdown(result, plot_name=png.name))
     render(result)
     return 0

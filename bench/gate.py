@@ -13,6 +13,7 @@ and a clean commit, and a baseline that does not match is refused (exit 2).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -196,7 +197,8 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int,
     head_path = parse_path(args.candidate) if args.candidate else ref_path
     head = trees.head_tree()
     options = {**JOB_OPTIONS, "train_seconds": args.train_seconds}
-    job_fields = list(Job(args.path, preset, **options).__dataclass_fields__)
+    # The fields a worker is sent: unset options stay out of the payload (bench/runner.py).
+    job_fields = [k for k, v in dataclasses.asdict(Job(args.path, preset, **options)).items() if v is not None]
     ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
     with trees.exported(commit, ref_label) as ref_tree:
         roles = (

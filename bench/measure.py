@@ -45,6 +45,8 @@ class Job:
         val_passes: timed validation passes after the first (traced) one.
         fit_disk: also fit one epoch into a temp directory and report the bytes written.
         seed: model and data-order seed.
+        cpus: pin the worker to its first this-many usable cores, with the framework's thread
+            pools sized to match (bench/worker.py does it before the framework loads); None: all.
     """
 
     spec: str
@@ -56,6 +58,7 @@ class Job:
     val_passes: int = 3
     fit_disk: bool = False
     seed: int = 0
+    cpus: int | None = None
 
     def __post_init__(self) -> None:
         parse_path(self.spec)

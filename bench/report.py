@@ -134,6 +134,26 @@ def ablation_cells(row: dict[str, Any]) -> list[str]:
 ABLATION_COLUMNS = ("variant", "phase", "ref.", "value", "ratio [95% CI]", "1st call", "wait|stderr")
 
 
+SCALING_COLUMNS = ("path", "cores", "samples/s", "speedup [95% CI]", "eff.", "val pass", "val speedup")
+
+
+def scaling_cells(row: dict[str, Any]) -> list[str]:
+    """One path at one core count: training and validation against 1 core (computed ratios)."""
+    eff = row.get("train_samples_per_s_efficiency")
+    return [
+        row["path"],
+        str(row["cores"]),
+        fmt_value(row["train_samples_per_s"], "/s"),
+        fmt_interval(row["train_samples_per_s_speedup"]),
+        f"{eff:.0%}" if eff is not None else "-",
+        fmt_value(row["val_pass_s"], "s"),
+        fmt_interval(row["val_pass_s_speedup"]),
+    ]
+
+
+SCALING_TITLE = "Cores by CPU affinity: speedup over 1 core, parallel efficiency = speedup / cores"
+
+
 def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
     settings = ", ".join(f"{k}={v}" for k, v in env.get("env", {}).items() if v is not None) or "(defaults)"
@@ -245,6 +265,13 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             cells = dict(zip(ABLATION_COLUMNS, ablation_cells(row), strict=True))
             table.add_row(*(cells[c] for c in columns))
         console.print(table)
+    if result.get("scaling"):
+        table = Table(title=SCALING_TITLE, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in SCALING_COLUMNS:
+            table.add_column(col, no_wrap=True)
+        for row in result["scaling"]["table"]:
+            table.add_row(*scaling_cells(row))
+        console.print(table)
     table = Table(title="Environment", title_justify="left", show_header=False)
     for name, value in environment_rows(result["environment"]):
         table.add_row(name, value)
@@ -289,9 +316,14 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     ]
     if result["ablations"]:
         parts += ["## Ablations", "", _md_table(ABLATION_COLUMNS, [ablation_cells(r) for r in result["ablations"]]), ""]
+    if result.get("scaling"):
+        rows = [scaling_cells(r) for r in result["scaling"]["table"]]
+        parts += [f"## {SCALING_TITLE}", "", _md_table(SCALING_COLUMNS, rows), ""]
     parts += ["## Environment", "", _md_table(("", ""), [list(r) for r in environment_rows(result["environment"])]), ""]
     if plot_name:
         parts += [f"![measured vs claimed ratios]({plot_name})", ""]
+        if result.get("scaling"):
+            parts += [f"![throughput and efficiency vs cores]({scaling_plot_name(plot_name)})", ""]
     return "\n".join(parts)
 
 
@@ -342,6 +374,40 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
     env = result["environment"]
     ax.set_title(f"{header_line(result)}\n{env.get('cpu_model')}, {env.get('usable_cpus')} CPUs", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def scaling_plot_name(plot_name: str) -> str:
+    stem, dot, ext = plot_name.rpartition(".")
+    return f"{stem}-scaling.{ext}" if dot else f"{plot_name}-scaling"
+
+
+def plot_scaling(result: dict[str, Any], path: Path) -> None:
+    """Training samples/s and parallel efficiency against cores, per path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result["scaling"]["table"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    for path_name in result["scaling"]["paths"]:
+        rows = [r for r in table if r["path"] == path_name and r["train_samples_per_s"]]
+        cores = [r["cores"] for r in rows]
+        left.plot(cores, [r["train_samples_per_s"] for r in rows], marker="o", label=path_name)
+        right.plot(cores, [r["train_samples_per_s_efficiency"] or 0 for r in rows], marker="o", label=path_name)
+    left.set_xlabel("cores (CPU affinity)")
+    left.set_ylabel("training samples/s")
+    left.set_yscale("log")
+    right.set_xlabel("cores (CPU affinity)")
+    right.set_ylabel("parallel efficiency (speedup / cores)")
+    right.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    for ax in (left, right):
+        ax.set_xticks(result["scaling"]["counts"])
+        ax.legend(fontsize=8)
+    fig.suptitle(header_line(result), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

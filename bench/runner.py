@@ -60,6 +60,7 @@ class Role:
         reference: the role it is judged against, or None for base and candidate themselves.
         knobs: the knobs it changes relative to its reference.
         tree: the code it runs from; None for this checkout.
+        cpus: pin its workers to this many cores (the scaling suite); None: all usable cores.
     """
 
     name: str
@@ -68,6 +69,7 @@ class Role:
     reference: str | None = None
     knobs: tuple[str, ...] = ()
     tree: CodeTree | None = None
+    cpus: int | None = None
 
     @property
     def root(self) -> Path:
@@ -86,6 +88,7 @@ class Role:
             "reference": self.reference,
             "knobs": list(self.knobs),
             "tree": self.tree.record() if self.tree is not None else None,
+            "cpus": self.cpus,
         }
 
 
@@ -131,7 +134,9 @@ def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str
     comes back as {'error': ...}."""
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         out = Path(tmp) / "record.json"
-        payload = json.dumps(dataclasses.asdict(job))
+        # Unset options stay out of the payload, so a worker of an older tree (the gate's REF)
+        # that predates an option still reads the job.
+        payload = json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.worker", payload, str(out)],
@@ -177,9 +182,8 @@ def run_rounds(
     for r in range(rounds):
         for i in rng.permutation(len(roles)):
             role = roles[i]
-            job = Job(
-                role.spec, preset, role.phases, fit_disk=(r == 0 and role.name in disk_roles), **(job_options or {})
-            )
+            options = {**(job_options or {}), **({"cpus": role.cpus} if role.cpus else {})}
+            job = Job(role.spec, preset, role.phases, fit_disk=(r == 0 and role.name in disk_roles), **options)
             record = {**runner(job, role.root), "round": r, "role": role.name, "spec": role.spec}
             if role.tree is not None:
                 record["tree"] = role.tree.record()

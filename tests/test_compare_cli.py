@@ -175,3 +175,21 @@ def test_search_suite_fills_the_search_claims(tmp_path):
     assert rows["V1"]["verdict"] == "not measured" and "--suite speed" in rows["V1"]["reason"]
     assert rows["S4"]["verdict"] == "projection" and "computed" in rows["S4"]["reason"]
     assert rows["H1"]["verdict"] == "inconclusive" and "n = 1: too few rounds" in rows["H1"]["reason"]
+
+
+@pytest.mark.slow
+def test_scaling_suite_fills_s2_with_a_verdict_labelled_with_the_cores_used(tmp_path):
+    out = tmp_path / "scaling.json"
+    result = bench(
+        "bench.compare", "alt", "neu", "--suite", "scaling", "--preset", "tiny", "--rounds", "3",
+        "--train-seconds", "0.3", "--json", str(out), "--markdown", str(tmp_path / "scaling.md"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    s2 = {row["id"]: row for row in data["claims"]}["S2"]
+    assert s2["rounds"] == 3 and s2["verdict"] in ("holds", "refuted", "refuted (reversed)", "exceeded", "inconclusive")
+    assert s2["verdict"] != "not measured", s2["reason"]
+    counts = data["scaling"]["counts"]
+    assert f"at {counts[-1]} vs" in s2["reason"]
+    assert {row["cores"] for row in data["scaling"]["table"]} == set(counts)
+    assert (tmp_path / "scaling-scaling.png").read_bytes()[:4] == b"\x89PNG"
