@@ -66,4 +66,5 @@ class JobProgress:
         text = f"{what}: {headline(record)}"
         self.progress.update(self.task, advance=1, description=self.name, last=text)
         if not self.live:
-            print(f"[{self.count}/{self.total}] {self.name} {what} in {seconds:.1f} s: {headline(record)}", flush=True)
+            line = f"[{self.count}/{self.total}] {self.name} {what} in {seconds:.1f} s: {headline(record)}"
+            print(line, file=sys.stderr, flush=True)  # stdout stays the tables
