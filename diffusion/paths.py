@@ -96,6 +96,9 @@ NEU = TrainingPath(
 )
 PATHS: dict[str, TrainingPath] = {"alt": ALT, "neu": NEU}
 KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingPath))
+# Knobs added after records and checkpoints were first written, with the value every path had
+# before: an older record without the knob means that value.
+KNOB_BEFORE: dict[str, Any] = {"tracking": "jsonl"}
 KNOB_PHASE: dict[str, str] = {f.name: f.metadata["phase"] for f in dataclasses.fields(TrainingPath)}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
 from diffusion.data import Loader, PreparedData, prepare
 from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
-from diffusion.paths import TrainingPath, format_path
+from diffusion.paths import KNOB_BEFORE, TrainingPath, format_path
 from diffusion.presets import Preset
 from diffusion.tracking import METRICS_NAME, Tracking
 
@@ -236,7 +236,9 @@ class Trainer:
             CheckpointError: the checkpoint belongs to another preset, path or seed, or its
                 arrays do not fit this model.
         """
-        meta = checkpoint.meta
+        meta = dict(checkpoint.meta)
+        if isinstance(meta.get("path"), dict):  # written before a knob existed: it had the old value
+            meta["path"] = {**KNOB_BEFORE, **meta["path"]}
         mine = {
             "preset": self.preset.name,
             "model": dataclasses.asdict(self.preset.model),

@@ -66,3 +66,16 @@ def test_nan_loss_stops_training_and_names_the_step(tiny, tiny_data):
     trainer = Trainer(tiny, ALT, data=data)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 6 \(epoch 1"):
         trainer.train_epoch()
+
+
+def test_a_checkpoint_from_before_the_tracking_knob_resumes_as_jsonl(tiny, tiny_data, tmp_path):
+    old_alt = ALT  # ALT tracks with jsonl: what every path wrote before the knob existed
+    trainer = Trainer(tiny, old_alt, data=tiny_data)
+    fit(trainer, 1, tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    meta = {**checkpoint.meta, "path": {k: v for k, v in checkpoint.meta["path"].items() if k != "tracking"}}
+    Trainer(tiny, old_alt, data=tiny_data).restore(dataclasses.replace(checkpoint, meta=meta))
+    with pytest.raises(CheckpointError, match="tracking"):
+        Trainer(tiny, dataclasses.replace(old_alt, tracking="tensorboard"), data=tiny_data).restore(
+            dataclasses.replace(checkpoint, meta=meta)
+        )
