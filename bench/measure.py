@@ -268,7 +268,10 @@ def measure_validate(trainer: Any, job: Job) -> dict[str, Any]:
 
 
 def measure_disk(trainer: Any) -> dict[str, Any]:
-    """Fit one more epoch into a temp directory; bytes of logs and checkpoints written.
+    """Fit one epoch of a fresh run of the same path into a temp directory; bytes of logs and
+    checkpoints written. A fresh run (same data, preset, path and seed) starts at step 0, so the
+    bytes do not depend on how many steps the timed phases happened to take: logs that write
+    every N steps would otherwise vary from run to run.
 
     Logs are whatever the path's ``tracking`` writes (``metrics.jsonl``, TensorBoard event
     files); beside the checkpoint's bytes, its analytic size (weights and Adam's moments as
@@ -276,12 +279,16 @@ def measure_disk(trainer: Any) -> dict[str, Any]:
     """
     from bench.footprint import footprint, layer_shapes
     from diffusion.checkpoint import CHECKPOINT_NAME
-    from diffusion.trainer import fit
+    from diffusion.trainer import Trainer, fit
 
-    with tempfile.TemporaryDirectory(prefix="bench-disk-") as tmp:
-        out = Path(tmp)
-        fit(trainer, trainer.epoch + 1, out)
-        sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    fresh = Trainer(trainer.preset, trainer.path, seed=trainer.seed, data=trainer.data)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-disk-") as tmp:
+            out = Path(tmp)
+            fit(fresh, 1, out)
+            sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    finally:
+        fresh.close()
     logs = {k: v for k, v in sizes.items() if k != CHECKPOINT_NAME}
     return {
         "tracking": trainer.path.tracking,

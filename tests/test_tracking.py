@@ -120,3 +120,19 @@ def test_jax_backend_writes_event_files_without_tensorflow(blocked_tf, tmp_path)
     result = train_cli(tmp_path / "run", KERAS_BACKEND="jax", **blocked_tf)
     assert result.returncode == 0, result.stderr
     assert "epoch/val_loss" in events(tmp_path / "run").Tags()["scalars"]
+
+
+def test_disk_bytes_do_not_depend_on_how_far_the_timed_phases_trained(tiny, tiny_data):
+    from bench.measure import measure_disk
+    from diffusion.paths import NEU
+    from diffusion.trainer import Trainer
+
+    untouched = Trainer(tiny, NEU, data=tiny_data)
+    trained = Trainer(tiny, NEU, data=tiny_data)
+    trained.train_steps(7)  # mid-epoch, as after a time-bounded training phase
+    a, b = measure_disk(untouched), measure_disk(trained)
+    assert a["tracking"] == "tensorboard" and a["log_bytes"] > 0
+    assert abs(a["log_bytes"] - b["log_bytes"]) <= 16  # JSON floats may differ in digits, not in events
+    assert abs(a["checkpoint_bytes"] - b["checkpoint_bytes"]) <= 64  # its metadata holds such floats too
+    untouched.close()
+    trained.close()
