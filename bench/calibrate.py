@@ -167,7 +167,6 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
         (("ref", plan.roles[0].tree.label), ("head", plan.roles[1].tree.label)),
         dict.fromkeys(GATED_METRICS, (1.0, tolerance)),
         machine(),
-        seed=seed,
     )
     return {
         "seed": seed,

@@ -148,7 +148,6 @@ def gate_checks(
     sides: tuple[tuple[str, str], tuple[str, str]],
     expected: dict[str, tuple[float, float]],
     where: str,
-    seed: int = 0,
 ) -> list[Check]:
     """The checks of a measured plan (pure).
 
@@ -224,7 +223,6 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int,
         (("ref", ref_label), ("head", head.label)),
         dict.fromkeys(GATED_METRICS, (1.0, tolerance)),
         machine(),
-        seed=args.seed,
     )
     summary = {
         "mode": "against",
@@ -298,7 +296,7 @@ def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[int, dict[str, Any]]
         for m, e in data["metrics"].items()
     }
     checks = gate_checks(
-        records, (("base", paths["base"]["spec"]), ("candidate", plan.roles[1].spec)), expected, machine(), args.seed
+        records, (("base", paths["base"]["spec"]), ("candidate", plan.roles[1].spec)), expected, machine()
     )
     summary = {"mode": "baseline", "baseline": str(args.baseline), "plan": plan.record(), "records": records}
     return report(checks), {**summary, "checks": [c.record() for c in checks]}

@@ -3,7 +3,6 @@ the ratios it shows (each labelled as computed from the record's figures)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import _claim_table, _md_table, claim_cells, detail_lines, environment_rows
+from bench.report import (
+    COMPACT_BELOW,
+    _claim_table,
+    _md_table,
+    claim_cells,
+    detail_lines,
+    environment_rows,
+    wide_console,
+)
 
 TITLE = "GPU vs CPU (S3), JAX backend: ratio = CPU time / GPU time"
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=160)
 
 
 def _ms(seconds: float | None) -> str:
@@ -144,9 +146,9 @@ def sections(record: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[li
 
 
 def render(record: dict[str, Any], console: Console | None = None) -> None:
-    console = console or _console()
+    console = console or wide_console()
     console.print(f"[bold]{header(record)}[/bold]")
-    console.print(_claim_table(TITLE, record["claims"], compact=console.width < 120, labels=("CPU", "GPU")))
+    console.print(_claim_table(TITLE, record["claims"], compact=console.width < COMPACT_BELOW, labels=("CPU", "GPU")))
     for row in record["claims"]:
         for line in detail_lines(row):
             console.print(f"  [dim]{row['id']}: {line}[/dim]")
