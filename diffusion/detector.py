@@ -221,8 +221,15 @@ class Detector:
 
     def simulate(self, rng: np.random.Generator, n: int, events: EventConfig = PHYSICS_EVENTS) -> Events:
         """Simulate n events: truth, then the detector's response (charge and time per PMT)."""
+        return self.respond(rng, self.sample_truth(rng, n, events))
+
+    def respond(self, rng: np.random.Generator, truth: Events) -> Events:
+        """The detector's response (charge and time per PMT) to the given truth.
+
+        Called twice with different generators on the same truth, it gives two independent
+        simulated sets of the same events: the ceiling that generated events are scored against.
+        """
         cfg = self.config
-        truth = self.sample_truth(rng, n, events)
         mean_pe, distance = self.expected_photoelectrons(truth)
         pe = rng.poisson(mean_pe)
         dark = (rng.random(pe.shape) < self._dark_probability) & (pe == 0) & ~self.dead[None, :]

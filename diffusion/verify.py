@@ -1,0 +1,221 @@
+"""Verify a trained model: ``python -m diffusion.verify --checkpoint DIR [--events N] [--json F] [--plots DIR]``.
+
+Generates events for the truth of held-out simulated events (DDIM), and scores them against
+those simulated events; the same metrics for a second, independent simulation of the same
+truth give the ceiling. Definitions: ``diffusion/quality.py`` and the README. The checkpoint
+is verified with NumPy before TensorFlow loads, so a missing or corrupt one answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.errors import ConfigError
+
+SCHEMA = "pmt-bench/verify/1"
+VERIFY_SEED_OFFSET = 2_000_003  # held out: never a training or validation seed
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one verification metric reads."""
+
+    name: str
+    higher_is_better: bool
+    definition: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("val_loss", False, "mean noise-prediction MSE on the preset's whole fixed validation set"),
+    Metric("fidelity", True, "1 - mean separation power over 5 observables x 3 energy bins"),
+    Metric("classifier_auc", False, "held-out AUC of a small MLP telling the set from simulated (0.5: cannot)"),
+    Metric("physics_score", True, "share of physical events / the same share for simulated events"),
+    Metric("multiplicity_success", True, "share of events whose counted rings equal their true rings"),
+    Metric("energy_violation", False, "share outside the simulated central 99% of charge per MeV, per energy bin"),
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m diffusion.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="run directory or checkpoint.npz")
+    parser.add_argument("--events", type=int, default=1000, help="events to generate (default 1000)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM denoising steps (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds truth, simulation and sampling (default 0)")
+    parser.add_argument("--json", type=Path, help="write the record here")
+    parser.add_argument("--plots", type=Path, help="write PNGs into this directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_args(events: int, steps: int) -> None:
+    if events < 20:
+        raise ConfigError(f"--events must be at least 20 (two halves for the classifier), but got {events}.")
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1, but got {steps}.")
+
+
+def validation_loss(generator: Any, validation: Any, batch: int = 512) -> float:
+    """Mean noise-prediction MSE over the whole fixed validation set (every path's superset)."""
+    total = 0.0
+    for lo in range(0, len(validation), batch):
+        s = slice(lo, lo + batch)
+        eps = generator.eps(validation.x_t[s], validation.t[s], validation.cond[s])
+        total += float(np.sum((eps - validation.noise[s]) ** 2))
+    return total / (len(validation) * validation.x_t.shape[1])
+
+
+def verify(
+    checkpoint: Path,
+    *,
+    events: int = 1000,
+    steps: int = 50,
+    seed: int = 0,
+    plots: Path | None = None,
+    on_progress: Any = None,
+) -> dict[str, Any]:
+    """Generate, score, and return the verification record (see ``METRICS``).
+
+    Raises:
+        CheckpointError: missing or corrupt checkpoint, or one that does not fit its model.
+    """
+    from diffusion import quality
+    from diffusion.data import prepare
+    from diffusion.detector import Detector
+    from diffusion.generate import Generator, read_checkpoint
+    from diffusion.rings import count_rings, success_rate
+    from diffusion.two_sample import classifier_auc
+
+    start = time.perf_counter()
+    ckpt, preset = read_checkpoint(checkpoint)
+    data = prepare(preset)
+    generator = Generator(ckpt, preset, data.normaliser, data.schedule)
+    detector = Detector(preset.detector)
+    rng = np.random.default_rng([preset.seed, VERIFY_SEED_OFFSET, seed])
+    truth = detector.sample_truth(rng, events, preset.events)
+    simulated = detector.respond(rng, truth)
+    independent = detector.respond(rng, truth)
+    generated = generator.generate(truth, steps=steps, rng=rng, on_batch=on_progress)
+
+    bins = quality.energy_bins(truth.energy.sum(axis=1))
+    obs = {
+        "simulated": quality.observables(simulated, detector),
+        "generated": quality.observables(generated.events, detector),
+        "independent": quality.observables(independent, detector),
+    }
+    physics = {
+        "simulated": quality.physical(obs["simulated"], detector),
+        "generated": quality.physical(obs["generated"], detector, generated.raw_min_charge),
+        "independent": quality.physical(obs["independent"], detector),
+    }
+    sim_physical = max(float(physics["simulated"]["all"].mean()), 1e-12)
+    rings = {
+        "generated": count_rings(generated.events.charge, detector.positions, truth.vertex),
+        "independent": count_rings(independent.charge, detector.positions, truth.vertex),
+    }
+    encode = data.normaliser.encode
+    separation = {k: quality.separation_table(obs["simulated"], obs[k], bins) for k in ("generated", "independent")}
+    metrics: dict[str, dict[str, float | None]] = {}
+    for key, label in (("generated", "generated"), ("independent", "ceiling")):
+        events_k = generated.events if key == "generated" else independent
+        values = {
+            "fidelity": quality.fidelity(separation[key]),
+            "classifier_auc": classifier_auc(encode(simulated), encode(events_k), seed=seed),
+            "physics_score": float(physics[key]["all"].mean()) / sim_physical,
+            "multiplicity_success": success_rate(truth.multiplicity, rings[key]),
+            "energy_violation": quality.energy_violation(simulated, events_k, bins),
+        }
+        for name, value in values.items():
+            metrics.setdefault(name, {})[label] = value
+    metrics = {"val_loss": {"generated": validation_loss(generator, data.validation), "ceiling": None}, **metrics}
+    if plots is not None:
+        from diffusion.verify_plots import plot_hit_maps, plot_observables
+
+        plot_observables(obs, plots / "observables.png")
+        plot_hit_maps(detector, {"simulated": simulated, "generated": generated.events}, plots / "hit_maps.png")
+    meta = ckpt.meta
+    return {
+        "schema": SCHEMA,
+        "checkpoint": str(checkpoint),
+        "preset": preset.name,
+        "model": asdict(preset.model),
+        "path": meta.get("path"),
+        "epoch": meta.get("epoch"),
+        "train_seed": meta.get("seed"),
+        "events": events,
+        "steps": steps,
+        "seed": seed,
+        "metrics": metrics,
+        "definitions": {m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in METRICS},
+        "separation": separation,
+        "physics": {k: {check: float(v.mean()) for check, v in p.items()} for k, p in physics.items()},
+        "generation_s": generated.seconds,
+        "wall_s": time.perf_counter() - start,
+        "plots": [str(plots / n) for n in ("observables.png", "hit_maps.png")] if plots is not None else [],
+    }
+
+
+def render(record: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"verification: {record['checkpoint']} ({record['events']} events, {record['steps']} DDIM steps)")
+    for column in ("metric", "generated", "ceiling (simulated vs simulated)", "better"):
+        table.add_column(column)
+    for metric in METRICS:
+        values = record["metrics"][metric.name]
+        ceiling = values["ceiling"]
+        table.add_row(
+            metric.name,
+            f"{values['generated']:.4g}",
+            "-" if ceiling is None else f"{ceiling:.4g}",
+            "higher" if metric.higher_is_better else "lower",
+        )
+    Console(width=120).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args.events, args.steps)
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
+    if args.plots is not None:
+        check_writable_dir(args.plots, "--plots")
+    from diffusion.generate import read_checkpoint
+
+    read_checkpoint(args.checkpoint)  # NumPy only: a bad checkpoint answers before TensorFlow loads
+    quiet_frameworks()
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(file=sys.stderr)
+    with Progress(console=console, disable=args.no_progress or not console.is_terminal) as progress:
+        task = progress.add_task("generating events", total=args.events)
+        record = verify(
+            args.checkpoint,
+            events=args.events,
+            steps=args.steps,
+            seed=args.seed,
+            plots=args.plots,
+            on_progress=lambda done: progress.update(task, completed=done),
+        )
+    if not console.is_terminal:  # a log still says what ran and how long it took
+        print(f"verified {args.checkpoint}: {args.events} events in {record['wall_s']:.1f} s", file=sys.stderr)
+    from diffusion.environment import environment
+
+    record["environment"] = environment(preset=record["preset"])
+    render(record)
+    if args.json is not None:
+        write_json_atomic(args.json, record)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
