@@ -58,12 +58,28 @@ HPO_METRICS = (
 GPU_METRICS = ("gpu_forward_speedup", "gpu_backward_speedup", "gpu_epoch_speedup")
 # Measured by the scaling suite (bench/scaling.py): cores by CPU affinity.
 SCALING_METRICS = ("scaling_train_speedup",)
-SUITES = ("speed", "hpo", "gpu", "scaling")
+# Measured by the quality suite (bench/quality.py): both recipes from search to verified model.
+QUALITY_METRICS = (
+    "quality_val_loss",
+    "quality_fidelity",
+    "quality_physics_score",
+    "quality_multiplicity",
+    "quality_energy_violation",
+    "selection_detection_rate",
+    "selection_time",
+    "selection_overlap",
+    "workflow_time_to_best",
+    "workflow_final_training",
+    "workflow_validation",
+    "cost_cpu_s",
+)
+SUITES = ("speed", "hpo", "gpu", "scaling", "quality")
 # Why a measured claim has no row in a run that did not include its suite.
 SUITE_HINTS = {
     "speed": "add --suite speed (or all)",
     "hpo": "add --suite hpo (or all)",
     "scaling": "add --suite scaling (or all)",
+    "quality": "add --suite quality (or all)",
     "gpu": "needs a GPU: KERAS_BACKEND=jax python -m bench.gpu on a GPU machine (its record renders with --from)",
 }
 FAMILIES = (
@@ -137,7 +153,9 @@ class Claim:
             raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
         if self.product_of:
             return
-        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS, "scaling": SCALING_METRICS}.get(self.suite, tuple(METRICS))
+        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS, "scaling": SCALING_METRICS, "quality": QUALITY_METRICS}.get(
+            self.suite, tuple(METRICS)
+        )
         for name, value in (("metric", self.metric), ("beside", self.beside)):
             if (value is not None or name == "metric") and value not in valid:
                 raise ConfigError(f"{where}: `{name}` must be one of {', '.join(valid)}, but got {value!r}.")

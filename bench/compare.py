@@ -50,13 +50,28 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--suite",
         default="speed",
-        help="speed (V, T, M claims), hpo (H, S1, S4), scaling (S2: cores by affinity) or all (default speed)",
+        help="speed (V, T, M claims), hpo (H, S1, S4), scaling (S2: cores by affinity), quality (Q, P, W, H4, C1: "
+        "both recipes from search to verified model) or all (default speed)",
     )
     parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
     parser.add_argument("--hpo-trials", type=int, default=20, help="trials per search (default 20, as the seed)")
     parser.add_argument("--hpo-epochs", type=int, default=6, help="epochs per trial (default 6)")
     parser.add_argument(
         "--hpo-repeats", type=int, default=3, help="repeats of every search (default 3: fewer give no verdict)"
+    )
+    parser.add_argument("--quality-preset", default="tiny", help="preset of the quality suite (default tiny)")
+    parser.add_argument(
+        "--quality-seeds", type=int, default=3, help="rounds of the quality suite, one seed each (default 3)"
+    )
+    parser.add_argument(
+        "--quality-events", type=int, default=1000, help="generated events per verification (default 1000)"
+    )
+    parser.add_argument("--ttq-runs", type=int, default=5, help="time-to-quality runs per recipe (default 5)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".bench-work"),
+        help="the quality suite's finished jobs; a rerun of the same plan resumes from them (default .bench-work)",
     )
     return parser
 
@@ -91,7 +106,7 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     return result
 
 
-SUITES = ("speed", "hpo", "scaling", "all")
+SUITES = ("speed", "hpo", "scaling", "quality", "all")
 
 
 def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
@@ -169,10 +184,35 @@ def measure_scaling(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     }
 
 
+def measure_quality_suite(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
+    """The quality suite: both recipes' search, final training and verification per seed, then
+    time to quality; finished jobs resume from --work-dir."""
+    from bench.progress import JobProgress
+    from bench.quality import QualityPlan, measure_quality, ttq_summary, verification_summary
+
+    plan = QualityPlan(
+        preset=args.quality_preset,
+        seeds=args.quality_seeds,
+        trials=args.hpo_trials,
+        trial_epochs=args.hpo_epochs,
+        events=args.quality_events,
+        ttq_runs=args.ttq_runs,
+    )
+    jobs = plan.seeds * 6 + plan.ttq_runs * 2
+    with JobProgress("quality", jobs) as progress:
+
+        def on_job(name: str, record: dict[str, Any], reused: bool) -> None:
+            progress.done(name + (" (reused)" if reused else ""), record)
+
+        raw = measure_quality(plan, base_spec, cand_spec, args.work_dir, on_job=on_job)
+    return {**raw, "ttq_summary": ttq_summary(raw), "verification": verification_summary(raw)}
+
+
 def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     from bench.analysis import assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
+    from bench.quality import quality_rows
     from bench.scaling import scaling_rows
     from diffusion.environment import environment
 
@@ -182,13 +222,18 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     speed = measure_speed(args, base, candidate) if args.suite in ("speed", "all") else None
     search = measure_search(args) if args.suite in ("hpo", "all") else None
     scaling = measure_scaling(args, base, candidate) if args.suite in ("scaling", "all") else None
+    quality = measure_quality_suite(args, base_spec, cand_spec) if args.suite in ("quality", "all") else None
     if args.json is not None:
         # Raw measurements first: an error in the analysis below must not cost the measuring time.
         write_json_atomic(
             args.json.with_suffix(".raw.json"),
-            {"schema": SCHEMA + "-raw", "speed": speed, "search": search, "scaling": scaling},
+            {"schema": SCHEMA + "-raw", "speed": speed, "search": search, "scaling": scaling, "quality": quality},
         )
-    suite_rows = {**(hpo_rows(search, claims) if search else {}), **(scaling_rows(scaling, claims) if scaling else {})}
+    suite_rows = {
+        **(hpo_rows(search, claims) if search else {}),
+        **(scaling_rows(scaling, claims) if scaling else {}),
+        **(quality_rows(quality, claims) if quality else {}),
+    }
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -220,6 +265,7 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
         "records": speed["records"] if speed else [],
         "search": search,
         "scaling": scaling,
+        "quality": quality,
     }
 
 
@@ -229,6 +275,7 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
     from bench.analysis import ablation_rows, assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
+    from bench.quality import quality_rows
     from bench.runner import plan_roles
     from bench.scaling import scaling_rows
 
@@ -253,6 +300,7 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
             suite_rows={
                 **(hpo_rows(search, claims) if search else {}),
                 **(scaling_rows(result["scaling"], claims) if result.get("scaling") else {}),
+                **(quality_rows(result["quality"], claims) if result.get("quality") else {}),
             },
         ),
         "ablations": ablation_rows(records, roles) if records else [],
@@ -275,9 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite not in SUITES:
         raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, but got {args.suite!r}.")
     get_preset(args.hpo_preset)
-    for name in ("hpo_trials", "hpo_epochs", "hpo_repeats"):
+    get_preset(args.quality_preset)
+    for name in ("hpo_trials", "hpo_epochs", "hpo_repeats", "quality_seeds", "ttq_runs"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, but got {getattr(args, name)}.")
+    if args.quality_events < 20:
+        raise ConfigError(f"--quality-events must be at least 20, but got {args.quality_events}.")
     if not args.train_seconds > 0:
         raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):

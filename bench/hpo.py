@@ -56,6 +56,7 @@ class Run:
     jobs: int
     pruner: str
     cpus: int | None = None  # pin to this many cores (S1); None: all
+    path: str = "neu"  # the path spec every trial trains with
 
 
 def runs(plan: HpoPlan) -> list[Run]:
@@ -91,7 +92,7 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
     from diffusion.hpo.search import SearchConfig, counts, create_study
     from diffusion.hpo.storage import open_storage
 
-    config = SearchConfig(preset=plan.preset, epochs=plan.epochs, seed=plan.seed, pruner=run.pruner)
+    config = SearchConfig(preset=plan.preset, epochs=plan.epochs, seed=plan.seed, pruner=run.pruner, path=run.path)
     url = f"journal:{directory / (tag + '.journal')}"
     study = create_study(tag, open_storage(url), config)
     for p in params:
@@ -115,12 +116,15 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
         str(plan.seed),
         "--pruner",
         run.pruner,
+        "--path",
+        run.path,
         "--no-progress",
         "--workers" if run.parallel == "workers" else "--n-jobs",
         str(run.jobs),
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cpus = sorted(os.sched_getaffinity(0))[: run.cpus] if run.cpus else None
+    cpu_before = child_cpu_s()
     start = time.perf_counter()
     proc = subprocess.run(
         cmd,
@@ -131,6 +135,7 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     wall = time.perf_counter() - start
+    cpu = child_cpu_s() - cpu_before
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"run": asdict(run), "error": f"search exited {proc.returncode}: {tail}"}
@@ -141,6 +146,8 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
     return {
         "run": asdict(run),
         "wall_s": wall,
+        "cpu_s": cpu,
+        "best_params": _best_params(study),
         "counts": counts(study),
         "trials": [
             {
@@ -154,6 +161,21 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
             for t in trials
         ],
     }
+
+
+def child_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children (a search and its workers)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _best_params(study: Any) -> dict[str, Any] | None:
+    try:
+        return dict(study.best_trial.params)
+    except ValueError:  # no completed trial
+        return None
 
 
 def measure_hpo(plan: HpoPlan, on_run: Callable[[int, Run, dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -26,8 +26,13 @@ def headline(record: dict[str, Any]) -> str:
         parts.append(f"{phases['train']['train_samples_per_s']:.4g} samples/s")
     if "validate" in phases:
         parts.append(f"val pass {phases['validate']['val_pass_s']:.3g} s")
+    summary = record.get("summary") or record.get("record") or {}
+    if "val_loss" in summary:  # a final training's last loss
+        parts.append(f"val loss {summary['val_loss']:.4g}")
+    if "metrics" in summary:  # a verification's headline
+        parts.append(f"fidelity {summary['metrics']['fidelity']['generated']:.3g}")
     if "wall_s" in record:
-        parts.append(f"search {record['wall_s']:.0f} s")
+        parts.append(f"{record['wall_s']:.0f} s wall")
     return ", ".join(parts) or "done"
 
 

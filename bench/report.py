@@ -225,6 +225,62 @@ def _compact_lines(row: dict[str, Any]) -> list[str]:
     return [row["text"] + values]
 
 
+VERIFY_COLUMNS = ("metric", "ALT recipe", "NEU recipe", "ceiling (sim vs sim)")
+SELECTION_COLUMNS = ("PMTs chosen by", "ALT model", "NEU model")
+TTQ_COLUMNS = ("recipe", "runs", "reached", "median s [95% CI]", "epochs to target")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]], str]]:
+    """(title, columns, rows, note) of the quality suite's context tables; empty without one."""
+    quality = result.get("quality")
+    if not quality or not quality.get("verification"):
+        return []
+    summary = quality["verification"]
+    seeds = summary["seeds"]
+    tables = [
+        (
+            f"Verification of the final models (medians over {seeds} seeds)",
+            VERIFY_COLUMNS,
+            [[n, _num(v["base"]), _num(v["candidate"]), _num(v["ceiling"])] for n, v in summary["metrics"].items()],
+            "definitions: diffusion/quality.py and the README; ceiling: two simulations of the same truth",
+        ),
+        (
+            "PMT selection: detection rate on simulated trigger events (medians over seeds)",
+            SELECTION_COLUMNS,
+            [[n, _num(v["base"]), _num(v["candidate"])] for n, v in summary["detection_rate"].items()],
+            "shapley_simulated: the same choice made from simulated events (what a perfect model gives)",
+        ),
+    ]
+    ttq = quality.get("ttq_summary")
+    if ttq:
+        rows = []
+        for role, label in (("base", "ALT"), ("candidate", "NEU")):
+            t = ttq.get(role) or {}
+            ci = t.get("ci_s")
+            interval = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            median = t.get("median_s")
+            rows.append(
+                [
+                    label,
+                    str(t.get("runs", 0)),
+                    str(t.get("reached", 0)),
+                    ("never" if median == float("inf") else f"{median:.3g}") + interval if median is not None else "-",
+                    ", ".join("-" if e is None else str(e) for e in t.get("epochs", [])),
+                ]
+            )
+        note = (
+            f"target: validation loss <= {ttq['target']:.4g} ({ttq['target_rule']}); budget {ttq['max_epochs']} "
+            f"epochs; wall time from process start, evaluation on the clock; "
+            + "; ".join(f"{r}: {ttq[r].get('ci_note', '')}" for r in ("base", "candidate") if ttq.get(r))
+        )
+        tables.append(("Time to quality (MLPerf Training's definition)", TTQ_COLUMNS, rows, note))
+    return tables
+
+
 def render(result: dict[str, Any], console: Console | None = None) -> None:
     """Print the claim tables by family, the open claims, the ablations and the environment."""
     console = console or wide_console()
@@ -271,6 +327,13 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             table.add_column(col, no_wrap=True)
         for row in result["scaling"]["table"]:
             table.add_row(*scaling_cells(row))
+        console.print(table)
+    for title, columns, rows, note in quality_tables(result):
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption=note)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
     table = Table(title="Environment", title_justify="left", show_header=False)
     for name, value in environment_rows(result["environment"]):
@@ -319,6 +382,8 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     if result.get("scaling"):
         rows = [scaling_cells(r) for r in result["scaling"]["table"]]
         parts += [f"## {SCALING_TITLE}", "", _md_table(SCALING_COLUMNS, rows), ""]
+    for title, columns, rows, note in quality_tables(result):
+        parts += [f"## {title}", "", _md_table(columns, rows), "", note, ""]
     parts += ["## Environment", "", _md_table(("", ""), [list(r) for r in environment_rows(result["environment"])]), ""]
     if plot_name:
         parts += [f"![measured vs claimed ratios]({plot_name})", ""]

@@ -62,10 +62,12 @@ class Generated:
 class Generator:
     """A trained denoiser that generates events for given conditions."""
 
-    def __init__(self, checkpoint: Checkpoint, preset: Preset, normaliser: Any, schedule: NoiseSchedule) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, preset: Preset, normaliser: Any, schedule: NoiseSchedule, *, steps: int = 50
+    ) -> None:
         from diffusion.model import build_denoiser
 
-        self.preset, self.normaliser, self.schedule = preset, normaliser, schedule
+        self.preset, self.normaliser, self.schedule, self.steps = preset, normaliser, schedule, steps
         self.n_features = 2 * preset.detector.n_pmt
         self.model = build_denoiser(self.n_features, COND_DIM, preset.model)
         try:
@@ -78,16 +80,26 @@ class Generator:
         return np.asarray(self.model.predict_on_batch([x, t, cond]))
 
     def generate(
-        self, truth: Events, *, steps: int, rng: np.random.Generator, batch: int = 512, on_batch: Any = None
+        self,
+        truth: Events,
+        *,
+        steps: int | None = None,
+        rng: np.random.Generator,
+        batch: int = 512,
+        on_batch: Any = None,
     ) -> Generated:
-        """Charge and time for every event of ``truth``, conditioned on its truth."""
+        """Charge and time for every event of ``truth``, conditioned on its truth (DDIM with
+        ``steps`` steps, the generator's default if None)."""
         import time
 
+        steps = steps or self.steps
         cond = truth.condition(self.preset.detector.radius_m)
         start = time.perf_counter()
         parts = []
         for lo in range(0, len(cond), batch):
-            parts.append(ddim_sample(self.eps, cond[lo : lo + batch], self.schedule, self.n_features, steps=steps, rng=rng))
+            parts.append(
+                ddim_sample(self.eps, cond[lo : lo + batch], self.schedule, self.n_features, steps=steps, rng=rng)
+            )
             if on_batch is not None:
                 on_batch(min(lo + batch, len(cond)))
         features = np.concatenate(parts)

@@ -147,7 +147,9 @@ def fidelity(table: dict[str, list[float]]) -> float:
 
 def ring_peak_deg(obs: Observables, n_events: int) -> np.ndarray:
     """(N,) the centre of the highest bin of each event's charge-weighted ring-angle histogram."""
-    bin_idx = np.clip(np.searchsorted(ANGLE_EDGES_DEG, obs.hit_angle_deg, side="right") - 1, 0, len(ANGLE_EDGES_DEG) - 2)
+    bin_idx = np.clip(
+        np.searchsorted(ANGLE_EDGES_DEG, obs.hit_angle_deg, side="right") - 1, 0, len(ANGLE_EDGES_DEG) - 2
+    )
     hist = np.zeros((n_events, len(ANGLE_EDGES_DEG) - 1))
     np.add.at(hist, (obs.hit_event, bin_idx), obs.hit_weight)
     centres = 0.5 * (ANGLE_EDGES_DEG[1:] + ANGLE_EDGES_DEG[:-1])

@@ -30,6 +30,9 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--config", type=Path, help="best.json from `python -m diffusion.hpo best`: its parameters apply"
     )
+    parser.add_argument(
+        "--target-loss", type=float, help="stop after the first epoch whose validation loss is at or below this"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         preset, path = apply_params(preset, path, load_best(args.config)["params"])
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, but got {args.epochs}.")
+    if args.target_loss is not None and not args.target_loss > 0:
+        raise ConfigError(f"--target-loss must be a positive number, but got {args.target_loss}.")
     check_tracking(path.tracking)
     check_writable_dir(args.out, "--out")
     if args.json is not None:
@@ -80,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         progress.start_at(trainer.epoch)
         try:
             result = fit(
-                trainer, args.epochs, args.out, resume=args.resume, on_step=progress.on_step, on_epoch=progress.on_epoch
+                trainer,
+                args.epochs,
+                args.out,
+                resume=args.resume,
+                on_step=progress.on_step,
+                on_epoch=progress.on_epoch,
+                target_loss=args.target_loss,
             )
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -103,6 +114,7 @@ def summarise(result: Any, trainer: Any, epochs: int) -> dict[str, Any]:
         "preset": trainer.preset.name,
         "model": dataclasses.asdict(trainer.preset.model),
         "epochs": epochs,
+        "epochs_run": len(result.history),
         "seed": trainer.seed,
         "train_samples_per_s": last.get("train_samples_per_s"),
         "input_wait_share": last.get("input_wait_share"),

@@ -277,11 +277,13 @@ def fit(
     resume: bool = False,
     on_step: OnStep | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    target_loss: float | None = None,
 ) -> FitResult:
     """Train to ``epochs`` total epochs, validating, logging and checkpointing after each.
 
     What is logged beside the checkpoint is the path's ``tracking`` knob (diffusion/tracking.py).
-    With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); what was
+    With ``target_loss``, stop after the first epoch whose validation loss reaches it (time to
+    quality: the evaluation is on the clock). With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); what was
     logged after that checkpoint (a kill between log and checkpoint) is dropped so the log
     matches the state.
 
@@ -332,6 +334,8 @@ def fit(
             result.checkpoint = ckpt_path
             if on_epoch is not None:
                 on_epoch(record)
+            if target_loss is not None and record["val_loss"] <= target_loss:
+                break
     finally:
         tracking.close()
     if ckpt_path.exists():

@@ -48,17 +48,77 @@ def build_parser() -> Parser:
     parser.add_argument("--events", type=int, default=1000, help="events to generate (default 1000)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM denoising steps (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seeds truth, simulation and sampling (default 0)")
+    parser.add_argument("--select", type=int, help="PMTs to select by Shapley value (default min(300, PMTs / 2))")
+    parser.add_argument("--trigger-k", type=int, default=3, help="hits among selected PMTs to trigger (default 3)")
+    parser.add_argument("--permutations", type=int, default=1000, help="Shapley permutations (default 1000)")
+    parser.add_argument("--no-selection", action="store_true", help="skip the PMT selection study")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--plots", type=Path, help="write PNGs into this directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def check_args(events: int, steps: int) -> None:
+def check_args(events: int, steps: int, select: int | None, trigger_k: int, permutations: int) -> None:
+    if select is not None and select < 1:
+        raise ConfigError(f"--select must be at least 1, but got {select}.")
+    if trigger_k < 1:
+        raise ConfigError(f"--trigger-k must be at least 1, but got {trigger_k}.")
+    if permutations < 2 or permutations % 2:
+        raise ConfigError(f"--permutations must be even and at least 2 (antithetic pairs), but got {permutations}.")
     if events < 20:
         raise ConfigError(f"--events must be at least 20 (two halves for the classifier), but got {events}.")
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, but got {steps}.")
+
+
+def default_select(n_pmt: int) -> int:
+    """The report's 300 PMTs where the detector has enough; half the PMTs where it has not."""
+    return min(300, n_pmt // 2)
+
+
+def selection_study(
+    generator: Any, detector: Any, rng: np.random.Generator, *, events: int, select: int, k: int, permutations: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Choose ``select`` PMTs by Shapley value from generated trigger-sample events (2-15 MeV,
+    one ring) and measure the detection rate of that choice on independent simulated events.
+
+    Returns the record and the selections (for the plot). Beside it: the same choice made
+    from simulated events of the same truth (what a perfect model would give), greedy
+    coverage and hit frequency on the generated events, a random choice, and every PMT.
+    """
+    from diffusion import selection
+    from diffusion.detector import TRIGGER_EVENTS
+
+    truth = detector.sample_truth(rng, events, TRIGGER_EVENTS)
+    generated = generator.generate(truth, steps=generator.steps, rng=rng).events.hit
+    simulated = detector.respond(rng, truth).hit
+    evaluation = detector.simulate(rng, events, TRIGGER_EVENTS).hit
+    first = selection.sampled_shapley(generated, k, permutations=permutations, rng=rng)
+    second = selection.sampled_shapley(generated, k, permutations=permutations, rng=rng)
+    top = max(1, select // 3)  # the report's top-100 of 300
+    choices = {
+        "shapley_generated": selection.top_by_value(first.values, select),
+        "shapley_simulated": selection.top_by_value(selection.exact_shapley(simulated, k), select),
+        "greedy_generated": selection.greedy_coverage(generated, k, select),
+        "frequency_generated": selection.hit_frequency(generated, select),
+        "random": selection.random_selection(detector.config.n_pmt, select, rng),
+    }
+    record = {
+        "events": events,
+        "select": select,
+        "trigger_k": k,
+        "permutations": permutations,
+        "note": "trigger sample 2-15 MeV, one ring: below the 15-80 MeV per ring of the training events",
+        "detection_rate": {name: selection.detection_rate(evaluation, idx, k) for name, idx in choices.items()},
+        "detection_rate_all_pmts": selection.detection_rate(evaluation, np.arange(detector.config.n_pmt), k),
+        "selection_s": first.seconds,
+        "top": top,
+        "top_overlap": selection.top_overlap(
+            selection.top_by_value(first.values, select), selection.top_by_value(second.values, select), top
+        ),
+        "chance_overlap": selection.chance_overlap(detector.config.n_pmt, top),
+    }
+    return record, choices
 
 
 def validation_loss(generator: Any, validation: Any, batch: int = 512) -> float:
@@ -79,6 +139,10 @@ def verify(
     seed: int = 0,
     plots: Path | None = None,
     on_progress: Any = None,
+    select: int | None = None,
+    trigger_k: int = 3,
+    permutations: int = 1000,
+    selection: bool = True,
 ) -> dict[str, Any]:
     """Generate, score, and return the verification record (see ``METRICS``).
 
@@ -95,7 +159,7 @@ def verify(
     start = time.perf_counter()
     ckpt, preset = read_checkpoint(checkpoint)
     data = prepare(preset)
-    generator = Generator(ckpt, preset, data.normaliser, data.schedule)
+    generator = Generator(ckpt, preset, data.normaliser, data.schedule, steps=steps)
     detector = Detector(preset.detector)
     rng = np.random.default_rng([preset.seed, VERIFY_SEED_OFFSET, seed])
     truth = detector.sample_truth(rng, events, preset.events)
@@ -134,11 +198,26 @@ def verify(
         for name, value in values.items():
             metrics.setdefault(name, {})[label] = value
     metrics = {"val_loss": {"generated": validation_loss(generator, data.validation), "ceiling": None}, **metrics}
+    chosen: dict[str, np.ndarray] = {}
+    pmt_selection = None
+    if selection:
+        pmt_selection, chosen = selection_study(
+            generator,
+            detector,
+            rng,
+            events=events,
+            select=select or default_select(preset.detector.n_pmt),
+            k=trigger_k,
+            permutations=permutations,
+        )
     if plots is not None:
+        from diffusion.selection_plot import plot_selection
         from diffusion.verify_plots import plot_hit_maps, plot_observables
 
         plot_observables(obs, plots / "observables.png")
         plot_hit_maps(detector, {"simulated": simulated, "generated": generated.events}, plots / "hit_maps.png")
+        if chosen:
+            plot_selection(detector.unit, chosen, plots / "selection.png")
     meta = ckpt.meta
     return {
         "schema": SCHEMA,
@@ -155,9 +234,10 @@ def verify(
         "definitions": {m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in METRICS},
         "separation": separation,
         "physics": {k: {check: float(v.mean()) for check, v in p.items()} for k, p in physics.items()},
+        "selection": pmt_selection,
         "generation_s": generated.seconds,
         "wall_s": time.perf_counter() - start,
-        "plots": [str(plots / n) for n in ("observables.png", "hit_maps.png")] if plots is not None else [],
+        "plots": sorted(str(p) for p in plots.glob("*.png")) if plots is not None else [],
     }
 
 
@@ -165,7 +245,9 @@ def render(record: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"verification: {record['checkpoint']} ({record['events']} events, {record['steps']} DDIM steps)")
+    table = Table(
+        title=f"verification: {record['checkpoint']} ({record['events']} events, {record['steps']} DDIM steps)"
+    )
     for column in ("metric", "generated", "ceiling (simulated vs simulated)", "better"):
         table.add_column(column)
     for metric in METRICS:
@@ -177,19 +259,31 @@ def render(record: dict[str, Any]) -> None:
             "-" if ceiling is None else f"{ceiling:.4g}",
             "higher" if metric.higher_is_better else "lower",
         )
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(table)
+    sel = record.get("selection")
+    if sel:
+        rates = ", ".join(f"{name} {rate:.3f}" for name, rate in sel["detection_rate"].items())
+        console.print(
+            f"PMT selection ({sel['select']} PMTs, >= {sel['trigger_k']} hits, {sel['events']} trigger events): "
+            f"detection rate {rates}; all PMTs {sel['detection_rate_all_pmts']:.3f}. "
+            f"Shapley sampling {sel['selection_s']:.2f} s; top-{sel['top']} overlap of two runs "
+            f"{sel['top_overlap']:.2f} (chance {sel['chance_overlap']:.2f})."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_args(args.events, args.steps)
+    check_args(args.events, args.steps, args.select, args.trigger_k, args.permutations)
     if args.json is not None:
         check_writable_file(args.json, "--json")
     if args.plots is not None:
         check_writable_dir(args.plots, "--plots")
     from diffusion.generate import read_checkpoint
 
-    read_checkpoint(args.checkpoint)  # NumPy only: a bad checkpoint answers before TensorFlow loads
+    _, preset = read_checkpoint(args.checkpoint)  # NumPy only: a bad checkpoint answers before TensorFlow loads
+    if args.select is not None and args.select > preset.detector.n_pmt:
+        raise ConfigError(f"--select must be at most the {preset.detector.n_pmt} PMTs, but got {args.select}.")
     quiet_frameworks()
     from rich.console import Console
     from rich.progress import Progress
@@ -204,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             plots=args.plots,
             on_progress=lambda done: progress.update(task, completed=done),
+            select=args.select,
+            trigger_k=args.trigger_k,
+            permutations=args.permutations,
+            selection=not args.no_selection,
         )
     if not console.is_terminal:  # a log still says what ran and how long it took
         print(f"verified {args.checkpoint}: {args.events} events in {record['wall_s']:.1f} s", file=sys.stderr)

@@ -1,0 +1,493 @@
+"""The quality suite: both recipes from search to verified model, and time to quality.
+
+A recipe is the report's whole path to a model (section 4): a hyperparameter search, a final
+training, a verification (with the PMT selection). The base recipe (ALT) searches
+sequentially without pruning and trains the default model for 5 epochs; the candidate (NEU)
+searches with parallel trials and median pruning and trains its best configuration for 30
+epochs. Every phase runs as a user runs it, in a fresh process, timed on the wall clock with
+its CPU time (``getrusage`` of the finished child). One round per seed; rounds pair by seed.
+
+Time to quality (MLPerf Training's definition): wall time from process start until the
+validation loss, evaluated every epoch on the clock, first reaches a target; the target is
+the base recipe's median final loss on the whole validation set. Runs that never reach it
+within the epoch budget are counted, not dropped.
+
+Finished jobs are kept in a work directory named by the plan: a rerun of the same plan
+reuses them (resume), another plan starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.hpo import ROOT, HpoPlan, Run, child_cpu_s, fixed_params, run_search
+from diffusion.cli import write_json_atomic
+
+SCHEMA = "pmt-bench/quality/1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One setup's whole path to a verified model.
+
+    Attributes:
+        role: ``base`` or ``candidate``: which side of every ratio it is.
+        path: the path spec of its search trials and final training.
+        epochs: epochs of the final training.
+        search: how its search runs (parallelism, pruner).
+        tuned: the final training uses the search's best parameters; else the preset's defaults.
+    """
+
+    role: str
+    path: str
+    epochs: int
+    search: Run
+    tuned: bool
+
+
+@dataclass(frozen=True)
+class QualityPlan:
+    """What the quality suite runs.
+
+    Attributes:
+        preset: data and default model of every training (tiny: every phase fits a session).
+        seeds: rounds; each seeds the search's parameter list, the training and the verification.
+        base_epochs, candidate_epochs: final-training epochs (the report: 5 and 30).
+        trials, trial_epochs, jobs: the search (the report: 20 trials; 4 parallel jobs).
+        events, steps: verification: generated events and DDIM steps.
+        ttq_runs, ttq_max_epochs: time-to-quality runs per recipe, and the budget of each.
+    """
+
+    preset: str = "tiny"
+    seeds: int = 3
+    base_epochs: int = 5
+    candidate_epochs: int = 30
+    trials: int = 20
+    trial_epochs: int = 6
+    jobs: int = 2
+    events: int = 1000
+    steps: int = 50
+    ttq_runs: int = 5
+    ttq_max_epochs: int = 60
+
+    def digest(self, base: str, candidate: str) -> str:
+        spec = json.dumps({**asdict(self), "base": base, "candidate": candidate}, sort_keys=True)
+        return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def recipes(plan: QualityPlan, base: str, candidate: str) -> tuple[Recipe, Recipe]:
+    return (
+        Recipe("base", base, plan.base_epochs, Run("sequential", "threads", 1, "none", path=base), tuned=False),
+        Recipe(
+            "candidate",
+            candidate,
+            plan.candidate_epochs,
+            Run("parallel+pruning", "threads", plan.jobs, "median", path=candidate),
+            tuned=True,
+        ),
+    )
+
+
+def run_timed(cmd: list[str]) -> dict[str, Any]:
+    """A command in a fresh process: wall and CPU seconds, and its last stderr line if it failed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cpu_before = child_cpu_s()
+    started = time.time()
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = {"wall_s": time.perf_counter() - start, "cpu_s": child_cpu_s() - cpu_before, "started": started}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        out["error"] = f"{' '.join(cmd[2:4])} exited {proc.returncode}: {tail}"
+    return out
+
+
+def train_cmd(recipe: Recipe, plan: QualityPlan, seed: int, out: Path, config: Path | None, **extra: Any) -> list[str]:
+    cmd = [sys.executable, "-m", "diffusion.train", "--path", recipe.path, "--preset", plan.preset]
+    cmd += ["--epochs", str(extra.get("epochs", recipe.epochs)), "--seed", str(seed)]
+    cmd += ["--out", str(out / "run"), "--json", str(out / "train.json"), "--no-progress"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    if "target_loss" in extra:
+        cmd += ["--target-loss", repr(extra["target_loss"])]
+    return cmd
+
+
+class Work:
+    """Finished jobs as JSON files in one directory: a rerun of the same plan reuses them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def job(self, name: str, make: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """The job's record, made now (in its own folder) or reused; and whether it was reused."""
+        done = self.directory / f"{name}.json"
+        if done.exists():
+            return json.loads(done.read_text()), True
+        folder = self.directory / name
+        folder.mkdir(parents=True, exist_ok=True)
+        record = make(folder)
+        if "error" not in record:  # a failed job runs again on resume
+            write_json_atomic(done, record)
+        return record, False
+
+
+def search_job(recipe: Recipe, plan: QualityPlan, seed: int) -> Callable[[Path], dict[str, Any]]:
+    def make(folder: Path) -> dict[str, Any]:
+        hpo = HpoPlan(preset=plan.preset, trials=plan.trials, epochs=plan.trial_epochs, jobs=plan.jobs, seed=seed)
+        return run_search(recipe.search, hpo, fixed_params(plan.trials, seed), folder, f"{recipe.role}-{seed}")
+
+    return make
+
+
+def train_job(recipe: Recipe, plan: QualityPlan, seed: int, best: dict[str, Any] | None, **extra: Any) -> Any:
+    def make(folder: Path) -> dict[str, Any]:
+        config = None
+        if recipe.tuned:
+            if best is None:
+                return {"error": "the search finished no trial: no best parameters to train"}
+            config = folder / "best.json"
+            write_json_atomic(config, {"params": best})
+        record = run_timed(train_cmd(recipe, plan, seed, folder, config, **extra))
+        if "error" not in record:
+            record["summary"] = json.loads((folder / "train.json").read_text())
+        return record
+
+    return make
+
+
+def verify_job(plan: QualityPlan, seed: int, run_dir: Path) -> Callable[[Path], dict[str, Any]]:
+    def make(folder: Path) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "diffusion.verify", "--checkpoint", str(run_dir), "--events", str(plan.events)]
+        cmd += ["--steps", str(plan.steps), "--seed", str(seed), "--json", str(folder / "verify.json"), "--no-progress"]
+        record = run_timed(cmd)
+        if "error" not in record:
+            record["record"] = json.loads((folder / "verify.json").read_text())
+        return record
+
+    return make
+
+
+def measure_quality(
+    plan: QualityPlan,
+    base: str,
+    candidate: str,
+    work_dir: Path,
+    on_job: Callable[[str, dict[str, Any], bool], None] | None = None,
+) -> dict[str, Any]:
+    """Every round (search, final training, verification of both recipes, in a random order
+    per round), then the time-to-quality runs; returns the raw record."""
+    work = Work(work_dir / f"quality-{plan.preset}-{plan.digest(base, candidate)}")
+    rng = np.random.default_rng(0)
+    pair = recipes(plan, base, candidate)
+    start = time.perf_counter()
+
+    def job(name: str, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        record, reused = work.job(name, make)
+        if on_job is not None:
+            on_job(name, record, reused)
+        return record
+
+    rounds = []
+    for seed in range(plan.seeds):
+        result: dict[str, Any] = {"seed": seed, "recipes": {}}
+        for i in rng.permutation(len(pair)):
+            recipe = pair[i]
+            tag = f"seed{seed}-{recipe.role}"
+            search = job(f"{tag}-search", search_job(recipe, plan, seed))
+            train = job(f"{tag}-train", train_job(recipe, plan, seed, search.get("best_params")))
+            verify = (
+                job(f"{tag}-verify", verify_job(plan, seed, work.directory / f"{tag}-train" / "run"))
+                if "error" not in train
+                else {"error": "no model: the final training failed"}
+            )
+            result["recipes"][recipe.role] = {"search": search, "train": train, "verify": verify}
+        rounds.append(result)
+
+    ttq = measure_ttq(plan, pair, rounds, job)
+    return {
+        "schema": SCHEMA,
+        "plan": asdict(plan),
+        "recipes": [dataclasses.asdict(r) for r in pair],
+        "rounds": rounds,
+        "ttq": ttq,
+        "work_dir": str(work.directory),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def measure_ttq(
+    plan: QualityPlan, pair: tuple[Recipe, ...], rounds: list[dict[str, Any]], job: Callable[..., dict[str, Any]]
+) -> dict[str, Any]:
+    """Time to quality: ``plan.ttq_runs`` runs per recipe, interleaved, each until the target."""
+    base_losses = [
+        r["recipes"]["base"]["verify"]["record"]["metrics"]["val_loss"]["generated"]
+        for r in rounds
+        if "record" in r["recipes"]["base"]["verify"]
+    ]
+    if not base_losses:
+        return {"error": "no verified base model: no target"}
+    target = float(np.median(base_losses))
+    runs: list[dict[str, Any]] = []
+    for run in range(plan.ttq_runs):
+        for recipe in pair:
+            best = rounds[run % len(rounds)]["recipes"][recipe.role]["search"].get("best_params")
+            path = ttq_path(recipe.path, plan.preset)
+            timed = dataclasses.replace(recipe, path=path)
+            record = job(
+                f"ttq{run}-{recipe.role}",
+                train_job(timed, plan, 100 + run, best, epochs=plan.ttq_max_epochs, target_loss=target),
+            )
+            runs.append({"run": run, "role": recipe.role, **time_to_target(record, target)})
+    return {
+        "target": target,
+        "target_rule": "median over seeds of the base recipe's final validation loss on the whole validation set",
+        "max_epochs": plan.ttq_max_epochs,
+        "runs": runs,
+    }
+
+
+def ttq_path(spec: str, preset: str) -> str:
+    """The spec with validation over the whole fixed set, in the path's own batch size: every
+    run is judged on the same samples (a path's usual pass covers a different prefix)."""
+    from diffusion.paths import format_path, parse_path
+    from diffusion.presets import get_preset
+
+    path = parse_path(spec)
+    n_val = get_preset(preset).n_val
+    return format_path(dataclasses.replace(path, val_batches=n_val // path.val_batch_size))
+
+
+def time_to_target(record: dict[str, Any], target: float) -> dict[str, Any]:
+    """Seconds from process start to the end of the first epoch at or below the target."""
+    if "error" in record:
+        return {"error": record["error"]}
+    history = record["summary"]["history"]
+    hit = next((h for h in history if h["val_loss"] <= target), None)
+    return {
+        "reached": hit is not None,
+        "seconds": hit["time"] - record["started"] if hit else None,
+        "epoch": hit["epoch"] if hit else None,
+        "epochs_run": len(history),
+        "best_loss": min(h["val_loss"] for h in history),
+    }
+
+
+# ---- analysis: pure functions of the raw record ----------------------------------------------
+
+
+def _verify(rec: dict[str, Any]) -> dict[str, Any]:
+    return rec["verify"]["record"]
+
+
+def _phases(rec: dict[str, Any]) -> float:
+    return rec["search"]["wall_s"] + rec["train"]["wall_s"] + rec["verify"]["wall_s"]
+
+
+# metric -> (reading of one recipe's round, higher is better). Ratios are "times better for
+# the candidate": candidate / base when higher is better, base / candidate otherwise.
+QUALITY_READINGS: dict[str, tuple[Callable[[dict[str, Any]], float], bool]] = {
+    "quality_val_loss": (lambda r: _verify(r)["metrics"]["val_loss"]["generated"], False),
+    "quality_fidelity": (lambda r: _verify(r)["metrics"]["fidelity"]["generated"], True),
+    "quality_physics_score": (lambda r: _verify(r)["metrics"]["physics_score"]["generated"], True),
+    "quality_multiplicity": (lambda r: _verify(r)["metrics"]["multiplicity_success"]["generated"], True),
+    "quality_energy_violation": (lambda r: _verify(r)["metrics"]["energy_violation"]["generated"], False),
+    "selection_detection_rate": (lambda r: _verify(r)["selection"]["detection_rate"]["shapley_generated"], True),
+    "selection_time": (lambda r: _verify(r)["selection"]["selection_s"], False),
+    "workflow_time_to_best": (_phases, False),
+    "workflow_final_training": (lambda r: r["train"]["wall_s"], False),
+    "workflow_validation": (lambda r: sum(h["val_pass_s"] for h in r["train"]["summary"]["history"]), False),
+    "cost_cpu_s": (lambda r: r["search"]["cpu_s"] + r["train"]["cpu_s"], False),
+}
+SHARE_READINGS = ("selection_overlap",)
+
+
+def recipe_values(raw: dict[str, Any], metric: str) -> dict[str, dict[int, float]]:
+    """Per role, the metric per seed, for rounds where that role's phases all finished."""
+    read, _ = QUALITY_READINGS[metric]
+    out: dict[str, dict[int, float]] = {"base": {}, "candidate": {}}
+    for rnd in raw["rounds"]:
+        for role, rec in rnd["recipes"].items():
+            if any("error" in rec[phase] for phase in ("search", "train", "verify")):
+                continue
+            value = read(rec)
+            if value is not None and np.isfinite(value):
+                out[role][rnd["seed"]] = float(value)
+    return out
+
+
+def quality_reading(raw: dict[str, Any], metric: str) -> Any:
+    """The paired per-seed ratios of a metric and their interval, or why there are none."""
+    from bench.hpo import Reading
+    from bench.stats import interval_of, paired_ratios
+
+    if metric in SHARE_READINGS:
+        return overlap_reading(raw)
+    _, higher = QUALITY_READINGS[metric]
+    values = recipe_values(raw, metric)
+    base, cand = values["base"], values["candidate"]
+    zero = sorted(s for s in set(base) & set(cand) if base[s] <= 0 or cand[s] <= 0)
+    if zero:
+        return Reading(None, f"a recipe scored 0 in seed(s) {zero}: no ratio (base {base}, candidate {cand})")
+    ratios = paired_ratios(base, cand, higher_is_better=higher)
+    if not ratios:
+        return Reading(None, "no seed where both recipes finished every phase")
+    reason = f"{len(ratios)} seeds, paired; base {_median(base):.4g}, candidate {_median(cand):.4g} (medians)"
+    return Reading(interval_of(np.array(list(ratios.values()))), reason, _median(base), _median(cand), ratios)
+
+
+def overlap_reading(raw: dict[str, Any]) -> Any:
+    """P3: the candidate model's top-n PMTs shared by two independent Shapley runs, pooled
+    over seeds (Wilson interval over the n x seeds PMTs), with the chance level beside."""
+    from bench.hpo import Reading
+    from bench.stats import share_interval
+
+    shared = total = 0
+    chance = None
+    for rnd in raw["rounds"]:
+        rec = rnd["recipes"]["candidate"]
+        if "record" not in rec["verify"] or not rec["verify"]["record"].get("selection"):
+            continue
+        sel = rec["verify"]["record"]["selection"]
+        shared += round(sel["top_overlap"] * sel["top"])
+        total += sel["top"]
+        chance = sel["chance_overlap"]
+    if total == 0:
+        return Reading(None, "no verified candidate model with a PMT selection")
+    n_seeds = total // max(1, sel["top"])
+    reason = f"top-{sel['top']} of two Shapley runs, {n_seeds} seeds pooled; chance overlap {chance:.2f}"
+    interval = share_interval(shared, total)
+    return Reading(dataclasses.replace(interval, n=n_seeds if n_seeds < 3 else interval.n), reason)
+
+
+def _median(values: dict[int, float]) -> float:
+    return float(np.median(list(values.values()))) if values else float("nan")
+
+
+def cost_figures(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Core-seconds per recipe three ways (medians over seeds): measured CPU time; the
+    allocation a batch system bills (wall x cores); and the report's formula, which divides
+    parallel trials' core-time by the number of parallel jobs (it should not)."""
+    cores = raw["plan"].get("cores") or os.cpu_count() or 1
+    out: dict[str, dict[str, list[float]]] = {}
+    for rnd in raw["rounds"]:
+        for role, rec in rnd["recipes"].items():
+            if any("error" in rec[p] for p in ("search", "train")):
+                continue
+            jobs = rec["search"]["run"]["jobs"]
+            trial_s = sum(t["seconds"] or 0.0 for t in rec["search"]["trials"])
+            figures = out.setdefault(role, {"measured_cpu": [], "allocated": [], "report_formula": []})
+            figures["measured_cpu"].append(rec["search"]["cpu_s"] + rec["train"]["cpu_s"])
+            figures["allocated"].append((rec["search"]["wall_s"] + rec["train"]["wall_s"]) * cores)
+            # The report: trials x trial hours x cores / parallel jobs, one core per job, and the
+            # final training at one core: per-trial time summed, however the trials overlapped.
+            figures["report_formula"].append(trial_s * jobs / jobs + rec["train"]["wall_s"])
+    return {role: {k: float(np.median(v)) for k, v in f.items()} for role, f in out.items()}
+
+
+def ttq_summary(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """Per role: runs, how many reached the target, median seconds with a 95% interval of the
+    median (binomial order statistics; unreached runs count as beyond the budget)."""
+    from scipy import stats as scipy_stats
+
+    ttq = raw.get("ttq")
+    if not ttq or "runs" not in ttq:
+        return None
+    roles: dict[str, Any] = {}
+    for role in ("base", "candidate"):
+        runs = [r for r in ttq["runs"] if r["role"] == role and "error" not in r]
+        times = np.sort([r["seconds"] if r["reached"] else np.inf for r in runs])
+        n = len(times)
+        summary: dict[str, Any] = {"runs": n, "reached": int(sum(r["reached"] for r in runs))}
+        if n:
+            summary["median_s"] = float(np.median(times))
+            # The ranks whose order statistics bracket the median with >= 95% coverage.
+            lo = int(scipy_stats.binom.ppf(0.025, n, 0.5))
+            hi = int(min(n - 1, n - lo - 1))
+            covered = scipy_stats.binom.cdf(hi, n, 0.5) - scipy_stats.binom.cdf(lo - 1, n, 0.5) if lo >= 1 else None
+            summary["ci_s"] = [float(times[lo - 1]), float(times[hi])] if lo >= 1 else None
+            summary["ci_note"] = (
+                f"order statistics {lo} and {hi + 1} of {n} ({covered:.3f} coverage)"
+                if lo >= 1
+                else f"{n} runs are too few for a 95% interval of the median (needs 6)"
+            )
+            summary["epochs"] = [r["epoch"] for r in runs]
+        roles[role] = summary
+    return {"target": ttq["target"], "target_rule": ttq["target_rule"], "max_epochs": ttq["max_epochs"], **roles}
+
+
+def quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
+    """Rows for the quality suite's claims, keyed by claim id, in the compare CLI's row format."""
+    from bench.analysis import claim_row, judged_row
+
+    plan = raw["plan"]
+    scope = f"preset {plan['preset']}, {plan['base_epochs']} vs {plan['candidate_epochs']} epochs"
+    rows: dict[str, dict[str, Any]] = {}
+    for claim in claims:
+        if claim.suite != "quality" or claim.status != "measured":
+            continue
+        reading = quality_reading(raw, claim.metric)
+        reason = f"{reading.reason}; {scope}"
+        if claim.metric == "cost_cpu_s":
+            figures = cost_figures(raw)
+            reason += "; core-seconds " + "; ".join(
+                f"{role}: CPU {f['measured_cpu']:.0f}, allocated {f['allocated']:.0f}, report's formula "
+                f"{f['report_formula']:.0f}"
+                for role, f in figures.items()
+            )
+        if reading.interval is None:
+            rows[claim.id] = claim_row(claim, reason=reason)
+            continue
+        rows[claim.id] = judged_row(
+            claim,
+            reading.interval,
+            reason=reason,
+            per_round=reading.per_round,
+            base_value=reading.base_value,
+            candidate_value=reading.candidate_value,
+        )
+    return rows
+
+
+def verification_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """Medians over seeds of every verification metric per recipe (and of the simulated
+    ceiling), and of the PMT-selection detection rates: the context beside the Q and P rows."""
+    metrics: dict[str, dict[str, list[float]]] = {}
+    detection: dict[str, dict[str, list[float]]] = {}
+    for rnd in raw["rounds"]:
+        for role, rec in rnd["recipes"].items():
+            record = rec["verify"].get("record")
+            if record is None:
+                continue
+            for name, values in record["metrics"].items():
+                row = metrics.setdefault(name, {"base": [], "candidate": [], "ceiling": []})
+                row[role].append(values["generated"])
+                if values["ceiling"] is not None:
+                    row["ceiling"].append(values["ceiling"])
+            sel = record.get("selection") or {}
+            rates = {**sel.get("detection_rate", {}), "all_pmts": sel.get("detection_rate_all_pmts")}
+            for name, rate in rates.items():
+                if rate is not None:
+                    detection.setdefault(name, {"base": [], "candidate": []})[role].append(rate)
+
+    def med(values: list[float]) -> float | None:
+        return float(np.median(values)) if values else None
+
+    return {
+        "metrics": {n: {k: med(v) for k, v in row.items()} for n, row in metrics.items()},
+        "detection_rate": {n: {k: med(v) for k, v in row.items()} for n, row in detection.items()},
+        "seeds": len(raw["rounds"]),
+    }
