@@ -79,11 +79,15 @@ class QualityPlan:
     jobs: int = 2
     events: int = 1000
     steps: int = 50
-    ttq_runs: int = 5
+    ttq_runs: int = 6  # the fewest runs whose order statistics give a 95% interval of the median
     ttq_max_epochs: int = 60
 
     def digest(self, base: str, candidate: str) -> str:
-        spec = json.dumps({**asdict(self), "base": base, "candidate": candidate}, sort_keys=True)
+        """Names the work directory: the fields that change what a job computes. More seeds or
+        time-to-quality runs add jobs to the same directory (a target that moved renames the
+        time-to-quality jobs)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("seeds", "ttq_runs")}
+        spec = json.dumps({**fields, "base": base, "candidate": candidate}, sort_keys=True)
         return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -248,7 +252,7 @@ def measure_ttq(
             path = ttq_path(recipe.path, plan.preset)
             timed = dataclasses.replace(recipe, path=path)
             record = job(
-                f"ttq{run}-{recipe.role}",
+                f"ttq{run}-{recipe.role}-target{target:.6g}",
                 train_job(timed, plan, 100 + run, best, epochs=plan.ttq_max_epochs, target_loss=target),
             )
             runs.append({"run": run, "role": recipe.role, **time_to_target(record, target)})
@@ -415,12 +419,12 @@ def ttq_summary(raw: dict[str, Any]) -> dict[str, Any] | None:
         if n:
             summary["median_s"] = float(np.median(times))
             # The ranks whose order statistics bracket the median with >= 95% coverage.
+            # [X_(lo), X_(n-lo+1)] covers the median when lo <= #(runs below it) <= n - lo.
             lo = int(scipy_stats.binom.ppf(0.025, n, 0.5))
-            hi = int(min(n - 1, n - lo - 1))
-            covered = scipy_stats.binom.cdf(hi, n, 0.5) - scipy_stats.binom.cdf(lo - 1, n, 0.5) if lo >= 1 else None
-            summary["ci_s"] = [float(times[lo - 1]), float(times[hi])] if lo >= 1 else None
+            covered = scipy_stats.binom.cdf(n - lo, n, 0.5) - scipy_stats.binom.cdf(lo - 1, n, 0.5)
+            summary["ci_s"] = [float(times[lo - 1]), float(times[n - lo])] if lo >= 1 else None
             summary["ci_note"] = (
-                f"order statistics {lo} and {hi + 1} of {n} ({covered:.3f} coverage)"
+                f"order statistics {lo} and {n - lo + 1} of {n} ({covered:.3f} coverage)"
                 if lo >= 1
                 else f"{n} runs are too few for a 95% interval of the median (needs 6)"
             )

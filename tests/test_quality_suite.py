@@ -1,0 +1,172 @@
+"""The quality suite: its analysis on hand-made records (pairing, direction, zeros, time to
+quality), and the whole suite end to end at a toy size, resumed from its work directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+
+from bench.claims import load_claims
+from bench.quality import (
+    QualityPlan,
+    cost_figures,
+    quality_reading,
+    quality_rows,
+    time_to_target,
+    ttq_path,
+    ttq_summary,
+)
+from tests.conftest import PYTHON, python_env
+
+
+def recipe(loss: float, wall: float = 10.0, cpu: float = 12.0, overlap: float = 0.75, jobs: int = 1) -> dict:
+    metrics = {
+        name: {"generated": value, "ceiling": 1.0}
+        for name, value in {
+            "val_loss": loss,
+            "fidelity": 0.5 / loss,
+            "classifier_auc": 0.9,
+            "physics_score": 0.2,
+            "multiplicity_success": 0.4,
+            "energy_violation": loss,
+        }.items()
+    }
+    return {
+        "search": {"wall_s": wall, "cpu_s": cpu, "run": {"jobs": jobs}, "trials": [{"seconds": wall / 2}] * 2},
+        "train": {"wall_s": wall, "cpu_s": cpu, "summary": {"history": [{"val_pass_s": 0.5}, {"val_pass_s": 0.5}]}},
+        "verify": {
+            "wall_s": 1.0,
+            "record": {
+                "metrics": metrics,
+                "selection": {
+                    "detection_rate": {"shapley_generated": 0.8},
+                    "selection_s": 0.2,
+                    "top": 16,
+                    "top_overlap": overlap,
+                    "chance_overlap": 1 / 6,
+                },
+            },
+        },
+    }
+
+
+def raw(pairs: dict[int, tuple[dict, dict]]) -> dict:
+    return {
+        "plan": {"preset": "tiny", "base_epochs": 5, "candidate_epochs": 30},
+        "rounds": [{"seed": s, "recipes": {"base": b, "candidate": c}} for s, (b, c) in pairs.items()],
+    }
+
+
+def test_lower_is_better_metrics_are_base_over_candidate():
+    record = raw({s: (recipe(0.3), recipe(0.2)) for s in range(3)})
+    reading = quality_reading(record, "quality_val_loss")
+    assert reading.interval.estimate == pytest.approx(1.5)
+    assert reading.interval.n == 3
+    assert quality_reading(record, "quality_fidelity").interval.estimate == pytest.approx(1.5)
+
+
+def test_rounds_pair_by_seed_and_a_failed_phase_drops_only_its_seed():
+    pairs = {0: (recipe(0.3), recipe(0.2)), 1: (recipe(0.4), recipe(0.2)), 2: (recipe(0.3), recipe(0.1))}
+    pairs[1][1]["train"]["error"] = "diffusion.train exited 1: boom"
+    reading = quality_reading(raw(pairs), "quality_val_loss")
+    assert reading.per_round == {0: pytest.approx(1.5), 2: pytest.approx(3.0)}
+    assert reading.interval.n == 2
+
+
+def test_a_zero_score_gives_no_ratio_and_says_why():
+    base, cand = recipe(0.3), recipe(0.2)
+    base["verify"]["record"]["metrics"]["physics_score"]["generated"] = 0.0
+    reading = quality_reading(raw({0: (base, cand)}), "quality_physics_score")
+    assert reading.interval is None
+    assert "scored 0" in reading.reason
+
+
+def test_overlap_is_a_share_pooled_over_seeds():
+    record = raw({s: (recipe(0.3), recipe(0.2, overlap=0.75)) for s in range(3)})
+    reading = quality_reading(record, "selection_overlap")
+    assert reading.interval.estimate == pytest.approx(0.75)
+    assert reading.interval.low < 0.75 < reading.interval.high
+    assert "chance overlap 0.17" in reading.reason
+
+
+def test_rows_give_verdicts_from_three_seeds_and_the_cost_row_shows_three_figures():
+    record = raw(
+        {s: (recipe(0.3, wall=20.0 + s, cpu=30.0), recipe(0.2, wall=10.0, cpu=20.0, jobs=2)) for s in range(3)}
+    )
+    rows = quality_rows(record, load_claims())
+    assert {"Q1", "Q2", "Q5", "P1", "P2", "P3", "H4", "W1", "W2", "W3", "W4", "C1"} <= set(rows)
+    assert rows["Q1"]["rounds"] == 3 and rows["Q1"]["measured"]["estimate"] == pytest.approx(1.5)
+    assert rows["C1"]["measured"]["estimate"] == pytest.approx(1.5)
+    assert "report's formula" in rows["C1"]["reason"] and "allocated" in rows["C1"]["reason"]
+    figures = cost_figures(record)
+    assert figures["candidate"]["measured_cpu"] == pytest.approx(40.0)
+
+
+def test_time_to_target_counts_from_process_start_and_keeps_runs_that_never_reach_it():
+    history = [{"epoch": 1, "val_loss": 0.5, "time": 105.0}, {"epoch": 2, "val_loss": 0.25, "time": 110.0}]
+    record = {"started": 100.0, "summary": {"history": history}}
+    assert time_to_target(record, 0.3) == {
+        "reached": True,
+        "seconds": 10.0,
+        "epoch": 2,
+        "epochs_run": 2,
+        "best_loss": 0.25,
+    }
+    assert time_to_target(record, 0.1)["reached"] is False
+    runs = [{"role": "base", "reached": r, "seconds": s, "epoch": 2} for r, s in ((True, 5.0), (False, None))] * 3
+    runs += [{"role": "candidate", "reached": True, "seconds": float(s), "epoch": 1} for s in range(1, 7)]
+    summary = ttq_summary({"ttq": {"target": 0.3, "target_rule": "r", "max_epochs": 9, "runs": runs}})
+    assert summary["base"]["reached"] == 3 and summary["base"]["runs"] == 6
+    assert math.isinf(summary["base"]["median_s"])  # half the runs never got there
+    assert summary["candidate"]["median_s"] == pytest.approx(3.5)
+    assert summary["candidate"]["ci_s"] == [1.0, 6.0]
+
+
+def test_time_to_quality_validates_every_path_on_the_whole_set():
+    assert ttq_path("alt", "tiny") == "alt:val_batches=100"
+    assert ttq_path("neu", "tiny") == "neu:val_batches=50"
+
+
+def test_the_plan_digest_names_what_the_work_directory_holds():
+    assert QualityPlan().digest("alt", "neu") != QualityPlan(events=500).digest("alt", "neu")
+    assert QualityPlan().digest("alt", "neu") == QualityPlan(seeds=4, ttq_runs=8).digest("alt", "neu")  # more jobs
+    assert QualityPlan().digest("alt", "neu") != QualityPlan().digest("alt", "neu:clip_norm=none")
+
+
+@pytest.mark.slow
+def test_quality_suite_end_to_end_and_resumed(tmp_path):
+    args = ["--suite", "quality", "--quality-seeds", "1", "--hpo-trials", "2", "--hpo-epochs", "2"]
+    args += ["--quality-events", "40", "--ttq-runs", "1", "--work-dir", str(tmp_path / "work")]
+
+    def compare(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PYTHON, "-m", "bench.compare", "alt", "neu", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env=python_env(),
+        )
+
+    first = compare("--json", str(tmp_path / "q.json"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "[1/8] quality seed0-" in first.stderr  # a line per finished job when piped
+    result = json.loads((tmp_path / "q.json").read_text())
+    rows = {r["id"]: r for r in result["claims"]}
+    for cid in ("Q1", "Q2", "P1", "H4", "W2", "C1"):
+        assert rows[cid]["rounds"] == 1 and rows[cid]["verdict"].startswith("inconclusive"), rows[cid]
+    assert result["quality"]["ttq_summary"]["base"]["runs"] == 1
+    assert "Time to quality" in first.stdout and "Verification of the final models" in first.stdout
+
+    second = compare()  # the same plan: every job is reused
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stderr.count("(reused)") == 8
+    rendered = subprocess.run(
+        [PYTHON, "-m", "bench.compare", "--from", str(tmp_path / "q.json")],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+    )
+    assert rendered.returncode == 0 and "Time to quality" in rendered.stdout

@@ -1,0 +1,118 @@
+"""`python -m diffusion.verify`, run as a user runs it, on a checkpoint trained here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import PYTHON, python_env
+
+
+def verify(*args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "diffusion.verify", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(**env),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny NEU model after 2 epochs, trained by the training CLI."""
+    out = tmp_path_factory.mktemp("verify") / "run"
+    result = subprocess.run(
+        [PYTHON, "-m", "diffusion.train", "--path", "neu", "--preset", "tiny", "--epochs", "2"]
+        + ["--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=python_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_verify_prints_the_metrics_with_the_ceiling_and_writes_json_and_plots(tiny_run, tmp_path):
+    record_path, plots = tmp_path / "verify.json", tmp_path / "plots"
+    result = verify(
+        "--checkpoint",
+        str(tiny_run),
+        "--events",
+        "60",
+        "--steps",
+        "5",
+        "--json",
+        str(record_path),
+        "--plots",
+        str(plots),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ceiling (simulated vs simulated)" in result.stdout
+    assert "PMT selection" in result.stdout
+    record = json.loads(record_path.read_text())
+    assert record["schema"] == "pmt-bench/verify/1"
+    assert record["preset"] == "tiny" and record["epoch"] == 2
+    metrics = record["metrics"]
+    assert set(metrics) == {
+        "val_loss",
+        "fidelity",
+        "classifier_auc",
+        "physics_score",
+        "multiplicity_success",
+        "energy_violation",
+    }
+    for name, values in metrics.items():
+        if name != "val_loss":
+            assert 0.0 <= values["ceiling"] <= 1.0 + 1e-9
+    # The ceiling is two simulations of the same truth: better than a 2-epoch model on the metrics
+    # a model can only approach.
+    assert metrics["fidelity"]["ceiling"] > metrics["fidelity"]["generated"]
+    assert metrics["energy_violation"]["ceiling"] < metrics["energy_violation"]["generated"]
+    selection = record["selection"]
+    assert selection["select"] == 48  # half of tiny's 96 PMTs: the report's 300 do not fit
+    assert 0.0 <= selection["top_overlap"] <= 1.0
+    assert selection["detection_rate_all_pmts"] >= selection["detection_rate"]["random"]
+    assert sorted(p.name for p in plots.iterdir()) == ["hit_maps.png", "observables.png", "selection.png"]
+    assert all(p.stat().st_size > 1000 for p in plots.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "nowhere", "no checkpoint at"),
+        (lambda d: (d / "checkpoint.npz").write_bytes(b"not a zip") and d, "is corrupt"),
+    ],
+)
+def test_a_missing_or_corrupt_checkpoint_answers_in_one_line_before_tensorflow_loads(
+    blocked_tf, tmp_path, make, message
+):
+    path = make(tmp_path)
+    json_path = tmp_path / "keep.json"
+    json_path.write_text("{}")
+    result = verify("--checkpoint", str(path), "--json", str(json_path), **blocked_tf)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert json_path.read_text() == "{}"  # nothing already written is lost
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--events", "5"], "--events must be at least 20"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--permutations", "7"], "--permutations must be even"),
+        (["--trigger-k", "0"], "--trigger-k must be at least 1"),
+        (["--select", "0"], "--select must be at least 1"),
+    ],
+)
+def test_bad_arguments_answer_in_one_line(blocked_tf, tmp_path, args, message):
+    result = verify("--checkpoint", str(tmp_path), *args, **blocked_tf)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
