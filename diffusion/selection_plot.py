@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
+from diffusion.plots import new_figure, save_png
 
 PANEL_COLUMNS = 2  # Mollweide panels are 2:1, so two columns keep a grid of several readable
 
@@ -43,17 +42,11 @@ def plot_selection(unit: np.ndarray, selections: dict[str, np.ndarray], path: Pa
                 f"`selections[{name!r}]` must hold indices below P={len(unit)}, but got {selected.max()}."
             )
 
-    # Lazy: matplotlib takes ~0.5 s to import here, and only this function needs it. The Agg canvas
-    # without pyplot leaves no global figure state behind and needs no display.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     longitude = np.arctan2(unit[:, 1], unit[:, 0])
     latitude = np.arcsin(np.clip(unit[:, 2], -1.0, 1.0))
     columns = min(PANEL_COLUMNS, len(selections))
     rows = math.ceil(len(selections) / columns)
-    fig = Figure(figsize=(5.5 * columns, 3.2 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(5.5 * columns, 3.2 * rows), layout="constrained")
     for i, (name, selected) in enumerate(selections.items()):
         ax = fig.add_subplot(rows, columns, i + 1, projection="mollweide")
         chosen = np.zeros(len(unit), dtype=bool)
@@ -63,12 +56,4 @@ def plot_selection(unit: np.ndarray, selections: dict[str, np.ndarray], path: Pa
         ax.set_title(f"{name} ({chosen.sum()} of {len(unit)} PMTs)", fontsize=10)
         ax.tick_params(labelsize=7)
         ax.grid(True, linewidth=0.3)
-
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_png(fig, path)
