@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import numpy as np
 
 from bench.hpo import ROOT, HpoPlan, Run, child_cpu_s, fixed_params, run_search
 from diffusion.cli import write_json_atomic
+from diffusion.errors import ConfigError
 
 SCHEMA = "pmt-bench/quality/1"
 
@@ -87,8 +89,18 @@ class QualityPlan:
         time-to-quality runs add jobs to the same directory (a target that moved renames the
         time-to-quality jobs)."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("seeds", "ttq_runs")}
-        spec = json.dumps({**fields, "base": base, "candidate": candidate}, sort_keys=True)
+        spec = json.dumps({**fields, "base": base, "candidate": candidate, "code": code_digest()}, sort_keys=True)
         return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def code_digest() -> str:
+    """The system under test and this suite's own code: a job measured with other code is not
+    reused (a changed model or metric means another measurement)."""
+    h = hashlib.sha256(SCHEMA.encode())
+    for path in sorted([*(ROOT / "diffusion").rglob("*.py"), ROOT / "bench" / "quality.py", ROOT / "bench" / "hpo.py"]):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def recipes(plan: QualityPlan, base: str, candidate: str) -> tuple[Recipe, Recipe]:
@@ -142,7 +154,10 @@ class Work:
         if done.exists():
             return json.loads(done.read_text()), True
         folder = self.directory / name
-        folder.mkdir(parents=True, exist_ok=True)
+        # A job killed before its record was written starts afresh: its half-written run
+        # (a checkpoint, a study journal) would refuse a new start or mix two runs' trials.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         record = make(folder)
         if "error" not in record:  # a failed job runs again on resume
             write_json_atomic(done, record)
@@ -195,7 +210,6 @@ def measure_quality(
     """Every round (search, final training, verification of both recipes, in a random order
     per round), then the time-to-quality runs; returns the raw record."""
     work = Work(work_dir / f"quality-{plan.preset}-{plan.digest(base, candidate)}")
-    rng = np.random.default_rng(0)
     pair = recipes(plan, base, candidate)
     start = time.perf_counter()
 
@@ -208,8 +222,8 @@ def measure_quality(
     rounds = []
     for seed in range(plan.seeds):
         result: dict[str, Any] = {"seed": seed, "recipes": {}}
-        for i in rng.permutation(len(pair)):
-            recipe = pair[i]
+        # Alternate which recipe goes first, so that drift over a run does not land on one side.
+        for recipe in pair if seed % 2 == 0 else pair[::-1]:
             tag = f"seed{seed}-{recipe.role}"
             search = job(f"{tag}-search", search_job(recipe, plan, seed))
             train = job(f"{tag}-train", train_job(recipe, plan, seed, search.get("best_params")))
@@ -225,6 +239,7 @@ def measure_quality(
     return {
         "schema": SCHEMA,
         "plan": asdict(plan),
+        "cores": len(os.sched_getaffinity(0)),
         "recipes": [dataclasses.asdict(r) for r in pair],
         "rounds": rounds,
         "ttq": ttq,
@@ -247,12 +262,15 @@ def measure_ttq(
     target = float(np.median(base_losses))
     runs: list[dict[str, Any]] = []
     for run in range(plan.ttq_runs):
-        for recipe in pair:
+        for recipe in pair if run % 2 == 0 else pair[::-1]:
             best = rounds[run % len(rounds)]["recipes"][recipe.role]["search"].get("best_params")
             path = ttq_path(recipe.path, plan.preset)
             timed = dataclasses.replace(recipe, path=path)
+            tuned = (
+                hashlib.sha256(json.dumps(best, sort_keys=True).encode()).hexdigest()[:8] if recipe.tuned else "default"
+            )
             record = job(
-                f"ttq{run}-{recipe.role}-target{target:.6g}",
+                f"ttq{run}-{recipe.role}-target{target:.6g}-{tuned}",
                 train_job(timed, plan, 100 + run, best, epochs=plan.ttq_max_epochs, target_loss=target),
             )
             runs.append({"run": run, "role": recipe.role, **time_to_target(record, target)})
@@ -272,6 +290,11 @@ def ttq_path(spec: str, preset: str) -> str:
 
     path = parse_path(spec)
     n_val = get_preset(preset).n_val
+    if n_val % path.val_batch_size:
+        raise ConfigError(
+            f"time to quality validates on all {n_val} samples of preset {preset!r}, which "
+            f"val_batch_size {path.val_batch_size} of {spec!r} does not divide."
+        )
     return format_path(dataclasses.replace(path, val_batches=n_val // path.val_batch_size))
 
 
@@ -298,83 +321,113 @@ def _verify(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phases(rec: dict[str, Any]) -> float:
-    return rec["search"]["wall_s"] + rec["train"]["wall_s"] + rec["verify"]["wall_s"]
+    """Search + final training + verification. The verification counts what it costs a user
+    (generating the model's events, the PMT selection), not this tool's simulated ceiling."""
+    return rec["search"]["wall_s"] + rec["train"]["wall_s"] + _verify(rec)["model_s"]
 
 
-# metric -> (reading of one recipe's round, higher is better). Ratios are "times better for
-# the candidate": candidate / base when higher is better, base / candidate otherwise.
-QUALITY_READINGS: dict[str, tuple[Callable[[dict[str, Any]], float], bool]] = {
-    "quality_val_loss": (lambda r: _verify(r)["metrics"]["val_loss"]["generated"], False),
-    "quality_fidelity": (lambda r: _verify(r)["metrics"]["fidelity"]["generated"], True),
-    "quality_physics_score": (lambda r: _verify(r)["metrics"]["physics_score"]["generated"], True),
-    "quality_multiplicity": (lambda r: _verify(r)["metrics"]["multiplicity_success"]["generated"], True),
-    "quality_energy_violation": (lambda r: _verify(r)["metrics"]["energy_violation"]["generated"], False),
-    "selection_detection_rate": (lambda r: _verify(r)["selection"]["detection_rate"]["shapley_generated"], True),
-    "selection_time": (lambda r: _verify(r)["selection"]["selection_s"], False),
-    "workflow_time_to_best": (_phases, False),
-    "workflow_final_training": (lambda r: r["train"]["wall_s"], False),
-    "workflow_validation": (lambda r: sum(h["val_pass_s"] for h in r["train"]["summary"]["history"]), False),
-    "cost_cpu_s": (lambda r: r["search"]["cpu_s"] + r["train"]["cpu_s"], False),
+@dataclass(frozen=True)
+class QualityReading:
+    """How one registry metric reads from a recipe's round.
+
+    Attributes:
+        read: the value from one recipe's round record.
+        higher_is_better: ratios are "times better for the candidate": candidate / base when
+            higher is better, base / candidate otherwise.
+        phases: the phases that must have finished for the value to exist.
+    """
+
+    read: Callable[[dict[str, Any]], float]
+    higher_is_better: bool
+    phases: tuple[str, ...] = ("search", "train", "verify")
+
+
+QUALITY_READINGS: dict[str, QualityReading] = {
+    "quality_val_loss": QualityReading(lambda r: _verify(r)["metrics"]["val_loss"]["generated"], False),
+    "quality_fidelity": QualityReading(lambda r: _verify(r)["metrics"]["fidelity"]["generated"], True),
+    "quality_physics_score": QualityReading(lambda r: _verify(r)["metrics"]["physics_score"]["generated"], True),
+    "quality_multiplicity": QualityReading(lambda r: _verify(r)["metrics"]["multiplicity_success"]["generated"], True),
+    "quality_energy_violation": QualityReading(lambda r: _verify(r)["metrics"]["energy_violation"]["generated"], False),
+    "selection_detection_rate": QualityReading(
+        lambda r: _verify(r)["selection"]["detection_rate"]["shapley_generated"], True
+    ),
+    "selection_time": QualityReading(lambda r: _verify(r)["selection"]["selection_s"], False),
+    "workflow_time_to_best": QualityReading(_phases, False),
+    "workflow_final_training": QualityReading(lambda r: r["train"]["wall_s"], False, ("train",)),
+    "workflow_validation": QualityReading(
+        lambda r: sum(h["val_pass_s"] for h in r["train"]["summary"]["history"]), False, ("train",)
+    ),
+    "cost_cpu_s": QualityReading(lambda r: r["search"]["cpu_s"] + r["train"]["cpu_s"], False, ("search", "train")),
 }
 SHARE_READINGS = ("selection_overlap",)
 
 
 def recipe_values(raw: dict[str, Any], metric: str) -> dict[str, dict[int, float]]:
-    """Per role, the metric per seed, for rounds where that role's phases all finished."""
-    read, _ = QUALITY_READINGS[metric]
+    """Per role, the metric per seed, for rounds where the phases it needs finished."""
+    reading = QUALITY_READINGS[metric]
     out: dict[str, dict[int, float]] = {"base": {}, "candidate": {}}
     for rnd in raw["rounds"]:
         for role, rec in rnd["recipes"].items():
-            if any("error" in rec[phase] for phase in ("search", "train", "verify")):
+            if any("error" in rec[phase] for phase in reading.phases):
                 continue
-            value = read(rec)
+            value = reading.read(rec)
             if value is not None and np.isfinite(value):
                 out[role][rnd["seed"]] = float(value)
     return out
 
 
 def quality_reading(raw: dict[str, Any], metric: str) -> Any:
-    """The paired per-seed ratios of a metric and their interval, or why there are none."""
+    """The paired per-seed ratios of a metric and their interval, or why there are none.
+
+    A seed where a recipe scored 0 has no ratio: it is left out, and the reason says so (a
+    verdict still needs 3 seeds with ratios).
+    """
     from bench.hpo import Reading
     from bench.stats import interval_of, paired_ratios
 
     if metric in SHARE_READINGS:
         return overlap_reading(raw)
-    _, higher = QUALITY_READINGS[metric]
     values = recipe_values(raw, metric)
     base, cand = values["base"], values["candidate"]
-    zero = sorted(s for s in set(base) & set(cand) if base[s] <= 0 or cand[s] <= 0)
-    if zero:
-        return Reading(None, f"a recipe scored 0 in seed(s) {zero}: no ratio (base {base}, candidate {cand})")
-    ratios = paired_ratios(base, cand, higher_is_better=higher)
+    both = sorted(set(base) & set(cand))
+    zero = [s for s in both if base[s] <= 0 or cand[s] <= 0]
+    kept = {s: base[s] for s in both if s not in zero}, {s: cand[s] for s in both if s not in zero}
+    notes = [f"seed(s) {zero} left out: a recipe scored 0 there, which has no ratio"] if zero else []
+    ratios = paired_ratios(*kept, higher_is_better=QUALITY_READINGS[metric].higher_is_better)
     if not ratios:
-        return Reading(None, "no seed where both recipes finished every phase")
-    reason = f"{len(ratios)} seeds, paired; base {_median(base):.4g}, candidate {_median(cand):.4g} (medians)"
-    return Reading(interval_of(np.array(list(ratios.values()))), reason, _median(base), _median(cand), ratios)
+        return Reading(None, "; ".join([*notes, "no seed where both recipes have a positive value"]))
+    notes.append(f"{len(ratios)} seeds, paired; base {_median(base):.4g}, candidate {_median(cand):.4g} (medians)")
+    return Reading(interval_of(np.array(list(ratios.values()))), "; ".join(notes), _median(base), _median(cand), ratios)
 
 
 def overlap_reading(raw: dict[str, Any]) -> Any:
-    """P3: the candidate model's top-n PMTs shared by two independent Shapley runs, pooled
-    over seeds (Wilson interval over the n x seeds PMTs), with the chance level beside."""
-    from bench.hpo import Reading
-    from bench.stats import share_interval
+    """P3: the share of the candidate model's top-n PMTs that two independent Shapley runs
+    share, one value per seed, with a Student-t interval over seeds (clipped to [0, 1]): the
+    PMTs of one run are not independent trials, the seeds are."""
+    from scipy import stats as scipy_stats
 
-    shared = total = 0
-    chance = None
+    from bench.hpo import Reading
+    from bench.stats import CONFIDENCE, Interval
+
+    per_seed: dict[int, float] = {}
+    top = chance = None
     for rnd in raw["rounds"]:
         rec = rnd["recipes"]["candidate"]
-        if "record" not in rec["verify"] or not rec["verify"]["record"].get("selection"):
+        sel = (rec["verify"].get("record") or {}).get("selection")
+        if "error" in rec["verify"] or not sel:
             continue
-        sel = rec["verify"]["record"]["selection"]
-        shared += round(sel["top_overlap"] * sel["top"])
-        total += sel["top"]
-        chance = sel["chance_overlap"]
-    if total == 0:
+        per_seed[rnd["seed"]] = sel["top_overlap"]
+        top, chance = sel["top"], sel["chance_overlap"]
+    if not per_seed:
         return Reading(None, "no verified candidate model with a PMT selection")
-    n_seeds = total // max(1, sel["top"])
-    reason = f"top-{sel['top']} of two Shapley runs, {n_seeds} seeds pooled; chance overlap {chance:.2f}"
-    interval = share_interval(shared, total)
-    return Reading(dataclasses.replace(interval, n=n_seeds if n_seeds < 3 else interval.n), reason)
+    values = np.array(list(per_seed.values()))
+    mean, n = float(values.mean()), len(values)
+    half = 0.0
+    if n >= 2:
+        half = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    interval = Interval(mean, max(0.0, mean - half), min(1.0, mean + half), n)
+    reason = f"top-{top} of two Shapley runs per seed, {n} seeds; chance overlap {chance:.2f}"
+    return Reading(interval, reason, per_round=per_seed)
 
 
 def _median(values: dict[int, float]) -> float:
@@ -382,10 +435,12 @@ def _median(values: dict[int, float]) -> float:
 
 
 def cost_figures(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Core-seconds per recipe three ways (medians over seeds): measured CPU time; the
-    allocation a batch system bills (wall x cores); and the report's formula, which divides
-    parallel trials' core-time by the number of parallel jobs (it should not)."""
-    cores = raw["plan"].get("cores") or os.cpu_count() or 1
+    """Core-seconds per recipe three ways (medians over seeds): the measured CPU time; the
+    allocation a batch system bills (wall x the machine's cores); and the report's formula,
+    trials x trial time x cores / parallel jobs with a core per job (its "4 cores (parallel)
+    / 4" for NEU, "1 core" for ALT), which is the summed trial time however the trials
+    overlapped, plus the final training at one core."""
+    cores = raw.get("cores") or 1
     out: dict[str, dict[str, list[float]]] = {}
     for rnd in raw["rounds"]:
         for role, rec in rnd["recipes"].items():
@@ -396,29 +451,30 @@ def cost_figures(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
             figures = out.setdefault(role, {"measured_cpu": [], "allocated": [], "report_formula": []})
             figures["measured_cpu"].append(rec["search"]["cpu_s"] + rec["train"]["cpu_s"])
             figures["allocated"].append((rec["search"]["wall_s"] + rec["train"]["wall_s"]) * cores)
-            # The report: trials x trial hours x cores / parallel jobs, one core per job, and the
-            # final training at one core: per-trial time summed, however the trials overlapped.
-            figures["report_formula"].append(trial_s * jobs / jobs + rec["train"]["wall_s"])
+            report_cores = jobs  # a core per parallel job, as the report counts
+            figures["report_formula"].append(trial_s * report_cores / jobs + rec["train"]["wall_s"])
     return {role: {k: float(np.median(v)) for k, v in f.items()} for role, f in out.items()}
 
 
 def ttq_summary(raw: dict[str, Any]) -> dict[str, Any] | None:
     """Per role: runs, how many reached the target, median seconds with a 95% interval of the
-    median (binomial order statistics; unreached runs count as beyond the budget)."""
+    median (binomial order statistics; runs that never reached it count as beyond the budget)."""
     from scipy import stats as scipy_stats
 
     ttq = raw.get("ttq")
-    if not ttq or "runs" not in ttq:
+    if not ttq:
         return None
+    if "runs" not in ttq:
+        return {"error": ttq.get("error", "no time-to-quality runs")}
     roles: dict[str, Any] = {}
     for role in ("base", "candidate"):
         runs = [r for r in ttq["runs"] if r["role"] == role and "error" not in r]
+        failed = sum(1 for r in ttq["runs"] if r["role"] == role and "error" in r)
         times = np.sort([r["seconds"] if r["reached"] else np.inf for r in runs])
         n = len(times)
-        summary: dict[str, Any] = {"runs": n, "reached": int(sum(r["reached"] for r in runs))}
+        summary: dict[str, Any] = {"runs": n, "failed": failed, "reached": int(sum(r["reached"] for r in runs))}
         if n:
             summary["median_s"] = float(np.median(times))
-            # The ranks whose order statistics bracket the median with >= 95% coverage.
             # [X_(lo), X_(n-lo+1)] covers the median when lo <= #(runs below it) <= n - lo.
             lo = int(scipy_stats.binom.ppf(0.025, n, 0.5))
             covered = scipy_stats.binom.cdf(n - lo, n, 0.5) - scipy_stats.binom.cdf(lo - 1, n, 0.5)

@@ -256,7 +256,11 @@ def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], l
         ),
     ]
     ttq = quality.get("ttq_summary")
-    if ttq:
+    if ttq and "error" in ttq:
+        tables.append(
+            ("Time to quality (MLPerf Training's definition)", ("",), [["not measured: " + ttq["error"]]], "")
+        )
+    elif ttq:
         rows = []
         for role, label in (("base", "ALT"), ("candidate", "NEU")):
             t = ttq.get(role) or {}
@@ -266,9 +270,11 @@ def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], l
             rows.append(
                 [
                     label,
-                    str(t.get("runs", 0)),
+                    str(t.get("runs", 0)) + (f" ({t['failed']} failed)" if t.get("failed") else ""),
                     str(t.get("reached", 0)),
-                    ("never" if median == float("inf") else f"{median:.3g}") + interval if median is not None else "-",
+                    (f"> budget{interval}" if median == float("inf") else f"{median:.3g}{interval}")
+                    if median is not None
+                    else "-",
                     ", ".join("-" if e is None else str(e) for e in t.get("epochs", [])),
                 ]
             )

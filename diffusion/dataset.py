@@ -139,6 +139,16 @@ class Normaliser:
         t = np.where(events.hit, (events.time - self.time_mean) / self.time_std, 0.0)
         return np.concatenate([q, t], axis=1).astype(np.float32)
 
+    def visible(self, events: Events) -> Events:
+        """The events as decoding can show them: hits below ``hit_threshold`` removed. Generated
+        events never have them, so simulated ones are scored after the same cut."""
+        keep = events.charge >= self.hit_threshold
+        return dataclasses.replace(
+            events,
+            charge=np.where(keep, events.charge, 0.0).astype(np.float32),
+            time=np.where(keep, events.time, 0.0).astype(np.float32),
+        )
+
     def decode(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Charge and time (N, P) from features; charge and time are 0 where decoded as not hit."""
         n_pmt = features.shape[1] // 2

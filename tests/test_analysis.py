@@ -92,7 +92,8 @@ def test_known_ratios_get_the_right_verdicts():
     }
     assert {k: rows[k]["verdict"] for k in expected} == expected
     assert rows["V1"]["measured"]["estimate"] == pytest.approx(8.0, rel=0.03)
-    assert rows["Q1"]["verdict"] == "pending" and rows["Q1"]["reason"]
+    assert rows["Q6"]["verdict"] == "pending" and rows["Q6"]["reason"]
+    assert rows["Q1"]["verdict"] == "not measured" and "--suite quality" in rows["Q1"]["reason"]
     assert rows["H1"]["verdict"] == "not measured" and "--suite hpo" in rows["H1"]["reason"]
 
 

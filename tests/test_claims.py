@@ -22,6 +22,7 @@ def test_registry_holds_every_claim_of_the_design_and_every_other_statement_of_t
 SEARCH_SUITE = {"H1", "H1j", "H2", "H3", "H3j", "H5", "H6", "S1", "S4"}
 GPU_SUITE = {"S3", "S3b", "S3c"}
 SCALING_SUITE = {"S2"}
+QUALITY_SUITE = {"Q1", "Q2", "Q3", "Q4", "Q5", "P1", "P2", "P3", "H4", "W1", "W2", "W3", "W4", "C1"}
 NOT_APPLICABLE = {"Q7"}
 
 
@@ -37,6 +38,8 @@ def test_speed_memory_and_search_claims_are_measured_and_the_rest_have_reasons()
             assert (claim.status, claim.suite) == ("measured", "gpu"), claim.id
         elif claim.id in SCALING_SUITE:
             assert (claim.status, claim.suite) == ("measured", "scaling"), claim.id
+        elif claim.id in QUALITY_SUITE:
+            assert (claim.status, claim.suite) == ("measured", "quality"), claim.id
         else:
             assert claim.status == "pending" and claim.reason, claim.id
 

@@ -38,8 +38,9 @@ def recipe(loss: float, wall: float = 10.0, cpu: float = 12.0, overlap: float = 
         "search": {"wall_s": wall, "cpu_s": cpu, "run": {"jobs": jobs}, "trials": [{"seconds": wall / 2}] * 2},
         "train": {"wall_s": wall, "cpu_s": cpu, "summary": {"history": [{"val_pass_s": 0.5}, {"val_pass_s": 0.5}]}},
         "verify": {
-            "wall_s": 1.0,
+            "wall_s": 3.0,
             "record": {
+                "model_s": 1.0,
                 "metrics": metrics,
                 "selection": {
                     "detection_rate": {"shapley_generated": 0.8},
@@ -76,19 +77,35 @@ def test_rounds_pair_by_seed_and_a_failed_phase_drops_only_its_seed():
     assert reading.interval.n == 2
 
 
-def test_a_zero_score_gives_no_ratio_and_says_why():
-    base, cand = recipe(0.3), recipe(0.2)
-    base["verify"]["record"]["metrics"]["physics_score"]["generated"] = 0.0
-    reading = quality_reading(raw({0: (base, cand)}), "quality_physics_score")
-    assert reading.interval is None
-    assert "scored 0" in reading.reason
+def test_a_seed_with_a_zero_score_is_left_out_and_said():
+    pairs = {s: (recipe(0.3), recipe(0.2)) for s in range(3)}
+    pairs[1][0]["verify"]["record"]["metrics"]["physics_score"]["generated"] = 0.0
+    reading = quality_reading(raw(pairs), "quality_physics_score")
+    assert set(reading.per_round) == {0, 2}
+    assert "seed(s) [1] left out" in reading.reason
+    only = quality_reading(raw({1: pairs[1]}), "quality_physics_score")
+    assert only.interval is None and "scored 0" in only.reason
 
 
-def test_overlap_is_a_share_pooled_over_seeds():
-    record = raw({s: (recipe(0.3), recipe(0.2, overlap=0.75)) for s in range(3)})
+def test_costs_need_only_their_phases():
+    pairs = {s: (recipe(0.3), recipe(0.2)) for s in range(3)}
+    pairs[0][1]["verify"] = {"error": "verify exited 1: boom"}
+    assert quality_reading(raw(pairs), "cost_cpu_s").interval.n == 3
+    assert quality_reading(raw(pairs), "quality_val_loss").interval.n == 2
+
+
+def test_time_to_best_counts_the_users_verification_not_the_ceiling():
+    record = raw({s: (recipe(0.3, wall=20.0), recipe(0.2, wall=10.0)) for s in range(3)})
+    # search + train + the verification's model_s (1 s), not its whole wall time (3 s)
+    assert quality_reading(record, "workflow_time_to_best").interval.estimate == pytest.approx(41.0 / 21.0)
+
+
+def test_overlap_is_a_share_with_seeds_as_the_units():
+    record = raw({s: (recipe(0.3), recipe(0.2, overlap=v)) for s, v in enumerate((0.7, 0.75, 0.8))})
     reading = quality_reading(record, "selection_overlap")
     assert reading.interval.estimate == pytest.approx(0.75)
-    assert reading.interval.low < 0.75 < reading.interval.high
+    assert reading.interval.n == 3
+    assert 0.6 < reading.interval.low < 0.75 < reading.interval.high < 0.9  # t over 3 seeds, sd 0.05
     assert "chance overlap 0.17" in reading.reason
 
 
@@ -101,8 +118,10 @@ def test_rows_give_verdicts_from_three_seeds_and_the_cost_row_shows_three_figure
     assert rows["Q1"]["rounds"] == 3 and rows["Q1"]["measured"]["estimate"] == pytest.approx(1.5)
     assert rows["C1"]["measured"]["estimate"] == pytest.approx(1.5)
     assert "report's formula" in rows["C1"]["reason"] and "allocated" in rows["C1"]["reason"]
-    figures = cost_figures(record)
+    figures = cost_figures({**record, "cores": 2})
     assert figures["candidate"]["measured_cpu"] == pytest.approx(40.0)
+    assert figures["candidate"]["allocated"] == pytest.approx(40.0)  # (10 + 10) s x 2 cores
+    assert figures["candidate"]["report_formula"] == pytest.approx(20.0)  # 2 trials x 5 s + 10 s
 
 
 def test_time_to_target_counts_from_process_start_and_keeps_runs_that_never_reach_it():
@@ -128,6 +147,19 @@ def test_time_to_target_counts_from_process_start_and_keeps_runs_that_never_reac
 def test_time_to_quality_validates_every_path_on_the_whole_set():
     assert ttq_path("alt", "tiny") == "alt:val_batches=100"
     assert ttq_path("neu", "tiny") == "neu:val_batches=50"
+
+
+def test_a_job_killed_before_its_record_starts_afresh(tmp_path):
+    from bench.quality import Work
+
+    work = Work(tmp_path)
+    (tmp_path / "job" / "run").mkdir(parents=True)
+    (tmp_path / "job" / "run" / "checkpoint.npz").write_bytes(b"half")
+    record, reused = work.job("job", lambda folder: {"files": sorted(p.name for p in folder.iterdir())})
+    assert record == {"files": []} and not reused
+    assert work.job("job", lambda folder: {"files": "again"}) == (record, True)
+    failed, _ = work.job("bad", lambda folder: {"error": "boom"})
+    assert not (tmp_path / "bad.json").exists()  # a failed job runs again on resume
 
 
 def test_the_plan_digest_names_what_the_work_directory_holds():
