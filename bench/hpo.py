@@ -137,8 +137,9 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
     wall = time.perf_counter() - start
     cpu = child_cpu_s() - cpu_before
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"run": asdict(run), "error": f"search exited {proc.returncode}: {tail}"}
+        from bench.runner import failure
+
+        return {"run": asdict(run), "error": failure("search", proc)}
     import optuna
 
     study = optuna.load_study(study_name=tag, storage=open_storage(url))

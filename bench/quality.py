@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.hpo import ROOT, HpoPlan, Run, child_cpu_s, fixed_params, run_search
+from bench.runner import failure
 from diffusion.cli import write_json_atomic
 from diffusion.errors import ConfigError
 
@@ -125,8 +126,7 @@ def run_timed(cmd: list[str]) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     out = {"wall_s": time.perf_counter() - start, "cpu_s": child_cpu_s() - cpu_before, "started": started}
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        out["error"] = f"{' '.join(cmd[2:4])} exited {proc.returncode}: {tail}"
+        out["error"] = failure(" ".join(cmd[2:3]), proc)
     return out
 
 

@@ -28,6 +28,21 @@ from diffusion.errors import ConfigError
 from diffusion.paths import KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path
 from diffusion.presets import get_preset
 
+
+def failure(what: str, proc: subprocess.CompletedProcess) -> str:
+    """Why a child process failed, in one line: the signal that killed it (a crash prints no
+    error of its own), or its exit status and last non-empty stderr line."""
+    import signal
+
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return f"{what} killed by {name}"
+    tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()][-1:] or ["no output"]
+    return f"{what} exited {proc.returncode}: {tail[0]}"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -149,8 +164,7 @@ def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str
         except subprocess.TimeoutExpired:
             return {"error": f"worker timed out after {timeout:.0f} s"}
         if proc.returncode != 0 or not out.exists():
-            tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-            return {"error": f"worker exited {proc.returncode}: {tail[0]}"}
+            return {"error": failure("worker", proc) if proc.returncode != 0 else "worker wrote no record"}
         return json.loads(out.read_text())
 
 

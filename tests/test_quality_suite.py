@@ -202,3 +202,14 @@ def test_quality_suite_end_to_end_and_resumed(tmp_path):
         env=python_env(),
     )
     assert rendered.returncode == 0 and "Time to quality" in rendered.stdout
+
+
+def test_a_crashed_child_is_named_by_its_signal():
+    from bench.runner import failure
+
+    crash = subprocess.run(
+        [PYTHON, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], capture_output=True
+    )
+    assert failure("search", crash) == "search killed by SIGSEGV"
+    error = subprocess.run([PYTHON, "-c", "import sys; sys.exit('boom')"], capture_output=True, text=True)
+    assert failure("search", error) == "search exited 1: boom"
