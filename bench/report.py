@@ -363,6 +363,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         header_line(result) + ".",
         "",
+        *([f"Provenance: {result['provenance']}.", ""] if result.get("provenance") else []),
         "Verdict rule (README, 'What a run tells you'): direction first, then the claim's band; "
         "fewer than 3 rounds give no verdict.",
         "",
