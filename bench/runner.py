@@ -43,6 +43,7 @@ def failure(what: str, proc: subprocess.CompletedProcess) -> str:
     tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()][-1:] or ["no output"]
     return f"{what} exited {proc.returncode}: {tail[0]}"
 
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
