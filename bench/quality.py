@@ -489,6 +489,17 @@ def ttq_summary(raw: dict[str, Any]) -> dict[str, Any] | None:
     return {"target": ttq["target"], "target_rule": ttq["target_rule"], "max_epochs": ttq["max_epochs"], **roles}
 
 
+def selection_scope(raw: dict[str, Any]) -> str:
+    """How many PMTs the verifications chose and for which trigger (the report's 300 need a
+    detector of 600 or more)."""
+    for rnd in raw["rounds"]:
+        for rec in rnd["recipes"].values():
+            sel = (rec["verify"].get("record") or {}).get("selection")
+            if sel:
+                return f"; {sel['select']} PMTs selected, trigger >= {sel['trigger_k']} hits, {sel['events']} events"
+    return ""
+
+
 def quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
     """Rows for the quality suite's claims, keyed by claim id, in the compare CLI's row format."""
     from bench.analysis import claim_row, judged_row
@@ -501,6 +512,8 @@ def quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, 
             continue
         reading = quality_reading(raw, claim.metric)
         reason = f"{reading.reason}; {scope}"
+        if claim.metric.startswith("selection"):
+            reason += selection_scope(raw)
         if claim.metric == "cost_cpu_s":
             figures = cost_figures(raw)
             reason += "; core-seconds " + "; ".join(

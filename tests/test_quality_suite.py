@@ -43,6 +43,9 @@ def recipe(loss: float, wall: float = 10.0, cpu: float = 12.0, overlap: float = 
                 "model_s": 1.0,
                 "metrics": metrics,
                 "selection": {
+                    "select": 48,
+                    "trigger_k": 3,
+                    "events": 1000,
                     "detection_rate": {"shapley_generated": 0.8},
                     "selection_s": 0.2,
                     "top": 16,
@@ -118,6 +121,7 @@ def test_rows_give_verdicts_from_three_seeds_and_the_cost_row_shows_three_figure
     assert rows["Q1"]["rounds"] == 3 and rows["Q1"]["measured"]["estimate"] == pytest.approx(1.5)
     assert rows["C1"]["measured"]["estimate"] == pytest.approx(1.5)
     assert "report's formula" in rows["C1"]["reason"] and "allocated" in rows["C1"]["reason"]
+    assert "48 PMTs selected, trigger >= 3 hits" in rows["P1"]["reason"]
     figures = cost_figures({**record, "cores": 2})
     assert figures["candidate"]["measured_cpu"] == pytest.approx(40.0)
     assert figures["candidate"]["allocated"] == pytest.approx(40.0)  # (10 + 10) s x 2 cores
