@@ -182,7 +182,11 @@ def header_line(result: dict[str, Any]) -> str:
         parts.append(f"preset {result['preset']!r}, {result['rounds']} rounds")
     if plan:
         parts.append(f"search at {plan['preset']!r}: {plan['trials']} trials x {plan['repeats']} repeats")
-    parts.append(f"{result['wall_s']:.0f} s")
+    quality = (result.get("quality") or {}).get("plan")
+    if quality:
+        parts.append(f"quality at {quality['preset']!r}: {quality['seeds']} seeds")
+    # A resumed run's wall time is its last invocation's; the provenance says what came before.
+    parts.append(f"{result['wall_s']:.0f} s" + (" (last invocation)" if result.get("provenance") else ""))
     return ", ".join(parts)
 
 
