@@ -18,6 +18,7 @@ import numpy as np
 
 from diffusion.dataset import atomic_save_npz
 from diffusion.errors import CheckpointError
+from diffusion.paths import KNOB_BEFORE
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_SCHEMA = 1
@@ -71,3 +72,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if meta.get("schema") != CHECKPOINT_SCHEMA:
         raise CheckpointError(f"checkpoint {path} has schema {meta.get('schema')!r}; expected {CHECKPOINT_SCHEMA}.")
     return Checkpoint(weights, optimizer, meta)
+
+
+def check_identity(meta: dict[str, Any], mine: dict[str, Any], where: str = "checkpoint") -> None:
+    """Refuse a checkpoint of another run: ``mine`` names the preset, model, path knobs and seed
+    of this one. A checkpoint written before a knob existed had that knob's old value.
+
+    Raises:
+        CheckpointError: the first field that differs, with both values.
+    """
+    meta = dict(meta)
+    if isinstance(meta.get("path"), dict):
+        meta["path"] = {**KNOB_BEFORE, **meta["path"]}
+    for key, value in mine.items():
+        if meta.get(key) != value:
+            raise CheckpointError(f"{where} has {key} {meta.get(key)!r}, but this run asks for {value!r}.")

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from diffusion.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint
 from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
-from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
+from diffusion.errors import ConfigError, TrainingDiverged
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
 from diffusion.tracking import check_tracking
@@ -46,13 +46,8 @@ def check_resume(out: Path, resume: bool, preset: str, model: dict, path_knobs: 
         raise ConfigError(
             f"{str(out)!r} already holds a checkpoint; pass --resume to continue it or choose another --out."
         )
-    meta = load_checkpoint(ckpt).meta
     mine = {"preset": preset, "model": model, "path": path_knobs, "seed": seed}
-    for key, value in mine.items():
-        if meta.get(key) != value:
-            raise CheckpointError(
-                f"checkpoint in {str(out)!r} has {key} {meta.get(key)!r}, but this run asks for {value!r}."
-            )
+    check_identity(load_checkpoint(ckpt).meta, mine, where=f"checkpoint in {str(out)!r}")
     return None
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from diffusion.checkpoint import CHECKPOINT_NAME, Checkpoint, check_identity, load_checkpoint, save_checkpoint
 from diffusion.data import Loader, PreparedData, prepare
 from diffusion.errors import CheckpointError, ConfigError, TrainingDiverged
-from diffusion.paths import KNOB_BEFORE, TrainingPath, format_path
+from diffusion.paths import TrainingPath, format_path
 from diffusion.presets import Preset
 from diffusion.tracking import METRICS_NAME, Tracking
 
@@ -236,18 +236,13 @@ class Trainer:
             CheckpointError: the checkpoint belongs to another preset, path or seed, or its
                 arrays do not fit this model.
         """
-        meta = dict(checkpoint.meta)
-        if isinstance(meta.get("path"), dict):  # written before a knob existed: it had the old value
-            meta["path"] = {**KNOB_BEFORE, **meta["path"]}
         mine = {
             "preset": self.preset.name,
             "model": dataclasses.asdict(self.preset.model),
             "path": self.path.knobs(),
             "seed": self.seed,
         }
-        for key, value in mine.items():
-            if meta.get(key) != value:
-                raise CheckpointError(f"checkpoint has {key} {meta.get(key)!r}, but this run has {value!r}.")
+        check_identity(checkpoint.meta, mine)
         try:
             self.model.set_weights(checkpoint.weights)
             if len(checkpoint.optimizer) != len(self.optimizer.variables):
@@ -258,7 +253,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not fit this model: {exc}") from None
         self.stepper.load_from_model()
         self.close()
-        self.global_step = int(meta["global_step"])
+        self.global_step = int(checkpoint.meta["global_step"])
 
 
 @dataclass
@@ -283,9 +278,9 @@ def fit(
 
     What is logged beside the checkpoint is the path's ``tracking`` knob (diffusion/tracking.py).
     With ``target_loss``, stop after the first epoch whose validation loss reaches it (time to
-    quality: the evaluation is on the clock). With ``resume``, continue from ``out/checkpoint.npz`` (same preset, path, seed); what was
-    logged after that checkpoint (a kill between log and checkpoint) is dropped so the log
-    matches the state.
+    quality: the evaluation is on the clock). With ``resume``, continue from
+    ``out/checkpoint.npz`` (same preset, path, seed); what was logged after that checkpoint (a
+    kill between log and checkpoint) is dropped so the log matches the state.
 
     Raises:
         ConfigError: the tracking asks for a writer this machine lacks (before any training).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -114,6 +115,31 @@ def test_corrupt_checkpoint_on_resume_is_an_error_and_is_kept(tmp_path):
     assert result.returncode == 2
     assert "corrupt" in result.stderr and "Traceback" not in result.stderr
     assert (run / "checkpoint.npz").read_bytes() == b"not a checkpoint"
+
+
+def test_the_cli_resumes_a_checkpoint_from_before_the_tracking_knob(tmp_path):
+    from diffusion.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    assert train("--path", "alt", "--preset", "tiny", "--epochs", "1", "--out", str(run)).returncode == 0
+    ckpt = load_checkpoint(run / "checkpoint.npz")
+    old_path = {k: v for k, v in ckpt.meta["path"].items() if k != "tracking"}  # ALT tracked with jsonl then
+    save_checkpoint(run / "checkpoint.npz", dataclasses.replace(ckpt, meta={**ckpt.meta, "path": old_path}))
+    result = train("--path", "alt", "--preset", "tiny", "--epochs", "2", "--out", str(run), "--resume")
+    assert result.returncode == 0, result.stderr
+    refused = train(
+        "--path", "alt:tracking=tensorboard", "--preset", "tiny", "--epochs", "3", "--out", str(run), "--resume"
+    )
+    assert refused.returncode == 2 and "tracking" in refused.stderr
+
+
+def test_target_loss_stops_after_the_first_epoch_that_reaches_it(tmp_path):
+    summary = tmp_path / "summary.json"
+    args = ["--path", "neu", "--preset", "tiny", "--epochs", "5", "--target-loss", "100", "--json", str(summary)]
+    result = train(*args, "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(summary.read_text())
+    assert record["epochs"] == 5 and record["epochs_run"] == 1
 
 
 def test_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path):
