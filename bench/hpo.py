@@ -122,32 +122,18 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
         "--workers" if run.parallel == "workers" else "--n-jobs",
         str(run.jobs),
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cpus = sorted(os.sched_getaffinity(0))[: run.cpus] if run.cpus else None
-    cpu_before = child_cpu_s()
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-    )
-    wall = time.perf_counter() - start
-    cpu = child_cpu_s() - cpu_before
-    if proc.returncode != 0:
-        from bench.runner import failure
-
-        return {"run": asdict(run), "error": failure("search", proc)}
+    timed = run_timed(cmd, "search", cpus=cpus)
+    if "error" in timed:
+        return {"run": asdict(run), "error": timed["error"]}
     import optuna
 
     study = optuna.load_study(study_name=tag, storage=open_storage(url))
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     return {
         "run": asdict(run),
-        "wall_s": wall,
-        "cpu_s": cpu,
+        "wall_s": timed["wall_s"],
+        "cpu_s": timed["cpu_s"],
         "best_params": _best_params(study),
         "counts": counts(study),
         "trials": [
@@ -162,6 +148,28 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
             for t in trials
         ],
     }
+
+
+def run_timed(cmd: list[str], what: str, *, cpus: list[int] | None = None) -> dict[str, Any]:
+    """A command of this checkout in a fresh process (pinned to ``cpus`` if given): its wall
+    seconds, the CPU seconds it used, when it started (epoch seconds), and why it failed."""
+    from bench.runner import failure, tree_env
+
+    cpu_before = child_cpu_s()
+    started = time.time()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=tree_env(ROOT),
+        cwd=ROOT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    out = {"wall_s": time.perf_counter() - start, "cpu_s": child_cpu_s() - cpu_before, "started": started}
+    if proc.returncode != 0:
+        out["error"] = failure(what, proc)
+    return out
 
 
 def child_cpu_s() -> float:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.hpo import ROOT, HpoPlan, Run, child_cpu_s, fixed_params, run_search
-from bench.runner import failure
+from bench.hpo import ROOT, HpoPlan, Run, fixed_params, run_search, run_timed
 from diffusion.cli import write_json_atomic
 from diffusion.errors import ConfigError
 
@@ -117,27 +115,24 @@ def recipes(plan: QualityPlan, base: str, candidate: str) -> tuple[Recipe, Recip
     )
 
 
-def run_timed(cmd: list[str]) -> dict[str, Any]:
-    """A command in a fresh process: wall and CPU seconds, and its last stderr line if it failed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cpu_before = child_cpu_s()
-    started = time.time()
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    out = {"wall_s": time.perf_counter() - start, "cpu_s": child_cpu_s() - cpu_before, "started": started}
-    if proc.returncode != 0:
-        out["error"] = failure(" ".join(cmd[2:3]), proc)
-    return out
-
-
-def train_cmd(recipe: Recipe, plan: QualityPlan, seed: int, out: Path, config: Path | None, **extra: Any) -> list[str]:
+def train_cmd(
+    recipe: Recipe,
+    plan: QualityPlan,
+    seed: int,
+    out: Path,
+    config: Path | None,
+    *,
+    epochs: int | None = None,
+    target_loss: float | None = None,
+) -> list[str]:
+    """``diffusion.train`` for the recipe: its epochs unless ``epochs`` is given (a budget)."""
     cmd = [sys.executable, "-m", "diffusion.train", "--path", recipe.path, "--preset", plan.preset]
-    cmd += ["--epochs", str(extra.get("epochs", recipe.epochs)), "--seed", str(seed)]
+    cmd += ["--epochs", str(epochs or recipe.epochs), "--seed", str(seed)]
     cmd += ["--out", str(out / "run"), "--json", str(out / "train.json"), "--no-progress"]
     if config is not None:
         cmd += ["--config", str(config)]
-    if "target_loss" in extra:
-        cmd += ["--target-loss", repr(extra["target_loss"])]
+    if target_loss is not None:
+        cmd += ["--target-loss", repr(target_loss)]
     return cmd
 
 
@@ -172,7 +167,15 @@ def search_job(recipe: Recipe, plan: QualityPlan, seed: int) -> Callable[[Path],
     return make
 
 
-def train_job(recipe: Recipe, plan: QualityPlan, seed: int, best: dict[str, Any] | None, **extra: Any) -> Any:
+def train_job(
+    recipe: Recipe,
+    plan: QualityPlan,
+    seed: int,
+    best: dict[str, Any] | None,
+    *,
+    epochs: int | None = None,
+    target_loss: float | None = None,
+) -> Callable[[Path], dict[str, Any]]:
     def make(folder: Path) -> dict[str, Any]:
         config = None
         if recipe.tuned:
@@ -180,7 +183,8 @@ def train_job(recipe: Recipe, plan: QualityPlan, seed: int, best: dict[str, Any]
                 return {"error": "the search finished no trial: no best parameters to train"}
             config = folder / "best.json"
             write_json_atomic(config, {"params": best})
-        record = run_timed(train_cmd(recipe, plan, seed, folder, config, **extra))
+        cmd = train_cmd(recipe, plan, seed, folder, config, epochs=epochs, target_loss=target_loss)
+        record = run_timed(cmd, "diffusion.train")
         if "error" not in record:
             record["summary"] = json.loads((folder / "train.json").read_text())
         return record
@@ -192,7 +196,7 @@ def verify_job(plan: QualityPlan, seed: int, run_dir: Path) -> Callable[[Path], 
     def make(folder: Path) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "diffusion.verify", "--checkpoint", str(run_dir), "--events", str(plan.events)]
         cmd += ["--steps", str(plan.steps), "--seed", str(seed), "--json", str(folder / "verify.json"), "--no-progress"]
-        record = run_timed(cmd)
+        record = run_timed(cmd, "diffusion.verify")
         if "error" not in record:
             record["record"] = json.loads((folder / "verify.json").read_text())
         return record
