@@ -337,7 +337,10 @@ def test_recycled_workers_keep_rss_per_trial_bounded(tmp_path):
     bounded = rss_per_trial(storage, "recycled", "--workers", "1", "--recycle", "3")
     assert np.polyfit(np.arange(9), grows, 1)[0] > 10, grows
     assert max(bounded) < max(grows), (bounded, grows)
-    assert abs(np.polyfit(np.arange(9), bounded, 1)[0]) < 10, bounded
+    # Each fresh worker starts where the first did. A slope fitted across the saw-tooth is not the
+    # property: one worker's third trial landing 12 MiB higher tilted it past 10 MiB/trial in CI.
+    restarts = bounded[::3]
+    assert max(restarts) - min(restarts) < 50, bounded
 
 
 def kill_mid_trial(storage: str, study: str, n_trials: int) -> list:
