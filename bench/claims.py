@@ -37,6 +37,7 @@ METRICS: dict[str, Metric] = {
     "val_pass_s": Metric("validate", "val_pass_s", False, "s"),
     "val_samples_per_s": Metric("validate", "val_samples_per_s", True, "/s"),
     "train_samples_per_s": Metric("train", "train_samples_per_s", True, "/s"),
+    "train_step_ms_median": Metric("train", "step_ms_median", False, "ms"),
     "train_peak_rss_mib": Metric("train", "peak_rss_mib", False, "MiB"),
     "train_rss_growth_mib": Metric("train", "rss_growth_mib", False, "MiB"),
     "val_peak_rss_mib": Metric("validate", "peak_rss_mib", False, "MiB"),

@@ -33,7 +33,7 @@ UNITS = {"train_samples_per_s": "samples/s", "val_pass_s": "s per validation pas
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Provisional until a full calibration (>= 60 A/A and >= 20 planted runs) is committed: the
 # issue's simulation on the committed A/A noise gave 97-100% detection of a 30% loss at 0.15.
-PROVISIONAL = {"tolerance": 0.15, "rounds": 6}
+PROVISIONAL = {"tolerance": 0.15, "rounds": 6, "cpus": None}
 # More validation passes than compare's 3: at tiny a pass is ~50 ms, and its median is noisy.
 JOB_OPTIONS = {"train_seconds": 1.0, "val_passes": 10}
 
@@ -101,7 +101,12 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             continue
         if record.get("meets_target") is True:
-            return {"tolerance": record["tolerance"], "rounds": record["rounds"], "source": path.name}
+            return {
+                "tolerance": record["tolerance"],
+                "rounds": record["rounds"],
+                "cpus": record.get("cpus"),
+                "source": path.name,
+            }
     return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
 
 
@@ -127,6 +132,11 @@ def build_parser() -> Parser:
     )
     parser.add_argument(
         "--train-seconds", type=float, default=JOB_OPTIONS["train_seconds"], help="steady-state training per job"
+    )
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        help="pin every worker to this many cores, thread pools to match (default: the calibrated, else all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds")
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")
@@ -184,7 +194,7 @@ def report(checks: list[Check]) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
-def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int, dict[str, Any]]:
+def ab_gate(args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None) -> tuple[int, dict[str, Any]]:
     """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF."""
     from bench import trees
     from bench.measure import Job
@@ -201,14 +211,15 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float) -> tuple[int,
     ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
     with trees.exported(commit, ref_label) as ref_tree:
         roles = (
-            Role("ref", ref_path, ("validate", "train"), tree=ref_tree),
-            Role("head", head_path, ("validate", "train"), reference="ref", tree=head),
+            Role("ref", ref_path, ("validate", "train"), tree=ref_tree, cpus=cpus),
+            Role("head", head_path, ("validate", "train"), reference="ref", tree=head, cpus=cpus),
         )
         ref_knobs = trees.probe(ref_tree, job_fields, [roles[0].spec])[roles[0].spec]
         plan = Plan(roles, preset, rounds, job_options=options, seed=args.seed)
         print(
             f"gate: {head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} "
-            f"({roles[0].spec}), {preset}, {rounds} rounds, tolerance {tolerance:.0%}"
+            f"({roles[0].spec}), {preset}, {rounds} rounds, tolerance {tolerance:.0%}, "
+            f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
             + ("; uncommitted changes are measured as HEAD" if head.label.endswith("+uncommitted") else ""),
             flush=True,
         )
@@ -308,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
+    if args.cpus is not None:
+        from diffusion.environment import usable_cpus
+
+        if not 1 <= args.cpus <= usable_cpus():
+            raise ConfigError(
+                f"--cpus must be between 1 and this machine's {usable_cpus()} usable cores, but got {args.cpus}."
+            )
     if not args.train_seconds > 0:
         raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     if args.json is not None:
@@ -317,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             parse_path(spec)
     if args.preset is not None:
         get_preset(args.preset)
+    if args.cpus is not None and args.baseline is not None:
+        raise ConfigError("--cpus applies to the A/B gate (--against); a stored baseline runs as it was measured.")
     if (args.write_baseline or args.allow_other_machine) and args.baseline is None:
         raise ConfigError("--write-baseline and --allow-other-machine must come with --baseline FILE.")
 
@@ -335,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
-        code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance)
+        cpus = args.cpus if args.cpus is not None else defaults["cpus"]
+        code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus)
         summary["defaults_from"] = defaults["source"]
     seconds = time.perf_counter() - start
     print(f"gate {'passed' if code == 0 else 'FIRED'} in {seconds:.0f} s")

@@ -105,8 +105,9 @@ def s3_readings(preset: Any, data: Any, device: Any, repeats: int, batches: tupl
 
 def cpu_half(preset_name: str, repeats: int, quick: bool) -> dict[str, Any]:
     """The CPU readings, in a child process that sees only the CPUs (JAX_PLATFORMS=cpu)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", KERAS_BACKEND="jax", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    from bench.runner import tree_env
+
+    env = {**tree_env(ROOT), "JAX_PLATFORMS": "cpu", "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "bench.gpu", "--part", "cpu", "--preset", preset_name, "--repeats", str(repeats)]
     proc = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True, env=env, cwd=ROOT)
     for line in proc.stderr.splitlines():

@@ -53,13 +53,16 @@ def a_baseline(**changes: object) -> dict:
 @pytest.mark.slow
 def test_head_against_itself_passes(tmp_path):
     out = tmp_path / "gate.json"
-    result = bench("bench.gate", "--against", "HEAD", *FAST, "--rounds", "4", "--json", str(out))
+    result = bench("bench.gate", "--against", "HEAD", *FAST, "--rounds", "4", "--cpus", "1", "--json", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 2
+    assert result.stdout.count("ok ") == 2 and "pinned to 1 core(s)" in result.stdout
     record = json.loads(out.read_text())
     assert record["fired"] is False and record["ref"]["name"] == "HEAD"
     trees = {r["role"]: r["tree"]["label"] for r in record["records"]}
     assert trees["ref"].startswith("REF HEAD ") and trees["head"].startswith("HEAD ")
+    # --cpus reaches every worker of both trees, which pins itself before TensorFlow loads.
+    assert {r["environment"]["usable_cpus"] for r in record["records"]} == {1}
+    assert {r["environment"]["env"]["TF_NUM_INTRAOP_THREADS"] for r in record["records"]} == {"1"}
 
 
 @pytest.mark.slow
@@ -199,6 +202,9 @@ def test_a_baseline_whose_knobs_changed_is_refused(tmp_path, blocked_tf):
     ("args", "message"),
     [
         (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--cpus", "0"], "--cpus must be between 1 and this machine's"),
+        (["--cpus", "4096"], "but got 4096"),
+        (["--cpus", "1", "--baseline", "b.json"], "--cpus applies to the A/B gate"),
         (["--tolerance", "1.5"], "--tolerance must be in [0, 1)"),
         (["--candidate", "fast"], "unknown path 'fast'"),
         (["--write-baseline"], "must come with --baseline"),
@@ -207,3 +213,51 @@ def test_a_baseline_whose_knobs_changed_is_refused(tmp_path, blocked_tf):
 )
 def test_bad_arguments_are_one_line_exit_2_before_tensorflow(blocked_tf, args, message):
     one_line_exit_2(bench("bench.gate", *args, **blocked_tf), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cpus", "0"], "--cpus must be between 1 and this machine's"),
+        (["--aa-runs", "-1"], "--aa-runs must be at least 0"),
+        (["--aa-runs", "0", "--power-runs", "0"], "must not both be 0"),
+        (["--planted-slowdown", "0"], "--planted-slowdown must be positive"),
+    ],
+)
+def test_bad_calibration_arguments_are_one_line_exit_2_and_write_nothing(tmp_path, blocked_tf, args, message):
+    out = tmp_path / "calibration.json"
+    one_line_exit_2(bench("bench.calibrate", *args, "--json", str(out), **blocked_tf), message)
+    assert not out.exists()
+
+
+def a_run(kind: str, fired: bool, high: float, per_round: dict[str, list[float]]) -> dict:
+    check = {"metric": "train_samples_per_s", "measured": {"estimate": 1.0, "low": 0.9, "high": high, "n": 3}}
+    return {"kind": kind, "fired": fired, "seconds": 100.0, "checks": [check], "per_round": per_round}
+
+
+def test_calibration_summary_counts_bounds_and_noise():
+    from bench.calibrate import TARGET, summarise
+
+    quiet = {"train_samples_per_s": [1.0, 1.1, 0.9], "train_step_ms_median": [1.0, 1.0, 1.0], "val_pass_s": []}
+    runs = [a_run("aa", False, 1.1, quiet)] * 60 + [a_run("power", True, 0.8, quiet)] * 19
+    runs.append(a_run("power", False, 0.9, quiet))
+    summary = summarise(runs, tolerance=0.15, rounds=6, cpus=1)
+    assert (summary["aa_runs"], summary["false_alarms"], summary["power_runs"], summary["detected"]) == (60, 0, 20, 19)
+    assert summary["false_alarm_rate_upper95"] == pytest.approx(0.0487, abs=1e-4)  # 1 - 0.05 ** (1 / 60)
+    assert summary["detection_rate"] == 0.95 and summary["seconds_per_run"] == 100.0
+    assert summary["meets_target"] is (100.0 <= TARGET["seconds"])
+    assert summary["cpus"] == 1
+    assert summary["per_round_log_sd"]["train_step_ms_median"] == 0.0
+    assert summary["per_round_log_sd"]["train_samples_per_s"] > 0.05
+    assert summary["per_round_log_sd"]["val_pass_s"] is None  # no paired round: nothing to say
+    # Post hoc, a tolerance whose floor sits above a power run's high end catches it.
+    assert summary["post_hoc_at_tolerance"]["0.05"]["detected"] == 20
+    assert summary["post_hoc_at_tolerance"]["0.15"]["detected"] == 19
+
+
+def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
+    from bench.calibrate import summarise
+
+    quiet = {"train_samples_per_s": [1.0, 1.0]}
+    summary = summarise([a_run("aa", False, 1.1, quiet)] * 8 + [a_run("power", True, 0.8, quiet)] * 6, 0.15, 6)
+    assert summary["meets_target"] is False and summary["false_alarm_rate_upper95"] > 0.3
