@@ -108,7 +108,12 @@ class MemorySampler:
             # reads /proc through psutil and writes to a pipe; it never touches JAX or TF state.
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             self._timer.start()
-        self._conn.recv()  # the sampler is polling
+        # The sampler is polling once it says so; a child that never does must fail the
+        # measurement, not hang it.
+        if not self._conn.poll(60):
+            self._timer.terminate()
+            raise RuntimeError("the memory sampler process did not start within 60 s")
+        self._conn.recv()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -315,11 +315,38 @@ def test_nan_loss_prunes_the_trial_with_a_reason_and_the_study_goes_on(tmp_path,
     assert all("loss became nan at step 1" in t.user_attrs["pruned_reason"] for t in trials)
 
 
+def test_worker_processes_do_not_propose_the_same_configurations(tmp_path):
+    from diffusion.hpo.search import SearchConfig, create_study, load_study
+    from diffusion.hpo.space import suggest
+    from diffusion.hpo.storage import open_storage
+
+    storage = open_storage(f"journal:{tmp_path / 'study.journal'}")
+    create_study("s", storage, SearchConfig(preset="tiny"))
+    # Two workers (or a recycled worker and its successor), each loading the study: the first
+    # trials come from TPE's random start-up phase, where samplers seeded alike agree.
+    proposals = []
+    for _ in range(2):
+        study, _config = load_study("s", storage)
+        trial = study.ask()
+        proposals.append(suggest(trial))
+        study.tell(trial, 1.0)
+    assert proposals[0] != proposals[1], proposals
+
+
+FIXED_PARAMS = {"learning_rate": 1e-3, "hidden_dim": 64, "blocks": 2, "batch_size": 32, "clip_norm": 1.0}
+
+
 def rss_per_trial(storage: str, study: str, *run_args: str) -> list[float]:
     import optuna
 
+    from diffusion.hpo.search import SearchConfig, create_study
     from diffusion.hpo.storage import open_storage
 
+    # Every trial trains the same configuration, so RSS differences come from the process, not
+    # from one trial's model being larger than another's.
+    created = create_study(study, open_storage(storage), SearchConfig(preset="tiny", epochs=1, pruner="none"))
+    for _ in range(9):
+        created.enqueue_trial(FIXED_PARAMS)
     args = ["--n-trials", "9", "--preset", "tiny", "--epochs", "1", "--pruner", "none", "--no-progress"]
     result = hpo("run", "--study", study, "--storage", storage, *args, *run_args)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -341,6 +368,8 @@ def test_recycled_workers_keep_rss_per_trial_bounded(tmp_path):
     # property: one worker's third trial landing 12 MiB higher tilted it past 10 MiB/trial in CI.
     restarts = bounded[::3]
     assert max(restarts) - min(restarts) < 50, bounded
+    trials = optuna.load_study(study_name="recycled", storage=open_storage(storage)).get_trials()
+    assert all(t.params == FIXED_PARAMS for t in trials)
 
 
 def kill_mid_trial(storage: str, study: str, n_trials: int) -> list:

@@ -92,8 +92,26 @@ def create_study(name: str, storage: Any, config: SearchConfig) -> Any:
     return study
 
 
+def worker_sampler_seed(seed: int) -> int:
+    """A sampler seed of this process's own, drawn from the study's seed, the process id and
+    the clock.
+
+    Every worker process (parallel ones, and each recycled child) loads the study with its own
+    sampler. Seeded alike, they all proposed the same configurations while TPE was still
+    sampling at random: two workers' first trials were identical. A study spread over processes
+    is reproducible from its stored trials, not from one seed.
+    """
+    import os
+
+    import numpy as np
+
+    entropy = [seed, os.getpid(), time.time_ns() & 0xFFFFFFFF]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
 def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
-    """Load a study and the configuration its creator stored.
+    """Load a study and the configuration its creator stored, with a sampler seeded for this
+    process (``worker_sampler_seed``).
 
     Raises:
         StudyNotFound: no such study (the message lists the studies there).
@@ -113,7 +131,7 @@ def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
     study = optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=optuna.samplers.TPESampler(seed=worker_sampler_seed(config.seed)),
         pruner=make_pruner(config),
     )
     return study, config
