@@ -351,6 +351,7 @@ def rss_per_trial(storage: str, study: str, *run_args: str) -> list[float]:
     result = hpo("run", "--study", study, "--storage", storage, *args, *run_args)
     assert result.returncode == 0, result.stderr[-2000:]
     trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials()
+    assert all(t.params == FIXED_PARAMS for t in trials), [t.params for t in trials]
     return [t.user_attrs["rss_mib_end"] for t in sorted(trials, key=lambda t: t.number)]
 
 
@@ -368,8 +369,6 @@ def test_recycled_workers_keep_rss_per_trial_bounded(tmp_path):
     # property: one worker's third trial landing 12 MiB higher tilted it past 10 MiB/trial in CI.
     restarts = bounded[::3]
     assert max(restarts) - min(restarts) < 50, bounded
-    trials = optuna.load_study(study_name="recycled", storage=open_storage(storage)).get_trials()
-    assert all(t.params == FIXED_PARAMS for t in trials)
 
 
 def kill_mid_trial(storage: str, study: str, n_trials: int) -> list:
