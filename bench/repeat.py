@@ -1,5 +1,7 @@
 """Repeatability of the verdicts: ``python -m bench.repeat --runs 10 --json F [-- COMPARE ARGS]``.
 
+``--from F [--markdown OUT]`` renders a saved record again, runs nothing.
+
 Runs ``python -m bench.compare`` (default: ``alt neu``, the README's main job) N times in fresh
 processes on this machine and tabulates each claim's verdict per run, the share of runs that
 agree with the most common verdict, and the load average around each run (other work on the
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,8 @@ from diffusion.errors import ConfigError
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("V", "T", "M")  # the claims a default compare run judges
+TARGET_FAMILIES = ("V", "T")  # the ones that must agree in >= 9 of 10 runs
+INTERVAL_TEXT = re.compile(r"(\S+) \[(\S+), (\S+)\]")
 
 
 def agreement(runs: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
@@ -35,6 +40,71 @@ def agreement(runs: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
         verdict, agree = counts.most_common(1)[0]
         out[cid] = {"verdict": verdict, "agree": agree, "runs": sum(counts.values()), "counts": dict(counts)}
     return out
+
+
+def run_intervals(run: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """Each claim's (estimate, low, high) in one run: from its measured row, or, in records made
+    before rows were kept, parsed back from the table's ``"est [low, high]"`` text (3 digits)."""
+    if "rows" in run:
+        return {cid: (r["estimate"], r["low"], r["high"]) for cid, r in run["rows"].items()}
+    out = {}
+    for cid, text in run["intervals"].items():
+        match = INTERVAL_TEXT.fullmatch(text)
+        if match:
+            out[cid] = tuple(float(x) for x in match.groups())
+    return out
+
+
+def straddled(low: float, high: float, band: tuple[float, float], claimed: float) -> list[float]:
+    """The verdict's edges lying inside an interval (pure): the band's two, and 1 for a claim
+    with a direction. An interval holding one of them is why a verdict can differ between runs."""
+    edges = [*band, *([1.0] if claimed != 1.0 else [])]
+    return sorted(e for e in edges if low < e < high)
+
+
+def why_flipped(record: dict[str, Any], bands: dict[str, tuple[tuple[float, float], float]]) -> dict[str, str]:
+    """For each claim whose verdict differs between runs: which runs gave which verdict, and the
+    edge each run's interval held (pure). ``bands``: claim id -> (band, claimed)."""
+    out = {}
+    runs = record["runs"]
+    for cid, a in record["agreement"].items():
+        if a["agree"] == a["runs"] or cid not in bands:
+            continue
+        band, claimed = bands[cid]
+        by_verdict: dict[str, list[str]] = {}
+        for i, one in enumerate(runs):
+            if cid not in one["verdicts"]:
+                continue
+            interval = run_intervals(one).get(cid)
+            held = straddled(interval[1], interval[2], band, claimed) if interval else []
+            note = f"{i + 1}" + (f" (spans {', '.join(f'{e:.3g}' for e in held)})" if held else "")
+            by_verdict.setdefault(one["verdicts"][cid], []).append(note)
+        parts = "; ".join(f"{v} in run {', '.join(notes)}" for v, notes in by_verdict.items())
+        out[cid] = f"band [{band[0]:.3g}, {band[1]:.3g}] around {claimed:g}x: {parts}"
+    return out
+
+
+def registry_bands(ids: list[str]) -> dict[str, tuple[tuple[float, float], float]]:
+    """Each claim's band and claimed value from the registry (for records that did not keep them)."""
+    from bench.claims import load_claims
+    from bench.stats import claim_band
+
+    claims = {c.id: c for c in load_claims()}
+    return {
+        cid: (claim_band(claims[cid].claimed, claims[cid].tolerance, claims[cid].margin), claims[cid].claimed)
+        for cid in ids
+        if cid in claims and claims[cid].claimed is not None
+    }
+
+
+def record_bands(record: dict[str, Any]) -> dict[str, tuple[tuple[float, float], float]]:
+    kept = {
+        cid: ((row["band"][0], row["band"][1]), row["claimed"])
+        for one in record["runs"]
+        for cid, row in one.get("rows", {}).items()
+        if row.get("band")
+    }
+    return {**registry_bands([c for c in record["agreement"] if c not in kept]), **kept}
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -60,6 +130,22 @@ def markdown(record: dict[str, Any]) -> str:
     for cid in ids:
         cells = [r["intervals"].get(cid, "-") for r in runs]
         lines.append(f"| {cid} | " + " | ".join(cells) + " |")
+    stable = [c for c in ids if c[0] in TARGET_FAMILIES and record["agreement"][c]["agree"] >= 0.9 * len(runs)]
+    unstable = [c for c in ids if c[0] in TARGET_FAMILIES and c not in stable]
+    lines += [
+        "",
+        f"V and T claims with the same verdict in at least 90% of runs (9 of 10): {', '.join(stable) or 'none'}; "
+        f"fewer: {', '.join(unstable) or 'none'}.",
+    ]
+    reasons = why_flipped(record, record_bands(record))
+    if reasons:
+        lines += [
+            "",
+            "Why verdicts differ (computed from each run's interval and the claim's band; "
+            "'spans' names the verdict's edges inside that run's interval):",
+            "",
+        ]
+        lines += [f"- {cid}: {text}" for cid, text in reasons.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -89,17 +175,42 @@ def one_run(args: list[str]) -> dict[str, Any]:
             c["id"]: f"{c['measured']['estimate']:.3g} [{c['measured']['low']:.3g}, {c['measured']['high']:.3g}]"
             for c in judged
         },
+        "rows": {
+            c["id"]: {**c["measured"], "band": c.get("band"), "claimed": c.get("claimed_here", c.get("claimed"))}
+            for c in judged
+        },
         "git_commit": result["environment"].get("git_commit"),
     }
+
+
+def render_saved(source: Path, out: Path | None) -> int:
+    try:
+        record = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--from {str(source)!r} is not a readable repeat record: {exc}") from None
+    if record.get("schema") != SCHEMA:
+        raise ConfigError(f"--from {str(source)!r} has schema {record.get('schema')!r}; expected {SCHEMA!r}.")
+    text = markdown(record)
+    if out is None:
+        print(text, end="")
+    else:
+        check_writable_file(out, "--markdown")
+        write_text_atomic(out, text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m bench.repeat", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="compare runs (default 10)")
-    parser.add_argument("--json", type=Path, required=True, help="the record, rewritten after every run")
+    parser.add_argument("--json", type=Path, help="the record, rewritten after every run")
     parser.add_argument("--markdown", type=Path, help="the verdict table per run")
+    parser.add_argument("--from", dest="source", type=Path, help="render a saved record's table; run nothing")
     parser.add_argument("compare_args", nargs="*", help="arguments of bench.compare (default: alt neu)")
     args = parser.parse_args(argv)
+    if args.source is not None:
+        return render_saved(args.source, args.markdown)
+    if args.json is None:
+        raise ConfigError("--json FILE is required (or --from FILE to render a saved record).")
     if args.runs < 2:
         raise ConfigError(f"--runs must be at least 2, but got {args.runs}.")
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):

@@ -1,0 +1,103 @@
+"""bench.repeat: agreement across runs, and why a verdict differs between runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from bench.repeat import SCHEMA, agreement, markdown, straddled, why_flipped
+from tests.conftest import PYTHON, ROOT, python_env
+
+
+def a_record() -> dict:
+    runs = [
+        {"verdicts": {"V2": "holds", "T1": "exceeded"}, "intervals": {"V2": "2.54 [2.28, 2.83]", "T1": "11 [9, 13]"}},
+        {
+            "verdicts": {"V2": "inconclusive", "T1": "exceeded"},
+            "intervals": {"V2": "2.44 [1.9, 3.12]", "T1": "12 [10, 14]"},
+        },
+        {
+            "verdicts": {"V2": "inconclusive", "T1": "exceeded"},
+            "rows": {
+                "V2": {"estimate": 3.15, "low": 2.85, "high": 3.49, "n": 5, "band": [2.0833, 3.0], "claimed": 2.5},
+                "T1": {"estimate": 12.0, "low": 10.0, "high": 14.0, "n": 5, "band": [2.0, 2.88], "claimed": 2.4},
+            },
+            "intervals": {"V2": "3.15 [2.85, 3.49]", "T1": "12 [10, 14]"},
+        },
+    ]
+    for run in runs:
+        run.update(load_before=[0.5, 0.5, 0.5], seconds=500.0)
+    return {
+        "schema": SCHEMA,
+        "compare_args": ["alt", "neu"],
+        "machine": "test CPU, 2 CPUs",
+        "seconds": 1500.0,
+        "runs": runs,
+        "agreement": agreement([r["verdicts"] for r in runs]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "edges"),
+    [(2.28, 2.83, []), (1.9, 3.12, [2.0833, 3.0]), (2.85, 3.49, [3.0]), (0.9, 2.5, [1.0, 2.0833])],
+)
+def test_straddled_names_the_edges_inside_the_interval(low, high, edges):
+    assert straddled(low, high, (2.0833, 3.0), 2.5) == edges
+
+
+def test_an_equal_claim_has_no_direction_edge():
+    assert straddled(0.8, 1.2, (1 / 1.1, 1.1), 1.0) == [1 / 1.1, 1.1]
+
+
+def test_agreement_counts_the_most_common_verdict():
+    record = a_record()
+    assert record["agreement"]["V2"] == {
+        "verdict": "inconclusive",
+        "agree": 2,
+        "runs": 3,
+        "counts": {"holds": 1, "inconclusive": 2},
+    }
+    assert record["agreement"]["T1"]["agree"] == 3
+
+
+def test_a_flip_is_explained_by_the_edge_each_run_spans():
+    record = a_record()
+    reasons = why_flipped(record, {"V2": ((2.0833, 3.0), 2.5)})
+    assert list(reasons) == ["V2"]  # T1 agrees in every run
+    assert (
+        reasons["V2"]
+        == "band [2.08, 3] around 2.5x: holds in run 1; inconclusive in run 2 (spans 2.08, 3), 3 (spans 3)"
+    )
+
+
+def test_markdown_lists_stable_and_unstable_claims_and_the_reasons():
+    text = markdown(a_record())
+    assert "at least 90% of runs (9 of 10): T1; fewer: V2." in text
+    # Bands come from the run that kept its rows, else from the registry (V2: 2.5x, tolerance 0.2).
+    assert "- V2: band [2.08, 3] around 2.5x: holds in run 1;" in text
+
+
+def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
+    saved = tmp_path / "repeat.json"
+    saved.write_text(json.dumps(a_record()))
+    out = tmp_path / "repeat.md"
+
+    def repeat(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PYTHON, "-m", "bench.repeat", *args], capture_output=True, text=True, env=python_env(), cwd=ROOT
+        )
+
+    result = repeat("--from", str(saved), "--markdown", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == markdown(a_record())
+    for args, message in [
+        (["--from", str(tmp_path / "missing.json")], "is not a readable repeat record"),
+        (["--runs", "1", "--json", str(tmp_path / "r.json")], "--runs must be at least 2"),
+        ([], "--json FILE is required"),
+    ]:
+        bad = repeat(*args)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "r.json").exists()
