@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.baseline import GATED_METRICS
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
@@ -36,7 +37,7 @@ TARGET = {"aa_runs": 60, "power_runs": 20, "false_alarm_rate_upper95": 0.05, "de
 SCORED_TOLERANCES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 # Per-round noise is recorded for these too: the median step time ignores a slow stretch of a
 # round (another process waking up), which the gated mean throughput counts in full.
-NOISE_METRICS = ("train_samples_per_s", "train_step_ms_median", "val_pass_s")
+NOISE_METRICS = (*GATED_METRICS, "train_step_ms_median")
 # The line of the training loop that the planted copy slows; t1 is taken just before it.
 STEP_LINE = "            loss = self.stepper.train(batch)\n"
 
@@ -162,7 +163,7 @@ def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: i
 
 def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     from bench.analysis import role_ratios
-    from bench.gate import GATED_METRICS, gate_checks, machine
+    from bench.gate import gate_checks, machine
     from bench.runner import run_plan
 
     start = time.perf_counter()
@@ -209,13 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     get_preset(args.preset)
     path = parse_path(args.path)
-    if args.cpus is not None:
-        from diffusion.environment import usable_cpus
+    from bench.gate import check_cpus
 
-        if not 1 <= args.cpus <= usable_cpus():
-            raise ConfigError(
-                f"--cpus must be between 1 and this machine's {usable_cpus()} usable cores, but got {args.cpus}."
-            )
+    check_cpus(args.cpus, "--cpus")
     check_writable_file(args.json, "--json")
 
     from bench import trees as git_trees
@@ -224,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = calibrated_defaults(args.preset)
     rounds = args.rounds or defaults["rounds"]
     tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
-    cpus = args.cpus if args.cpus is not None else defaults["cpus"]
+    cpus = args.cpus if args.cpus is not None else check_cpus(defaults["cpus"], f"cpus of {defaults['source']}")
     options = {**JOB_OPTIONS, **({"train_seconds": args.train_seconds} if args.train_seconds else {})}
     commit = git_trees.resolve_ref("HEAD")
     runs: list[dict[str, Any]] = []

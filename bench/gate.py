@@ -110,6 +110,29 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
     return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
 
 
+def check_cpus(cpus: int | None, where: str) -> int | None:
+    """``cpus`` if this machine has that many usable cores (None: all of them).
+
+    Raises:
+        ConfigError: naming ``where`` the number came from (an option, a calibration record
+            made on a larger machine) and the valid range.
+    """
+    from diffusion.environment import usable_cpus
+
+    if cpus is not None and not 1 <= cpus <= usable_cpus():
+        raise ConfigError(f"{where} must be between 1 and this machine's {usable_cpus()} usable cores, but got {cpus}.")
+    return cpus
+
+
+def sent_fields(spec: str, preset: str, options: dict[str, Any], cpus: int | None) -> list[str]:
+    """The job fields a worker is sent (unset options stay out of the payload, bench/runner.py),
+    which a REF tree's worker must know."""
+    from bench.measure import Job
+
+    job = Job(spec, preset, **options, cpus=cpus)
+    return [k for k, v in dataclasses.asdict(job).items() if v is not None]
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.gate", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -197,7 +220,6 @@ def report(checks: list[Check]) -> int:
 def ab_gate(args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None) -> tuple[int, dict[str, Any]]:
     """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF."""
     from bench import trees
-    from bench.measure import Job
     from bench.runner import Plan, Role, run_plan
 
     ref_name = args.against or trees.default_ref()
@@ -206,8 +228,7 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float, cpus: int | N
     head_path = parse_path(args.candidate) if args.candidate else ref_path
     head = trees.head_tree()
     options = {**JOB_OPTIONS, "train_seconds": args.train_seconds}
-    # The fields a worker is sent: unset options stay out of the payload (bench/runner.py).
-    job_fields = [k for k, v in dataclasses.asdict(Job(args.path, preset, **options)).items() if v is not None]
+    job_fields = sent_fields(args.path, preset, options, cpus)
     ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
     with trees.exported(commit, ref_label) as ref_tree:
         roles = (
@@ -319,13 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
-    if args.cpus is not None:
-        from diffusion.environment import usable_cpus
-
-        if not 1 <= args.cpus <= usable_cpus():
-            raise ConfigError(
-                f"--cpus must be between 1 and this machine's {usable_cpus()} usable cores, but got {args.cpus}."
-            )
+    check_cpus(args.cpus, "--cpus")
     if not args.train_seconds > 0:
         raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     if args.json is not None:
@@ -355,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
-        cpus = args.cpus if args.cpus is not None else defaults["cpus"]
+        cpus = args.cpus if args.cpus is not None else check_cpus(defaults["cpus"], f"cpus of {defaults['source']}")
         code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus)
         summary["defaults_from"] = defaults["source"]
     seconds = time.perf_counter() - start

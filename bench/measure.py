@@ -108,12 +108,20 @@ class MemorySampler:
             # reads /proc through psutil and writes to a pipe; it never touches JAX or TF state.
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             self._timer.start()
+        child_conn.close()  # the child's end; with ours closed, a child that dies reads as EOF at once
         # The sampler is polling once it says so; a child that never does must fail the
         # measurement, not hang it.
-        if not self._conn.poll(60):
+        try:
+            if not self._conn.poll(60):
+                raise EOFError
+            self._conn.recv()
+        except EOFError:
             self._timer.terminate()
-            raise RuntimeError("the memory sampler process did not start within 60 s")
-        self._conn.recv()
+            self._timer.join()
+            self._conn.close()
+            raise RuntimeError(
+                f"the memory sampler process did not start within 60 s (exit code {self._timer.exitcode})"
+            ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:

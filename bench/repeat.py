@@ -12,6 +12,7 @@ record is rewritten after every run, so a stopped series keeps what finished.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -27,8 +28,9 @@ from diffusion.errors import ConfigError
 
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("V", "T", "M")  # the claims a default compare run judges
-TARGET_FAMILIES = ("V", "T")  # the ones that must agree in >= 9 of 10 runs
+FAMILIES = ("validation", "training", "memory")  # the claims a default compare run judges
+TARGET_FAMILIES = ("validation", "training")  # the ones that must agree in 9 of 10 runs
+STABLE_SHARE = 0.9
 INTERVAL_TEXT = re.compile(r"(\S+) \[(\S+), (\S+)\]")
 
 
@@ -62,49 +64,49 @@ def straddled(low: float, high: float, band: tuple[float, float], claimed: float
     return sorted(e for e in edges if low < e < high)
 
 
-def why_flipped(record: dict[str, Any], bands: dict[str, tuple[tuple[float, float], float]]) -> dict[str, str]:
-    """For each claim whose verdict differs between runs: which runs gave which verdict, and the
-    edge each run's interval held (pure). ``bands``: claim id -> (band, claimed)."""
+Band = tuple[tuple[float, float], float, str]  # (band, claimed value, family) of one claim
+
+
+def why_flipped(record: dict[str, Any], bands: dict[str, Band]) -> dict[str, str]:
+    """For each claim whose verdict is not the same in every run: which runs gave which verdict
+    (or none), and the edges each run's interval spanned (pure). ``bands``: see ``claim_bands``."""
     out = {}
     runs = record["runs"]
     for cid, a in record["agreement"].items():
-        if a["agree"] == a["runs"] or cid not in bands:
+        if a["agree"] == len(runs) or cid not in bands:
             continue
-        band, claimed = bands[cid]
+        band, claimed, _family = bands[cid]
         by_verdict: dict[str, list[str]] = {}
         for i, one in enumerate(runs):
-            if cid not in one["verdicts"]:
-                continue
             interval = run_intervals(one).get(cid)
             held = straddled(interval[1], interval[2], band, claimed) if interval else []
             note = f"{i + 1}" + (f" (spans {', '.join(f'{e:.3g}' for e in held)})" if held else "")
-            by_verdict.setdefault(one["verdicts"][cid], []).append(note)
+            by_verdict.setdefault(one["verdicts"].get(cid, "not judged"), []).append(note)
         parts = "; ".join(f"{v} in run {', '.join(notes)}" for v, notes in by_verdict.items())
         out[cid] = f"band [{band[0]:.3g}, {band[1]:.3g}] around {claimed:g}x: {parts}"
     return out
 
 
-def registry_bands(ids: list[str]) -> dict[str, tuple[tuple[float, float], float]]:
-    """Each claim's band and claimed value from the registry (for records that did not keep them)."""
+def claim_bands(record: dict[str, Any]) -> dict[str, Band]:
+    """Each judged claim's band, claimed value and family: as the runs kept them, else (records
+    made before runs kept their rows) from the registry."""
+    kept = {
+        cid: ((row["band"][0], row["band"][1]), row["claimed"], row["family"])
+        for one in record["runs"]
+        for cid, row in one.get("rows", {}).items()
+        if row.get("band") and row.get("family")
+    }
+    missing = [c for c in record["agreement"] if c not in kept]
+    if not missing:
+        return kept
     from bench.claims import load_claims
     from bench.stats import claim_band
 
-    claims = {c.id: c for c in load_claims()}
+    claims = {c.id: c for c in load_claims() if c.id in missing and c.claimed is not None}
     return {
-        cid: (claim_band(claims[cid].claimed, claims[cid].tolerance, claims[cid].margin), claims[cid].claimed)
-        for cid in ids
-        if cid in claims and claims[cid].claimed is not None
+        **{cid: (claim_band(c.claimed, c.tolerance, c.margin), c.claimed, c.family) for cid, c in claims.items()},
+        **kept,
     }
-
-
-def record_bands(record: dict[str, Any]) -> dict[str, tuple[tuple[float, float], float]]:
-    kept = {
-        cid: ((row["band"][0], row["band"][1]), row["claimed"])
-        for one in record["runs"]
-        for cid, row in one.get("rows", {}).items()
-        if row.get("band")
-    }
-    return {**registry_bands([c for c in record["agreement"] if c not in kept]), **kept}
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -130,14 +132,16 @@ def markdown(record: dict[str, Any]) -> str:
     for cid in ids:
         cells = [r["intervals"].get(cid, "-") for r in runs]
         lines.append(f"| {cid} | " + " | ".join(cells) + " |")
-    stable = [c for c in ids if c[0] in TARGET_FAMILIES and record["agreement"][c]["agree"] >= 0.9 * len(runs)]
-    unstable = [c for c in ids if c[0] in TARGET_FAMILIES and c not in stable]
+    bands = claim_bands(record)
+    need = math.ceil(STABLE_SHARE * len(runs))
+    target = [c for c in ids if c in bands and bands[c][2] in TARGET_FAMILIES]
+    stable = [c for c in target if record["agreement"][c]["agree"] >= need]
     lines += [
         "",
-        f"V and T claims with the same verdict in at least 90% of runs (9 of 10): {', '.join(stable) or 'none'}; "
-        f"fewer: {', '.join(unstable) or 'none'}.",
+        f"{' and '.join(TARGET_FAMILIES).capitalize()} claims with the same verdict in at least {need} of "
+        f"{len(runs)} runs: {', '.join(stable) or 'none'}; fewer: {', '.join(c for c in target if c not in stable) or 'none'}.",
     ]
-    reasons = why_flipped(record, record_bands(record))
+    reasons = why_flipped(record, bands)
     if reasons:
         lines += [
             "",
@@ -165,7 +169,7 @@ def one_run(args: list[str]) -> dict[str, Any]:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             return {"error": f"compare exited {proc.returncode}: {tail}", "seconds": seconds}
         result = json.loads(out.read_text())
-    judged = [c for c in result["claims"] if c["id"][0] in FAMILIES and c["measured"]]
+    judged = [c for c in result["claims"] if c["family"] in FAMILIES and c["measured"]]
     return {
         "seconds": seconds,
         "load_before": list(load_before),
@@ -176,7 +180,12 @@ def one_run(args: list[str]) -> dict[str, Any]:
             for c in judged
         },
         "rows": {
-            c["id"]: {**c["measured"], "band": c.get("band"), "claimed": c.get("claimed_here", c.get("claimed"))}
+            c["id"]: {
+                **c["measured"],
+                "band": c.get("band"),
+                "claimed": c.get("claimed_here", c.get("claimed")),
+                "family": c["family"],
+            }
             for c in judged
         },
         "git_commit": result["environment"].get("git_commit"),
@@ -190,7 +199,12 @@ def render_saved(source: Path, out: Path | None) -> int:
         raise ConfigError(f"--from {str(source)!r} is not a readable repeat record: {exc}") from None
     if record.get("schema") != SCHEMA:
         raise ConfigError(f"--from {str(source)!r} has schema {record.get('schema')!r}; expected {SCHEMA!r}.")
-    text = markdown(record)
+    try:
+        text = markdown(record)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ConfigError(
+            f"--from {str(source)!r} is not a complete repeat record: {exc!r} is missing or malformed."
+        ) from None
     if out is None:
         print(text, end="")
     else:
@@ -208,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("compare_args", nargs="*", help="arguments of bench.compare (default: alt neu)")
     args = parser.parse_args(argv)
     if args.source is not None:
+        given = [name for name, on in (("--json", args.json), ("compare arguments", args.compare_args)) if on]
+        if given:
+            raise ConfigError(f"--from renders a saved record and runs nothing; drop {' and '.join(given)}.")
         return render_saved(args.source, args.markdown)
     if args.json is None:
         raise ConfigError("--json FILE is required (or --from FILE to render a saved record).")

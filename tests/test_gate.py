@@ -268,3 +268,21 @@ def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
     quiet = {"train_samples_per_s": [1.0, 1.0]}
     summary = summarise([a_run("aa", False, 1.1, quiet)] * 8 + [a_run("power", True, 0.8, quiet)] * 6, 0.15, 6)
     assert summary["meets_target"] is False and summary["false_alarm_rate_upper95"] > 0.3
+
+
+def test_a_pinned_gate_sends_cpus_so_a_ref_without_the_field_is_refused():
+    from bench.gate import JOB_OPTIONS, sent_fields
+
+    assert "cpus" in sent_fields("neu", "tiny", JOB_OPTIONS, 1)
+    assert "cpus" not in sent_fields("neu", "tiny", JOB_OPTIONS, None)
+
+
+@pytest.mark.parametrize("cpus", [0, 4096])
+def test_cpus_from_a_calibration_of_a_larger_machine_is_refused_naming_it(cpus):
+    from bench.gate import check_cpus
+
+    with pytest.raises(
+        ConfigError, match=f"cpus of gate-calibration-tiny-big.json must be between 1 and .* but got {cpus}"
+    ):
+        check_cpus(cpus, "cpus of gate-calibration-tiny-big.json")
+    assert check_cpus(None, "--cpus") is None and check_cpus(1, "--cpus") == 1

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from bench.repeat import SCHEMA, agreement, markdown, straddled, why_flipped
+from bench.repeat import SCHEMA, agreement, claim_bands, markdown, straddled, why_flipped
+from bench.stats import claim_band
 from tests.conftest import PYTHON, ROOT, python_env
 
 
@@ -21,8 +22,24 @@ def a_record() -> dict:
         {
             "verdicts": {"V2": "inconclusive", "T1": "exceeded"},
             "rows": {
-                "V2": {"estimate": 3.15, "low": 2.85, "high": 3.49, "n": 5, "band": [2.0833, 3.0], "claimed": 2.5},
-                "T1": {"estimate": 12.0, "low": 10.0, "high": 14.0, "n": 5, "band": [2.0, 2.88], "claimed": 2.4},
+                "V2": {
+                    "estimate": 3.15,
+                    "low": 2.85,
+                    "high": 3.49,
+                    "n": 5,
+                    "band": [2.0833, 3.0],
+                    "claimed": 2.5,
+                    "family": "validation",
+                },
+                "T1": {
+                    "estimate": 12.0,
+                    "low": 10.0,
+                    "high": 14.0,
+                    "n": 5,
+                    "band": [2.0, 2.88],
+                    "claimed": 2.4,
+                    "family": "training",
+                },
             },
             "intervals": {"V2": "3.15 [2.85, 3.49]", "T1": "12 [10, 14]"},
         },
@@ -64,7 +81,7 @@ def test_agreement_counts_the_most_common_verdict():
 
 def test_a_flip_is_explained_by_the_edge_each_run_spans():
     record = a_record()
-    reasons = why_flipped(record, {"V2": ((2.0833, 3.0), 2.5)})
+    reasons = why_flipped(record, {"V2": ((2.0833, 3.0), 2.5, "validation")})
     assert list(reasons) == ["V2"]  # T1 agrees in every run
     assert (
         reasons["V2"]
@@ -74,15 +91,33 @@ def test_a_flip_is_explained_by_the_edge_each_run_spans():
 
 def test_markdown_lists_stable_and_unstable_claims_and_the_reasons():
     text = markdown(a_record())
-    assert "at least 90% of runs (9 of 10): T1; fewer: V2." in text
-    # Bands come from the run that kept its rows, else from the registry (V2: 2.5x, tolerance 0.2).
+    assert "Validation and training claims with the same verdict in at least 3 of 3 runs: T1; fewer: V2." in text
     assert "- V2: band [2.08, 3] around 2.5x: holds in run 1;" in text
+
+
+def test_a_record_without_rows_takes_bands_and_families_from_the_registry():
+    record = a_record()
+    del record["runs"][2]["rows"]
+    assert claim_bands(record)["V2"] == (claim_band(2.5, 0.2), 2.5, "validation")
+    assert "- V2: band [2.08, 3] around 2.5x: holds in run 1; inconclusive in run 2 (spans 2.08, 3), 3 (spans 3)" in (
+        markdown(record)
+    )
+
+
+def test_a_claim_missing_from_a_run_is_not_counted_as_agreeing():
+    record = a_record()
+    del record["runs"][1]["verdicts"]["T1"]
+    record["agreement"] = agreement([r["verdicts"] for r in record["runs"]])
+    reasons = why_flipped(record, claim_bands(record))
+    assert reasons["T1"].endswith("exceeded in run 1, 3; not judged in run 2")
 
 
 def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
     saved = tmp_path / "repeat.json"
     saved.write_text(json.dumps(a_record()))
     out = tmp_path / "repeat.md"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"schema": SCHEMA, "runs": []}))
 
     def repeat(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -95,6 +130,8 @@ def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
     for args, message in [
         (["--from", str(tmp_path / "missing.json")], "is not a readable repeat record"),
         (["--runs", "1", "--json", str(tmp_path / "r.json")], "--runs must be at least 2"),
+        (["--from", str(saved), "--json", str(tmp_path / "r.json")], "--from renders a saved record and runs nothing"),
+        (["--from", str(broken)], "is not a complete repeat record"),
         ([], "--json FILE is required"),
     ]:
         bad = repeat(*args)

@@ -34,7 +34,8 @@ class SearchConfig:
         preset: data and default model size.
         epochs: epochs per trial; the validation loss is reported after each.
         path: the training path trials use (any spec; NEU by default).
-        seed: sampler seed and weight/batch-order seed of every trial.
+        seed: weight/batch-order seed of every trial, and the sampler seed of the process that
+            creates the study (worker processes derive their own: ``worker_sampler_seed``).
         pruner: ``median`` (the seed's MedianPruner) or ``none``.
         startup_trials: trials that finish before the pruner judges others.
         warmup_epochs: no pruning before this epoch (the seed: 3).
