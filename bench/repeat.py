@@ -109,6 +109,31 @@ def claim_bands(record: dict[str, Any]) -> dict[str, Band]:
     }
 
 
+def pooled(record: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Each ratio claim judged on all runs together: the 95% interval of the runs' estimates
+    (each a geometric mean over its rounds; runs are independent, so n = runs), by the same
+    rule and registry as one run. A claim one run leaves on an edge is decided here when the
+    runs together are precise enough."""
+    import numpy as np
+
+    from bench.claims import load_claims
+    from bench.stats import interval_of, verdict
+
+    claims = {c.id: c for c in load_claims()}
+    out = {}
+    for cid in record["agreement"]:
+        claim = claims.get(cid)
+        if claim is None or claim.kind != "ratio" or claim.claimed is None:
+            continue
+        estimates = [iv[0] for one in record["runs"] if (iv := run_intervals(one).get(cid)) is not None]
+        if not estimates:
+            continue
+        interval = interval_of(np.array(estimates))
+        word = verdict(interval, claim.claimed_here(), claim.tolerance, kind=claim.kind, margin=claim.margin)
+        out[cid] = (interval, word.value)
+    return out
+
+
 def markdown(record: dict[str, Any]) -> str:
     runs = record["runs"]
     ids = list(record["agreement"])
@@ -141,6 +166,19 @@ def markdown(record: dict[str, Any]) -> str:
         f"{' and '.join(TARGET_FAMILIES).capitalize()} claims with the same verdict in at least {need} of "
         f"{len(runs)} runs: {', '.join(stable) or 'none'}; fewer: {', '.join(c for c in target if c not in stable) or 'none'}.",
     ]
+    together = pooled(record)
+    if together:
+        lines += [
+            "",
+            f"All {len(runs)} runs together (interval of the runs' estimates, n = runs; judged by the same rule):",
+            "",
+            "| claim | estimate [95% CI] | verdict |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {cid} | {iv.estimate:.3g} [{iv.low:.3g}, {iv.high:.3g}] | {word} |"
+            for cid, (iv, word) in together.items()
+        ]
     reasons = why_flipped(record, bands)
     if reasons:
         lines += [

@@ -138,3 +138,18 @@ def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_all_runs_together_are_judged_on_the_interval_of_the_run_estimates():
+    import math
+
+    from bench.repeat import pooled
+
+    together = pooled(a_record())
+    interval, word = together["V2"]
+    assert interval.n == 3
+    assert interval.estimate == pytest.approx(math.exp((math.log(2.54) + math.log(2.44) + math.log(3.15)) / 3))
+    # Three runs scatter 2.44-3.15: the interval reaches past the band's top, 3.0.
+    assert interval.high > 3.0 and word == "inconclusive"
+    assert together["T1"][1] == "exceeded"  # 11-12x against 2.4x
+    assert "| V2 | 2.69 [1.91, 3.79] | inconclusive |" in markdown(a_record())
