@@ -93,8 +93,12 @@ class Check:
 
 
 def calibrated_defaults(preset: str) -> dict[str, Any]:
-    """Tolerance and rounds from a committed calibration at ``preset`` that met its target,
-    else the provisional ones (with ``source`` saying which)."""
+    """Tolerance, rounds and cores from a committed calibration at ``preset`` that met its
+    target, else the provisional ones (with ``source`` saying which).
+
+    Raises:
+        ConfigError: the record pins more cores than this machine has.
+    """
     for path in sorted(RESULTS.glob(f"gate-calibration-{preset}-*.json")):
         try:
             record = json.loads(path.read_text())
@@ -104,7 +108,7 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
             return {
                 "tolerance": record["tolerance"],
                 "rounds": record["rounds"],
-                "cpus": record.get("cpus"),
+                "cpus": check_cpus(record.get("cpus"), f"cpus of {path.name}"),
                 "source": path.name,
             }
     return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
-        cpus = args.cpus if args.cpus is not None else check_cpus(defaults["cpus"], f"cpus of {defaults['source']}")
+        cpus = args.cpus if args.cpus is not None else defaults["cpus"]
         code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus)
         summary["defaults_from"] = defaults["source"]
     seconds = time.perf_counter() - start

@@ -286,3 +286,15 @@ def test_cpus_from_a_calibration_of_a_larger_machine_is_refused_naming_it(cpus):
     ):
         check_cpus(cpus, "cpus of gate-calibration-tiny-big.json")
     assert check_cpus(None, "--cpus") is None and check_cpus(1, "--cpus") == 1
+
+
+def test_a_calibration_that_pinned_more_cores_than_this_machine_has_is_refused(tmp_path, monkeypatch):
+    import bench.gate
+
+    record = {"meets_target": True, "tolerance": 0.05, "rounds": 8, "cpus": 4096}
+    (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps(record))
+    monkeypatch.setattr(bench.gate, "RESULTS", tmp_path)
+    with pytest.raises(ConfigError, match="cpus of gate-calibration-tiny-big.json must be between 1 and"):
+        bench.gate.calibrated_defaults("tiny")
+    (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1}))
+    assert bench.gate.calibrated_defaults("tiny")["cpus"] == 1
