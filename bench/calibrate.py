@@ -58,6 +58,7 @@ def build_parser() -> Parser:
     parser.add_argument("--tolerance", type=float, help="tolerance the runs are judged at (default: the gate's)")
     parser.add_argument("--train-seconds", type=float, help="steady-state training per job (default: the gate's)")
     parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
+    parser.add_argument("--pairing", choices=("turns", "processes"), help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
     parser.add_argument("--json", type=Path, required=True, help="write the calibration record here")
     return parser
@@ -105,7 +106,9 @@ def upper95(events: int, n: int) -> float:
     return float(beta.ppf(0.95, events + 1, n - events))
 
 
-def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: int | None = None) -> dict[str, Any]:
+def summarise(
+    runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: int | None = None, pairing: str = "processes"
+) -> dict[str, Any]:
     """The record's counts and rates (pure)."""
     aa = [r for r in runs if r["kind"] == "aa"]
     power = [r for r in runs if r["kind"] == "power"]
@@ -158,6 +161,7 @@ def summarise(runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: i
         "rounds": rounds,
         "tolerance": tolerance,
         "cpus": cpus,
+        "pairing": pairing,
     }
 
 
@@ -194,7 +198,7 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.gate import JOB_OPTIONS, calibrated_defaults, machine
+    from bench.gate import JOB_OPTIONS, TURN_SECONDS, ab_plan, calibrated_defaults, machine
 
     args = build_parser().parse_args(argv)
     for name in ("aa_runs", "power_runs"):
@@ -216,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_file(args.json, "--json")
 
     from bench import trees as git_trees
-    from bench.runner import Plan, Role
 
     defaults = calibrated_defaults(args.preset)
     rounds = args.rounds or defaults["rounds"]
     tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
     cpus = args.cpus if args.cpus is not None else defaults["cpus"]
+    pairing = args.pairing or defaults["pairing"]
     options = {**JOB_OPTIONS, **({"train_seconds": args.train_seconds} if args.train_seconds else {})}
     commit = git_trees.resolve_ref("HEAD")
     runs: list[dict[str, Any]] = []
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "path": args.path,
         "job_options": options,
+        "turn_seconds": TURN_SECONDS if pairing == "turns" else None,
         "planted_slowdown": args.planted_slowdown,
         "planted_throughput_ratio": 1 / (1 + args.planted_slowdown),
         "target": TARGET,
@@ -246,11 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         schedule.sort(key=lambda run: (run[1] / (args.aa_runs if run[0] == "aa" else args.power_runs), run[0]))
         for n, (kind, i) in enumerate(schedule):
             head = plain if kind == "aa" else slow
-            roles = (
-                Role("ref", path, ("validate", "train"), tree=plain, cpus=cpus),
-                Role("head", path, ("validate", "train"), reference="ref", tree=head, cpus=cpus),
+            plan = ab_plan(
+                (plain, path), (head, path), args.preset, rounds, options=options, cpus=cpus, pairing=pairing, seed=n
             )
-            result = {"kind": kind, **one_run(Plan(roles, args.preset, rounds, options, seed=n), tolerance, n)}
+            result = {"kind": kind, **one_run(plan, tolerance, n)}
             runs.append(result)
             ratios = ", ".join(
                 f"{c['metric']} {c['measured']['estimate']:.3f}x [{c['measured']['low']:.3f}, {c['measured']['high']:.3f}]"
@@ -264,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{label} {i + 1}/{total}] {'FIRED' if result['fired'] else 'passed'}: {ratios} ({result['seconds']:.0f} s)",
                 flush=True,
             )
-            write_json_atomic(args.json, {**record, **summarise(runs, tolerance, rounds, cpus), "runs": runs})
-    summary = summarise(runs, tolerance, rounds, cpus)
+            write_json_atomic(args.json, {**record, **summarise(runs, tolerance, rounds, cpus, pairing), "runs": runs})
+    summary = summarise(runs, tolerance, rounds, cpus, pairing)
     print(
         f"false alarms {summary['false_alarms']} of {summary['aa_runs']} (95% bound {summary['false_alarm_rate_upper95']:.1%}); "
         f"detected {summary['detected']} of {summary['power_runs']}; {summary['seconds_per_run']:.0f} s per run; "

@@ -2,9 +2,11 @@
 
 ``python -m bench.gate --against REF`` exports REF's files to a temp directory and measures a
 path (NEU by default) from REF's code and from this checkout (uncommitted changes included,
-and said so) in fresh, interleaved worker processes over several rounds. It fails (exit 1)
-when the 95% interval of HEAD/REF (training samples/s, validation pass time) lies wholly
-below 1 - tolerance. The machine cancels out, so CI needs no number from another machine.
+and said so) over several rounds: each round starts a fresh worker from each tree, side by
+side, and the two take turns of 50 ms (bench/runner.py: ``run_turns``), so both sides' time
+falls in the same seconds of the machine's drift. It fails (exit 1) when the 95% interval of
+HEAD/REF (training samples/s, validation pass time) lies wholly below 1 - tolerance. The
+machine cancels out, so CI needs no number from another machine.
 
 ``--baseline FILE`` gates a same-run ratio (NEU over ALT) against a stored one instead, for
 users who pin a machine: the file records knobs, per-round ratios, the machine's fingerprint
@@ -31,11 +33,14 @@ RUN_SCHEMA = "pmt-bench/gate-run/2"
 GATED_METRICS = stored.GATED_METRICS
 UNITS = {"train_samples_per_s": "samples/s", "val_pass_s": "s per validation pass"}
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-# Provisional until a full calibration (>= 60 A/A and >= 20 planted runs) is committed: the
-# issue's simulation on the committed A/A noise gave 97-100% detection of a 30% loss at 0.15.
-PROVISIONAL = {"tolerance": 0.15, "rounds": 6, "cpus": None}
+# Provisional until a full calibration (>= 60 A/A and >= 20 planted runs) is committed.
+PROVISIONAL = {"tolerance": 0.15, "rounds": 4, "cpus": None, "pairing": "turns"}
 # More validation passes than compare's 3: at tiny a pass is ~50 ms, and its median is noisy.
 JOB_OPTIONS = {"train_seconds": 1.0, "val_passes": 10}
+# Short against the machine's drift (stretches of a second or more 20-40% slow, measured),
+# long against the ~0.1 ms of one request and answer.
+TURN_SECONDS = 0.05
+PAIRINGS = ("turns", "processes")
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
                 "tolerance": record["tolerance"],
                 "rounds": record["rounds"],
                 "cpus": check_cpus(record.get("cpus"), f"cpus of {path.name}"),
+                "pairing": record.get("pairing", "processes"),
                 "source": path.name,
             }
     return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
@@ -135,6 +141,30 @@ def sent_fields(spec: str, preset: str, options: dict[str, Any], cpus: int | Non
 
     job = Job(spec, preset, **options, cpus=cpus)
     return [k for k, v in dataclasses.asdict(job).items() if v is not None]
+
+
+def ab_plan(
+    ref: tuple[Any, TrainingPath],
+    head: tuple[Any, TrainingPath],
+    preset: str,
+    rounds: int,
+    *,
+    options: dict[str, Any],
+    cpus: int | None,
+    pairing: str,
+    seed: int,
+) -> Any:
+    """The A/B gate's plan: ``ref`` and ``head`` as (code tree, path), measured the gate's way.
+    ``bench.calibrate`` runs this same plan."""
+    from bench.runner import Plan, Role
+
+    (ref_tree, ref_path), (head_tree, head_path) = ref, head
+    roles = (
+        Role("ref", ref_path, ("validate", "train"), tree=ref_tree, cpus=cpus),
+        Role("head", head_path, ("validate", "train"), reference="ref", tree=head_tree, cpus=cpus),
+    )
+    turns = TURN_SECONDS if pairing == "turns" else None
+    return Plan(roles, preset, rounds, job_options=options, seed=seed, turn_seconds=turns)
 
 
 def build_parser() -> Parser:
@@ -164,6 +194,12 @@ def build_parser() -> Parser:
         "--cpus",
         type=int,
         help="pin every worker to this many cores, thread pools to match (default: the calibrated, else all)",
+    )
+    parser.add_argument(
+        "--pairing",
+        choices=PAIRINGS,
+        help="turns: both trees' workers live side by side, taking 50 ms turns; processes: one whole "
+        "worker after the other, for a REF that predates turns (default: the calibrated, else turns)",
     )
     parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds")
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")
@@ -221,10 +257,12 @@ def report(checks: list[Check]) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
-def ab_gate(args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None) -> tuple[int, dict[str, Any]]:
+def ab_gate(
+    args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None, pairing: str
+) -> tuple[int, dict[str, Any]]:
     """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF."""
     from bench import trees
-    from bench.runner import Plan, Role, run_plan
+    from bench.runner import run_plan
 
     ref_name = args.against or trees.default_ref()
     commit = trees.resolve_ref(ref_name)
@@ -235,15 +273,23 @@ def ab_gate(args: Any, preset: str, rounds: int, tolerance: float, cpus: int | N
     job_fields = sent_fields(args.path, preset, options, cpus)
     ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
     with trees.exported(commit, ref_label) as ref_tree:
-        roles = (
-            Role("ref", ref_path, ("validate", "train"), tree=ref_tree, cpus=cpus),
-            Role("head", head_path, ("validate", "train"), reference="ref", tree=head, cpus=cpus),
+        plan = ab_plan(
+            (ref_tree, ref_path),
+            (head, head_path),
+            preset,
+            rounds,
+            options=options,
+            cpus=cpus,
+            pairing=pairing,
+            seed=args.seed,
         )
-        ref_knobs = trees.probe(ref_tree, job_fields, [roles[0].spec])[roles[0].spec]
-        plan = Plan(roles, preset, rounds, job_options=options, seed=args.seed)
+        roles = plan.roles
+        ref_knobs = trees.probe(ref_tree, job_fields, [roles[0].spec], turns=pairing == "turns")[roles[0].spec]
         print(
             f"gate: {head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} "
-            f"({roles[0].spec}), {preset}, {rounds} rounds, tolerance {tolerance:.0%}, "
+            f"({roles[0].spec}), {preset}, {rounds} rounds "
+            + ("taking turns" if pairing == "turns" else "of whole processes")
+            + f", tolerance {tolerance:.0%}, "
             f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
             + ("; uncommitted changes are measured as HEAD" if head.label.endswith("+uncommitted") else ""),
             flush=True,
@@ -354,8 +400,11 @@ def main(argv: list[str] | None = None) -> int:
             parse_path(spec)
     if args.preset is not None:
         get_preset(args.preset)
-    if args.cpus is not None and args.baseline is not None:
-        raise ConfigError("--cpus applies to the A/B gate (--against); a stored baseline runs as it was measured.")
+    for name in ("cpus", "pairing"):
+        if getattr(args, name) is not None and args.baseline is not None:
+            raise ConfigError(
+                f"--{name} applies to the A/B gate (--against); a stored baseline runs as it was measured."
+            )
     if (args.write_baseline or args.allow_other_machine) and args.baseline is None:
         raise ConfigError("--write-baseline and --allow-other-machine must come with --baseline FILE.")
 
@@ -375,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
         cpus = args.cpus if args.cpus is not None else defaults["cpus"]
-        code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus)
+        pairing = args.pairing or defaults["pairing"]
+        code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus, pairing)
         summary["defaults_from"] = defaults["source"]
     seconds = time.perf_counter() - start
     print(f"gate {'passed' if code == 0 else 'FIRED'} in {seconds:.0f} s")

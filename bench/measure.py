@@ -232,8 +232,7 @@ class DeviceMemory:
 
 def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
     """First (traced) step, warm-up, then steady-state steps for at least ``train_seconds``."""
-    first = trainer.train_steps(1)
-    warm = trainer.train_steps(job.warmup_steps) if job.warmup_steps else None
+    first, warm = train_warmup(trainer, job)
     chunks, elapsed, steps = [], 0.0, 0
     chunk = max(1, job.min_steps // 2)
     while elapsed < job.train_seconds or steps < job.min_steps:
@@ -241,10 +240,22 @@ def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
         chunks.append(result)
         elapsed += result.total_s()
         steps += result.steps
+    return train_summary(first, warm, chunks, job)
+
+
+def train_warmup(trainer: Any, job: Job) -> tuple[Any, Any]:
+    """The first (traced) step and ``warmup_steps`` untimed ones."""
+    first = trainer.train_steps(1)
+    return first, trainer.train_steps(job.warmup_steps) if job.warmup_steps else None
+
+
+def train_summary(first: Any, warm: Any, chunks: list[Any], job: Job) -> dict[str, Any]:
+    """The train phase's record from its first step, warm-up and timed stretches (pure)."""
     wait = np.concatenate([c.wait_s for c in chunks])
     step = np.concatenate([c.step_s for c in chunks])
-    batch = trainer.path.batch_size
+    batch = chunks[0].batch_size
     per_step = wait + step
+    steps = len(per_step)
     return {
         "first_step_s": first.first_step_s,
         "steady_steps": int(steps),
@@ -265,7 +276,11 @@ def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
 def measure_validate(trainer: Any, job: Job) -> dict[str, Any]:
     """First (traced) validation pass, then ``val_passes`` timed passes."""
     first = trainer.validate()
-    passes = [trainer.validate() for _ in range(job.val_passes)]
+    return validation_summary(first, [trainer.validate() for _ in range(job.val_passes)])
+
+
+def validation_summary(first: Any, passes: list[Any]) -> dict[str, Any]:
+    """The validate phase's record from its first (traced) pass and the timed ones (pure)."""
     seconds = np.array([p.seconds for p in passes])
     last = passes[-1]
     return {
@@ -341,6 +356,76 @@ def run_job(job: Job) -> dict[str, Any]:
     record["environment"] = environment(preset=preset.name, loader_impl=trainer.loader.implementation)
     trainer.close()
     return record
+
+
+class TurnTaker:
+    """One job measured in turns, the worker's side of a turn-taking round (bench/runner.py).
+
+    Several workers are alive at once and take turns, so each side's time is spread over the
+    same seconds as the other's: on these VMs throughput drifts by 20-40% over seconds (other
+    tenants, the host), which pairs of whole processes run one after the other do not cancel.
+    Set-up, the first (traced) validation pass, the first step and warm-up happen before the
+    first turn; what each turn ran is summarised as ``run_job`` summarises a phase, so both
+    modes give records of one shape. Memory and CPU use are not sampled in this mode: the gate
+    that uses it judges speed only.
+    """
+
+    def __init__(self, job: Job) -> None:
+        from diffusion.trainer import Trainer
+
+        self.job = job
+        t0 = time.perf_counter()
+        self.trainer = Trainer(get_preset(job.preset), parse_path(job.spec), seed=job.seed)
+        self.setup_s = time.perf_counter() - t0
+        self.first_pass = self.trainer.validate() if "validate" in job.phases else None
+        self.first, self.warm = train_warmup(self.trainer, job) if "train" in job.phases else (None, None)
+        self.passes: list[Any] = []
+        self.chunks: list[Any] = []
+        self.turn_samples_per_s: list[float] = []
+
+    def validate(self) -> dict[str, float]:
+        """One timed validation pass."""
+        self.passes.append(self.trainer.validate())
+        return {"seconds": self.passes[-1].seconds}
+
+    def train(self, seconds: float) -> dict[str, float]:
+        """Train for at least ``seconds``, in calls of ``min_steps // 2`` steps."""
+        done, steps = 0.0, 0
+        while done < seconds:
+            result = self.trainer.train_steps(max(1, self.job.min_steps // 2))
+            self.chunks.append(result)
+            done += result.total_s()
+            steps += result.steps
+        self.turn_samples_per_s.append(self.trainer.path.batch_size * steps / done)
+        return {"steps": steps, "seconds": done}
+
+    def record(self) -> dict[str, Any]:
+        """The job's record, as ``run_job`` gives it (less memory and CPU use); closes the trainer."""
+        from diffusion.environment import environment
+
+        trainer, job = self.trainer, self.job
+        phases: dict[str, Any] = {}
+        if self.first_pass is not None and self.passes:
+            phases["validate"] = validation_summary(self.first_pass, self.passes)
+        if self.first is not None and self.chunks:
+            phases["train"] = {
+                **train_summary(self.first, self.warm, self.chunks, job),
+                "turns": len(self.turn_samples_per_s),
+                "turn_samples_per_s": self.turn_samples_per_s,
+            }
+        record = {
+            "job": dataclasses.asdict(job),
+            "spec": format_path(trainer.path),
+            "path": trainer.path.knobs(),
+            "setup": {"seconds": self.setup_s},
+            "phases": phases,
+            "measured_in_turns": True,
+            "device_memory": device_peak_bytes(),
+            "traces": dict(trainer.stepper.traces),
+            "environment": environment(preset=job.preset, loader_impl=trainer.loader.implementation),
+        }
+        trainer.close()
+        return record
 
 
 class Session:

@@ -208,6 +208,159 @@ def run_rounds(
     return records
 
 
+class WorkerFailed(Exception):
+    """A turn-taking worker died, stopped answering, or answered something else."""
+
+
+class TurnWorker:
+    """A live worker process taking turns (``python -m bench.worker --turns``), from ``root``'s code.
+
+    Args:
+        job: what it measures.
+        root: the code tree it runs from.
+        timeout: seconds any one answer may take (set-up included); then it is killed.
+    """
+
+    def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
+        payload = json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
+        self.timeout = timeout
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "--turns", payload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=tree_env(root),
+            cwd=root,
+        )
+
+    def ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        """Send ``request`` (None: only read, for the first ``ready``) and return the answer.
+
+        Raises:
+            WorkerFailed: with the worker's own reason (its signal, or its last stderr line).
+        """
+        import threading
+
+        # A hung worker must fail its round, not the gate: kill it after `timeout`.
+        watchdog = threading.Timer(self.timeout, self.proc.kill)
+        watchdog.start()
+        try:
+            if request is not None:
+                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        finally:
+            watchdog.cancel()
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            self.close()
+            self._stderr.seek(0)
+            proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "", self._stderr.read())
+            raise WorkerFailed(failure("worker", proc) if proc.returncode else "worker answered nothing") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+Starter = Callable[[Job, Path], TurnWorker]
+
+
+def turn_round(
+    order: list[Role], jobs: dict[str, Job], turns: list[dict[str, Any]], rng: np.random.Generator, start: Starter
+) -> dict[str, dict[str, Any]]:
+    """One round of ``run_turns``: start the workers, take ``turns`` (each role in a fresh
+    random order, skipping a phase the role does not measure), and collect their records."""
+    live: dict[str, TurnWorker] = {}
+    done: dict[str, dict[str, Any]] = {}
+
+    def ask(name: str, request: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            return live[name].ask(request)
+        except WorkerFailed as exc:
+            live.pop(name).close()
+            done[name] = {"error": str(exc)}
+            return None
+
+    try:
+        for role in order:
+            live[role.name] = start(jobs[role.name], role.root)
+        for role in order:
+            ask(role.name, None)
+        for request in turns:
+            for i in rng.permutation(len(order)):
+                name = order[i].name
+                if name in live and request["turn"] in jobs[name].phases:
+                    ask(name, request)
+        for name in list(live):
+            answer = ask(name, {"turn": "finish"})
+            if answer is not None:
+                done[name] = answer["record"] if "record" in answer else {"error": "worker sent no record"}
+    finally:
+        for worker in live.values():
+            worker.close()
+    return done
+
+
+def run_turns(
+    roles: list[Role],
+    preset: str,
+    rounds: int,
+    turn_seconds: float,
+    *,
+    job_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    start: Starter = TurnWorker,
+    on_job: OnJob | None = None,
+) -> list[dict[str, Any]]:
+    """Every round, start one fresh worker per role and let them take turns.
+
+    The workers start together (in a random order) and set up side by side; then, one turn
+    each in a fresh random order, ``val_passes`` validation passes and ``train_seconds /
+    turn_seconds`` training turns of at least ``turn_seconds``. A worker that fails drops out
+    of its round with an ``error`` record; the others go on.
+
+    Returns:
+        One record per (round, role), with ``round``, ``role``, ``spec`` and ``tree`` as
+        ``run_rounds`` gives them.
+    """
+    import math
+
+    rng = np.random.default_rng(seed)
+    options = dict(job_options or {})
+    records = []
+    for r in range(rounds):
+        order = [roles[i] for i in rng.permutation(len(roles))]
+        jobs = {
+            role.name: Job(role.spec, preset, role.phases, **options, **({"cpus": role.cpus} if role.cpus else {}))
+            for role in order
+        }
+        job = next(iter(jobs.values()))
+        turns = [{"turn": "validate"}] * job.val_passes + [{"turn": "train", "seconds": turn_seconds}] * math.ceil(
+            job.train_seconds / turn_seconds
+        )
+        done = turn_round(order, jobs, turns, rng, start)
+        for role in roles:
+            record = {**done[role.name], "round": r, "role": role.name, "spec": role.spec}
+            if role.tree is not None:
+                record["tree"] = role.tree.record()
+            records.append(record)
+            if on_job is not None:
+                on_job(r, role, record)
+    return records
+
+
 @dataclass(frozen=True)
 class Plan:
     """A comparison plan: which roles, how many interleaved rounds, and what each job measures.
@@ -219,6 +372,10 @@ class Plan:
         job_options: extra ``Job`` fields for every job (``train_seconds``, ``val_passes``...).
         seed: the order of jobs within rounds.
         disk_roles: roles whose disk use is measured once, in the first round.
+        turn_seconds: None: every job is a whole worker of its own, one after the other.
+            Else every round's roles run in live workers side by side, taking turns of at
+            least this many seconds (``run_turns``): the gate's mode, which pairs each side's
+            time with the other's.
     """
 
     roles: tuple[Role, ...]
@@ -227,9 +384,16 @@ class Plan:
     job_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     disk_roles: tuple[str, ...] = ()
+    turn_seconds: float | None = None
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
+        if self.turn_seconds is not None and not (
+            isinstance(self.turn_seconds, (int, float)) and self.turn_seconds > 0
+        ):
+            raise ConfigError(f"`turn_seconds` must be a positive number or None, but got {self.turn_seconds!r}.")
+        if self.turn_seconds is not None and self.disk_roles:
+            raise ConfigError("`disk_roles` need whole-process jobs; a plan with `turn_seconds` measures no disk use.")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError(f"`rounds` must be an integer of at least 1, but got {self.rounds!r}.")
         names = [r.name for r in self.roles]
@@ -246,16 +410,31 @@ class Plan:
             "rounds": self.rounds,
             "job_options": dict(self.job_options),
             "seed": self.seed,
+            "turn_seconds": self.turn_seconds,
         }
 
 
-def run_plan(plan: Plan, *, runner: Runner = run_worker, on_job: OnJob | None = None) -> list[dict[str, Any]]:
-    """Run a plan: every role once per round in fresh workers, from its own code tree.
+def run_plan(
+    plan: Plan, *, runner: Runner = run_worker, start: Starter = TurnWorker, on_job: OnJob | None = None
+) -> list[dict[str, Any]]:
+    """Run a plan: every role once per round in fresh workers, from its own code tree, one
+    after the other or (``turn_seconds``) side by side, taking turns.
 
     Returns:
         One record per (round, role), with ``round``, ``role``, ``spec`` and (for a role from
         another tree) ``tree`` added; a failed worker's record holds ``error``.
     """
+    if plan.turn_seconds is not None:
+        return run_turns(
+            list(plan.roles),
+            plan.preset,
+            plan.rounds,
+            plan.turn_seconds,
+            job_options=dict(plan.job_options),
+            seed=plan.seed,
+            start=start,
+            on_job=on_job,
+        )
     return run_rounds(
         list(plan.roles),
         plan.preset,

@@ -130,6 +130,8 @@ if not out["outside"]:
     from bench.measure import Job
     from diffusion.paths import parse_path
     out["job_fields"] = [f.name for f in dataclasses.fields(Job)]
+    import bench.worker
+    out["turns_protocol"] = getattr(bench.worker, "TURNS_PROTOCOL", None)
     for spec in sys.argv[1:]:
         try:
             out["knobs"][spec] = parse_path(spec).knobs()
@@ -139,8 +141,9 @@ print(json.dumps(out))
 """
 
 
-def probe(tree: CodeTree, job_fields: list[str], specs: list[str]) -> dict[str, dict[str, Any]]:
-    """Check that ``tree``'s worker takes the Job this checkout sends and knows ``specs``.
+def probe(tree: CodeTree, job_fields: list[str], specs: list[str], *, turns: bool = False) -> dict[str, dict[str, Any]]:
+    """Check that ``tree``'s worker takes the Job this checkout sends and knows ``specs`` (and,
+    with ``turns``, takes turns the way this checkout asks).
 
     Returns:
         The knobs each spec means in that tree.
@@ -170,6 +173,14 @@ def probe(tree: CodeTree, job_fields: list[str], specs: list[str]) -> dict[str, 
             f"{tree.label}: its worker's Job lacks {', '.join(missing)}, which this checkout sends; "
             "gate against a later ref."
         )
+    if turns:
+        from bench.worker import TURNS_PROTOCOL
+
+        if out.get("turns_protocol") != TURNS_PROTOCOL:
+            raise ConfigError(
+                f"{tree.label}: its worker does not take turns (protocol {out.get('turns_protocol')}, this checkout "
+                f"speaks {TURNS_PROTOCOL}); gate against a later ref, or pass --pairing processes."
+            )
     for spec, knobs in out["knobs"].items():
         if "error" in knobs:
             raise ConfigError(f"{tree.label} cannot run path {spec!r}: {knobs['error']}")

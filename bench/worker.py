@@ -1,4 +1,10 @@
-"""A fresh process that measures one job: ``python -m bench.worker JOB_JSON OUT_JSON``.
+"""A fresh process that measures one job.
+
+``python -m bench.worker JOB_JSON OUT_JSON`` measures the job's phases one after the other
+and writes the record. ``python -m bench.worker --turns JOB_JSON`` takes turns instead: it
+sets up, says ``{"ready": true}`` on stdout, then answers one JSON request per stdin line
+(``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
+with one JSON line, the last one ``{"record": ...}`` (bench/runner.py drives it).
 
 Fresh processes keep thread pools, allocator state, caches and peak memory of one
 measurement from leaking into the next.
@@ -10,8 +16,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, TextIO
 
 from diffusion.cli import quiet_frameworks, write_json_atomic
+
+# The turn protocol's version: the gate checks that a REF tree's worker speaks the same one.
+TURNS_PROTOCOL = 1
 
 
 def pin(cpus: int) -> None:
@@ -26,16 +36,58 @@ def pin(cpus: int) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(cpus, 2))
 
 
-def main(argv: list[str]) -> int:
-    job_json, out = argv
+def load_job(job_json: str) -> Any:
     data = json.loads(job_json)
     if data.get("cpus"):
         pin(int(data["cpus"]))
     quiet_frameworks()
-    from bench.measure import Job, run_job
+    from bench.measure import Job
 
     data["phases"] = tuple(data["phases"])
-    write_json_atomic(Path(out), run_job(Job(**data)))
+    return Job(**data)
+
+
+def protocol_stream() -> TextIO:
+    """This process's stdout for protocol lines only: fd 1 is pointed at stderr, so anything a
+    library prints (Python or C) cannot land between two requests' answers."""
+    stream = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return stream
+
+
+def take_turns(job_json: str) -> int:
+    out = protocol_stream()
+    from bench.measure import TurnTaker
+
+    taker = TurnTaker(load_job(job_json))
+
+    def say(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message) + "\n")
+
+    say({"ready": True, "protocol": TURNS_PROTOCOL})
+    for line in sys.stdin:
+        request = json.loads(line)
+        turn = request.get("turn")
+        if turn == "validate":
+            say(taker.validate())
+        elif turn == "train":
+            say(taker.train(float(request["seconds"])))
+        elif turn == "finish":
+            say({"record": taker.record()})
+            return 0
+        else:
+            raise SystemExit(f"unknown turn {turn!r}; valid turns: validate, train, finish.")
+    raise SystemExit("stdin closed before the finish turn.")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--turns"]:
+        return take_turns(argv[1])
+    job_json, out = argv
+    from bench.measure import run_job
+
+    write_json_atomic(Path(out), run_job(load_job(job_json)))
     return 0
 
 
