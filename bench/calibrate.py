@@ -75,7 +75,10 @@ def plant_slowdown(root: Path, fraction: float) -> None:
     if text.count(STEP_LINE) != 1:
         raise ConfigError(f"cannot plant a slowdown: {trainer.name} must hold {STEP_LINE.strip()!r} exactly once.")
     # A busy wait, not time.sleep: a sleeping thread gives up its core, and on a loaded machine
-    # waking it took milliseconds, which turned a planned x0.8 into a measured x0.57.
+    # waking it took milliseconds, which turned a planned x0.8 into a measured x0.57. Even so the
+    # plant costs more than it adds (x0.70-0.76 measured in turns for a planned x0.8: the steps
+    # after a pause run slower too; a spin that lets go of the GIL measured the same), so the
+    # record keeps what it measured beside what was planted.
     spin = (
         f"            _until = time.perf_counter() + {fraction!r} * (time.perf_counter() - t1)  # planted by bench.calibrate\n"
         "            while time.perf_counter() < _until:\n"

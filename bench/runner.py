@@ -244,7 +244,8 @@ class TurnWorker:
         import threading
 
         # A hung worker must fail its round, not the gate: kill it after `timeout`.
-        watchdog = threading.Timer(self.timeout, self.proc.kill)
+        hung = threading.Event()
+        watchdog = threading.Timer(self.timeout, lambda: (hung.set(), self.proc.kill()))
         watchdog.start()
         try:
             if request is not None:
@@ -258,10 +259,18 @@ class TurnWorker:
         try:
             return json.loads(line)
         except json.JSONDecodeError:
+            pass
+        if hung.is_set():
             self.close()
-            self._stderr.seek(0)
-            proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "", self._stderr.read())
-            raise WorkerFailed(failure("worker", proc) if proc.returncode else "worker answered nothing") from None
+            raise WorkerFailed(f"worker gave no answer to {request} within {self.timeout:.0f} s")
+        try:  # it closed its end: let it finish exiting, so its own reason is on stderr
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.close()
+        self._stderr.seek(0)
+        proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "", self._stderr.read())
+        raise WorkerFailed(failure("worker", proc) if proc.returncode else f"worker answered {line[:200]!r}")
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -12,7 +12,7 @@ import pytest
 from bench import baseline as stored
 from bench.calibrate import plant_slowdown
 from bench.runner import ROOT as CHECKOUT
-from bench.runner import CodeTree, Plan, Role, run_plan
+from bench.runner import CodeTree, Plan, Role, TurnWorker, WorkerFailed, run_plan
 from bench.trees import probe
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
@@ -53,15 +53,17 @@ def a_baseline(**changes: object) -> dict:
 @pytest.mark.slow
 def test_head_against_itself_passes(tmp_path):
     out = tmp_path / "gate.json"
-    # 6 rounds of 1 s, as the gate's own default job: at 4 rounds of 0.5 s an A/A run came within
-    # 5% of the floor once in a loaded calibration.
+    # The gate's own job and turns, at 4 rounds, on one pinned core.
     result = bench(
-        "bench.gate", "--against", "HEAD", "--preset", "tiny", "--rounds", "6", "--cpus", "1", "--json", str(out)
+        "bench.gate", "--against", "HEAD", "--preset", "tiny", "--rounds", "4", "--cpus", "1", "--json", str(out)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok ") == 2 and "pinned to 1 core(s)" in result.stdout
+    assert "4 rounds taking turns" in result.stdout
     record = json.loads(out.read_text())
     assert record["fired"] is False and record["ref"]["name"] == "HEAD"
+    assert record["plan"]["turn_seconds"] == 0.05 and all(r["measured_in_turns"] for r in record["records"])
+    assert {r["phases"]["train"]["turns"] for r in record["records"]} == {20}  # 1 s in turns of 50 ms
     trees = {r["role"]: r["tree"]["label"] for r in record["records"]}
     assert trees["ref"].startswith("REF HEAD ") and trees["head"].startswith("HEAD ")
     # --cpus reaches every worker of both trees, which pins itself before TensorFlow loads.
@@ -70,9 +72,14 @@ def test_head_against_itself_passes(tmp_path):
 
 
 @pytest.mark.slow
-def test_losing_the_compiled_step_fires_and_says_where():
-    result = bench("bench.gate", "--against", "HEAD", *FAST, "--rounds", "3", "--candidate", "neu:train_compile=eager")
+@pytest.mark.parametrize("pairing", ["turns", "processes"])
+def test_losing_the_compiled_step_fires_and_says_where(pairing):
+    result = bench(
+        "bench.gate", "--against", "HEAD", *FAST, "--rounds", "3", "--candidate", "neu:train_compile=eager",
+        "--pairing", pairing,
+    )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
+    assert ("taking turns" if pairing == "turns" else "of whole processes") in result.stdout
     line = next(x for x in result.stderr.splitlines() if x.startswith("REGRESSION train_samples_per_s"))
     for part in ("HEAD/REF", "over 3 rounds", "REF HEAD ", "samples/s", "usable cores"):
         assert part in line, line
@@ -110,6 +117,100 @@ def test_run_plan_runs_every_role_every_round_from_its_own_tree():
     assert all(r["tree"]["label"] == "REF x" for r in records if r["role"] == "ref")
 
 
+class FakeWorker:
+    """A turn-taking worker that answers at once; ``fail_at`` makes its n-th answer fail."""
+
+    log: list[tuple[str, str]] = []
+
+    def __init__(self, job, root, fail_at: int | None = None):
+        self.job, self.name, self.asked, self.fail_at = job, str(root), 0, fail_at
+
+    def ask(self, request):
+        self.asked += 1
+        if self.asked == self.fail_at:
+            raise WorkerFailed("worker killed by SIGKILL")
+        turn = "ready" if request is None else request["turn"]
+        FakeWorker.log.append((self.name, turn))
+        return {"record": {"phases": {}, "from": self.name}} if turn == "finish" else {}
+
+    def close(self):
+        pass
+
+
+def turn_roles():
+    neu = parse_path("neu")
+    return (
+        Role("ref", neu, ("validate", "train"), tree=CodeTree(Path("/ref"), "REF x", "abc")),
+        Role("head", neu, ("validate", "train"), tree=CodeTree(Path("/head"), "HEAD y", "def")),
+    )
+
+
+def test_turns_start_both_workers_then_alternate_validation_before_training():
+    FakeWorker.log = []
+    plan = Plan(turn_roles(), "tiny", 2, {"train_seconds": 0.2, "val_passes": 3}, turn_seconds=0.05)
+    records = run_plan(plan, start=FakeWorker)
+    assert [(r["round"], r["role"], r["from"]) for r in records] == [
+        (0, "ref", "/ref"), (0, "head", "/head"), (1, "ref", "/ref"), (1, "head", "/head")
+    ]  # fmt: skip
+    assert len(FakeWorker.log) == 2 * 18  # per round: 2 ready, 2 x 3 validate, 2 x 4 train, 2 finish
+    for log in (FakeWorker.log[:18], FakeWorker.log[18:]):
+        turns = [turn for _, turn in log]
+        assert turns == ["ready"] * 2 + ["validate"] * 6 + ["train"] * 8 + ["finish"] * 2
+        for k in range(2, 16, 2):  # every turn pair holds both workers
+            assert {log[k][0], log[k + 1][0]} == {"/ref", "/head"}
+
+
+def test_a_worker_failing_mid_round_drops_out_and_the_other_finishes():
+    FakeWorker.log = []
+    plan = Plan(turn_roles(), "tiny", 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
+    failing = {"/head": 3}
+    records = run_plan(plan, start=lambda job, root: FakeWorker(job, root, failing.get(str(root))))
+    by_role = {r["role"]: r for r in records}
+    assert by_role["head"]["error"] == "worker killed by SIGKILL"
+    assert by_role["ref"]["from"] == "/ref"
+    assert sum(turn == "train" for name, turn in FakeWorker.log if name == "/ref") == 2
+    assert all(turn in ("ready", "validate") for name, turn in FakeWorker.log if name == "/head")
+
+
+def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
+    from bench.measure import Job
+
+    worker = TurnWorker(Job("neu", "tiny", train_seconds=0.1, val_passes=2))
+    try:
+        assert worker.ask(None)["ready"] is True
+        assert worker.ask({"turn": "validate"})["seconds"] > 0
+        trained = worker.ask({"turn": "train", "seconds": 0.05})
+        assert trained["seconds"] >= 0.05 and trained["steps"] >= 5
+        record = worker.ask({"turn": "finish"})["record"]
+    finally:
+        worker.close()
+    assert record["measured_in_turns"] is True
+    train, validate = record["phases"]["train"], record["phases"]["validate"]
+    assert train["turns"] == 1 and train["steady_steps"] == trained["steps"]
+    assert train["train_samples_per_s"] == pytest.approx(train["turn_samples_per_s"][0])
+    assert len(validate["val_pass_s_all"]) == 1 and validate["val_pass_s"] > 0
+
+
+def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
+    from bench.measure import Job
+
+    worker = TurnWorker(Job("neu", "tiny", phases=("train",)))
+    try:
+        worker.ask(None)
+        with pytest.raises(WorkerFailed, match="unknown turn 'nap'; valid turns: validate, train, finish"):
+            worker.ask({"turn": "nap"})
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize(
+    ("turns", "disk", "message"), [(0, (), "positive number or None"), (0.05, ("base",), "whole-process")]
+)
+def test_a_turn_plan_is_checked(turns, disk, message):
+    with pytest.raises(ConfigError, match=message):
+        Plan(turn_roles(), "tiny", 2, turn_seconds=turns, disk_roles=disk)
+
+
 def test_planting_patches_only_the_given_tree(tmp_path):
     (tmp_path / "diffusion").mkdir()
     shutil.copy(ROOT / "diffusion" / "trainer.py", tmp_path / "diffusion" / "trainer.py")
@@ -125,19 +226,32 @@ def test_planting_refuses_a_training_loop_it_does_not_know(tmp_path):
         plant_slowdown(tmp_path, 0.25)
 
 
-def test_a_ref_whose_worker_lacks_a_job_field_is_refused(tmp_path):
+def old_tree(tmp_path: Path, worker: str = "") -> CodeTree:
+    """A REF tree whose worker and Job are as an older commit had them."""
     for package in ("bench", "diffusion"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "bench" / "worker.py").write_text("")
+    (tmp_path / "bench" / "worker.py").write_text(worker)
     (tmp_path / "bench" / "measure.py").write_text(
         "from dataclasses import dataclass\n@dataclass\nclass Job:\n    spec: str\n    preset: str\n"
     )
     (tmp_path / "diffusion" / "paths.py").write_text(
         "class P:\n    def knobs(self): return {}\ndef parse_path(s): return P()\n"
     )
+    return CodeTree(tmp_path, "REF old", "abc")
+
+
+def test_a_ref_whose_worker_lacks_a_job_field_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="Job lacks val_passes, which this checkout sends"):
-        probe(CodeTree(tmp_path, "REF old", "abc"), ["spec", "preset", "val_passes"], ["neu"])
+        probe(old_tree(tmp_path), ["spec", "preset", "val_passes"], ["neu"])
+
+
+@pytest.mark.parametrize("worker", ["", "TURNS_PROTOCOL = 0\n"])
+def test_a_ref_whose_worker_does_not_take_turns_is_refused_for_turns_only(tmp_path, worker):
+    tree = old_tree(tmp_path, worker)
+    assert probe(tree, ["spec", "preset"], ["neu"]) == {"neu": {}}
+    with pytest.raises(ConfigError, match="its worker does not take turns .* or pass --pairing processes"):
+        probe(tree, ["spec", "preset"], ["neu"], turns=True)
 
 
 @pytest.mark.parametrize("ref", ["no-such-ref", "HEAD~100000", "-x"])
@@ -212,6 +326,8 @@ def test_a_baseline_whose_knobs_changed_is_refused(tmp_path, blocked_tf):
         (["--cpus", "0"], "--cpus must be between 1 and this machine's"),
         (["--cpus", "4096"], "but got 4096"),
         (["--cpus", "1", "--baseline", "b.json"], "--cpus applies to the A/B gate"),
+        (["--pairing", "turns", "--baseline", "b.json"], "--pairing applies to the A/B gate"),
+        (["--pairing", "both"], "invalid choice: 'both' (choose from 'turns', 'processes')"),
         (["--tolerance", "1.5"], "--tolerance must be in [0, 1)"),
         (["--candidate", "fast"], "unknown path 'fast'"),
         (["--write-baseline"], "must come with --baseline"),
