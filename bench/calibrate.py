@@ -9,7 +9,8 @@ gate's own plan and decision rule (``bench.gate.gate_checks``) over and over:
   x0.8). The wait is written into the temp copy only; no product code holds it.
 
 The record is rewritten after every run, so a long calibration that is stopped keeps what it
-measured. It also scores the same intervals at other tolerances (post hoc; for choosing the
+measured; at the end a Markdown summary and a plot of every run's interval are written beside
+it (``--from FILE`` renders them again from a record). It also scores the same intervals at other tolerances (post hoc; for choosing the
 next calibration, not for claiming a result) and the per-round noise of each metric.
 """
 
@@ -60,7 +61,11 @@ def build_parser() -> Parser:
     parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
     parser.add_argument("--pairing", choices=("turns", "processes"), help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
-    parser.add_argument("--json", type=Path, required=True, help="write the calibration record here")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--json", type=Path, help="write the calibration record here (and .md, .png beside it)")
+    out.add_argument(
+        "--from", dest="source", type=Path, help="render the .md and .png of a saved record, measure nothing"
+    )
     return parser
 
 
@@ -200,10 +205,32 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     }
 
 
+def render(source: Path) -> int:
+    """Write the .md and .png of a saved calibration record.
+
+    Raises:
+        ConfigError: the file is missing or not a calibration record.
+    """
+    import json
+
+    from bench.calibration_report import write
+
+    try:
+        record = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--from {str(source)!r} must be a readable calibration record: {exc}.") from None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        raise ConfigError(f"--from {str(source)!r} must be a calibration record ({SCHEMA!r}), but it is not.")
+    print("wrote", *write(record, source))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.gate import JOB_OPTIONS, TURN_SECONDS, ab_plan, calibrated_defaults, machine
 
     args = build_parser().parse_args(argv)
+    if args.source is not None:
+        return render(args.source)
     for name in ("aa_runs", "power_runs"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 0, but got {getattr(args, name)}.")
@@ -273,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             write_json_atomic(args.json, {**record, **summarise(runs, tolerance, rounds, cpus, pairing), "runs": runs})
     summary = summarise(runs, tolerance, rounds, cpus, pairing)
+    from bench.calibration_report import write
+
+    print("wrote", *write({**record, **summary, "runs": runs}, args.json))
     print(
         f"false alarms {summary['false_alarms']} of {summary['aa_runs']} (95% bound {summary['false_alarm_rate_upper95']:.1%}); "
         f"detected {summary['detected']} of {summary['power_runs']}; {summary['seconds_per_run']:.0f} s per run; "

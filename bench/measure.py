@@ -389,10 +389,11 @@ class TurnTaker:
         return {"seconds": self.passes[-1].seconds}
 
     def train(self, seconds: float) -> dict[str, float]:
-        """Train for at least ``seconds``, in calls of ``min_steps // 2`` steps."""
+        """Train for at least ``seconds``, one step at a time, so a turn overruns by at most one
+        step however long steps are."""
         done, steps = 0.0, 0
         while done < seconds:
-            result = self.trainer.train_steps(max(1, self.job.min_steps // 2))
+            result = self.trainer.train_steps(1)
             self.chunks.append(result)
             done += result.total_s()
             steps += result.steps

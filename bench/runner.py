@@ -287,10 +287,15 @@ Starter = Callable[[Job, Path], TurnWorker]
 
 
 def turn_round(
-    order: list[Role], jobs: dict[str, Job], turns: list[dict[str, Any]], rng: np.random.Generator, start: Starter
+    order: list[Role], jobs: dict[str, Job], turn_seconds: float, rng: np.random.Generator, start: Starter
 ) -> dict[str, dict[str, Any]]:
-    """One round of ``run_turns``: start the workers, take ``turns`` (each role in a fresh
-    random order, skipping a phase the role does not measure), and collect their records."""
+    """One round of ``run_turns``: start the workers side by side, take turns, collect records.
+
+    Turns go round in a fresh random order each time: first ``val_passes`` validation passes,
+    then training turns until every worker has trained ``train_seconds`` and ``min_steps``
+    (so a slow path still gets short turns, and the faster side simply trains more). When
+    fewer than two workers are left, nothing could be paired, so the round ends there.
+    """
     live: dict[str, TurnWorker] = {}
     done: dict[str, dict[str, Any]] = {}
 
@@ -302,16 +307,31 @@ def turn_round(
             done[name] = {"error": str(exc)}
             return None
 
+    def go_round(phase: str, request: dict[str, Any], wanted: Callable[[str], bool]) -> None:
+        for i in rng.permutation(len(order)):
+            name = order[i].name
+            if name in live and phase in jobs[name].phases and wanted(name):
+                answer = ask(name, request)
+                if answer is not None and phase == "train":
+                    trained[name] = (trained[name][0] + answer["steps"], trained[name][1] + answer["seconds"])
+
+    def short(name: str) -> bool:
+        steps, seconds = trained[name]
+        return seconds < jobs[name].train_seconds or steps < jobs[name].min_steps
+
+    trained = {name: (0, 0.0) for name in jobs}
+    paired = min(2, len(order))
     try:
         for role in order:
             live[role.name] = start(jobs[role.name], role.root)
         for role in order:
             ask(role.name, None)
-        for request in turns:
-            for i in rng.permutation(len(order)):
-                name = order[i].name
-                if name in live and request["turn"] in jobs[name].phases:
-                    ask(name, request)
+        for _ in range(max(job.val_passes for job in jobs.values())):
+            if len(live) >= paired:
+                go_round("validate", {"turn": "validate"}, lambda name: True)
+        train = {"turn": "train", "seconds": turn_seconds}
+        while len(live) >= paired and any(short(n) for n in live if "train" in jobs[n].phases):
+            go_round("train", train, lambda name: True)
         for name in list(live):
             answer = ask(name, {"turn": "finish"})
             if answer is not None:
@@ -333,19 +353,14 @@ def run_turns(
     start: Starter = TurnWorker,
     on_job: OnJob | None = None,
 ) -> list[dict[str, Any]]:
-    """Every round, start one fresh worker per role and let them take turns.
+    """Every round, start one fresh worker per role and let them take turns (``turn_round``).
 
-    The workers start together (in a random order) and set up side by side; then, one turn
-    each in a fresh random order, ``val_passes`` validation passes and ``train_seconds /
-    turn_seconds`` training turns of at least ``turn_seconds``. A worker that fails drops out
-    of its round with an ``error`` record; the others go on.
+    A worker that fails drops out of its round with an ``error`` record.
 
     Returns:
         One record per (round, role), with ``round``, ``role``, ``spec`` and ``tree`` as
         ``run_rounds`` gives them.
     """
-    import math
-
     rng = np.random.default_rng(seed)
     options = dict(job_options or {})
     records = []
@@ -355,11 +370,7 @@ def run_turns(
             role.name: Job(role.spec, preset, role.phases, **options, **({"cpus": role.cpus} if role.cpus else {}))
             for role in order
         }
-        job = next(iter(jobs.values()))
-        turns = [{"turn": "validate"}] * job.val_passes + [{"turn": "train", "seconds": turn_seconds}] * math.ceil(
-            job.train_seconds / turn_seconds
-        )
-        done = turn_round(order, jobs, turns, rng, start)
+        done = turn_round(order, jobs, turn_seconds, rng, start)
         for role in roles:
             record = {**done[role.name], "round": r, "role": role.name, "spec": role.spec}
             if role.tree is not None:

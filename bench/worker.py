@@ -2,7 +2,7 @@
 
 ``python -m bench.worker JOB_JSON OUT_JSON`` measures the job's phases one after the other
 and writes the record. ``python -m bench.worker --turns JOB_JSON`` takes turns instead: it
-sets up, says ``{"ready": true}`` on stdout, then answers one JSON request per stdin line
+sets up, says ``{"ready": true, "protocol": TURNS_PROTOCOL}`` on stdout, then answers one JSON request per stdin line
 (``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
 with one JSON line, the last one ``{"record": ...}`` (bench/runner.py drives it).
 
@@ -16,9 +16,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from diffusion.cli import quiet_frameworks, write_json_atomic
+from diffusion.cli import json_line, quiet_frameworks, write_json_atomic
+
+if TYPE_CHECKING:
+    from bench.measure import Job
 
 # The turn protocol's version: the gate checks that a REF tree's worker speaks the same one.
 TURNS_PROTOCOL = 1
@@ -36,7 +39,8 @@ def pin(cpus: int) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(cpus, 2))
 
 
-def load_job(job_json: str) -> Any:
+def load_job(job_json: str) -> Job:
+    """The job a worker was sent, with the process pinned first if it asks for cores."""
     data = json.loads(job_json)
     if data.get("cpus"):
         pin(int(data["cpus"]))
@@ -58,12 +62,13 @@ def protocol_stream() -> TextIO:
 
 def take_turns(job_json: str) -> int:
     out = protocol_stream()
+    job = load_job(job_json)  # pins before anything that could load a framework
     from bench.measure import TurnTaker
 
-    taker = TurnTaker(load_job(job_json))
+    taker = TurnTaker(job)
 
     def say(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
+        out.write(json_line(message) + "\n")
 
     say({"ready": True, "protocol": TURNS_PROTOCOL})
     for line in sys.stdin:

@@ -73,6 +73,11 @@ def write_json_atomic(path: Path, record: Any) -> None:
     write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
+def json_line(record: Any) -> str:
+    """``record`` as one line of JSON, NumPy values and paths included (as files get them)."""
+    return json.dumps(record, default=_jsonable)
+
+
 def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: str = "") -> dict[str, Any]:
     """Read a JSON object written by one of our tools.
 

@@ -378,6 +378,44 @@ def test_calibration_summary_counts_bounds_and_noise():
     assert summary["post_hoc_at_tolerance"]["0.15"]["detected"] == 19
 
 
+def test_a_calibration_record_renders_its_summary_and_plot(tmp_path):
+    from bench.calibrate import SCHEMA, TARGET, summarise
+
+    def checked(kind: str, high: float) -> dict:
+        run = a_run(kind, high < 0.9, high, {"train_samples_per_s": [1.0, 0.95, 1.02]})
+        run["checks"][0] |= {"passed": high >= 0.9}
+        return run
+
+    runs = [checked("aa", 1.03)] * 3 + [checked("power", 0.82), checked("power", 0.95)]
+    record = {
+        "schema": SCHEMA, "command": "python -m bench.calibrate ...", "machine": "AMD EPYC, 2 usable cores",
+        "commit": "0" * 40, "preset": "tiny", "planted_slowdown": 0.25, "planted_throughput_ratio": 0.8,
+        "target": TARGET, "note": "synthetic", **summarise(runs, 0.10, 5, None, "turns"), "runs": runs,
+    }  # fmt: skip
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(record))
+    result = bench("bench.calibrate", "--from", str(path))
+    assert result.returncode == 0, result.stderr
+    md = path.with_suffix(".md").read_text()
+    for part in (
+        "| false alarms | 0 (95% upper bound 63.2%",
+        "| detected | 1 (50%",
+        "pairing turns",
+        "| 0.10 | 0 of 3 | 1 of 2 |",
+    ):
+        assert part in md, md
+    assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("content", [None, "not json", json.dumps({"schema": "pmt-bench/gate-run/2"})])
+def test_rendering_something_that_is_not_a_calibration_record_is_one_line_exit_2(tmp_path, blocked_tf, content):
+    path = tmp_path / "record.json"
+    if content is not None:
+        path.write_text(content)
+    one_line_exit_2(bench("bench.calibrate", "--from", str(path), **blocked_tf), "must be a")
+    assert not path.with_suffix(".png").exists()
+
+
 def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
     from bench.calibrate import summarise
 
@@ -414,3 +452,7 @@ def test_a_calibration_that_pinned_more_cores_than_this_machine_has_is_refused(t
         bench.gate.calibrated_defaults("tiny")
     (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1}))
     assert bench.gate.calibrated_defaults("tiny")["cpus"] == 1
+    # A record from before turns measured whole processes; the gate then runs it that way.
+    assert bench.gate.calibrated_defaults("tiny")["pairing"] == "processes"
+    (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1, "pairing": "turns"}))
+    assert bench.gate.calibrated_defaults("tiny")["pairing"] == "turns"

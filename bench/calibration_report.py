@@ -1,0 +1,107 @@
+"""Rendering of a gate calibration record (bench/calibrate.py): a Markdown summary and a plot
+of every run's HEAD/REF interval against the floor. Pure functions of the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import GATED_METRICS
+
+KINDS = {"aa": "A/A (no change)", "power": "planted slowdown"}
+
+
+def summary_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    target = record["target"]
+    planted = record.get("planted_measured_train_ratio")
+    sd = record.get("per_round_log_sd", {})
+    return [
+        ("gate", f"{record['preset']}, {record['rounds']} rounds, tolerance {record['tolerance']:.0%}, "
+                 f"pairing {record.get('pairing', 'processes')}, cores {record.get('cpus') or 'all'}"),
+        ("A/A runs", f"{record['aa_runs']} (target >= {target['aa_runs']})"),
+        ("false alarms", f"{record['false_alarms']} (95% upper bound {record['false_alarm_rate_upper95']:.1%}; "
+                         f"target <= {target['false_alarm_rate_upper95']:.0%})"),
+        ("planted runs", f"{record['power_runs']} (target >= {target['power_runs']})"),
+        ("detected", f"{record['detected']} ({record['detection_rate']:.0%}; target >= {target['detection_rate']:.0%})"),
+        ("planted slowdown", f"{record['planted_slowdown']:.0%} of step time: training x{record['planted_throughput_ratio']:.3f} "
+                             f"planned, x{planted:.3f} measured (median)" if planted else f"{record['planted_slowdown']:.0%} of step time"),
+        ("seconds per gate run", f"{record['seconds_per_run']:.0f} (median; target <= {target['seconds']})"
+                                 if record.get("seconds_per_run") else "-"),
+        ("per-round noise (sd of log HEAD/REF, A/A)",
+         ", ".join(f"{m} {v:.3f}" for m, v in sd.items() if v is not None) or "-"),
+        ("meets target", "yes" if record["meets_target"] else "no"),
+        ("machine", record["machine"]),
+        ("commit", record["commit"]),
+        ("command", f"`{record['command']}`"),
+    ]  # fmt: skip
+
+
+def markdown(record: dict[str, Any], plot_name: str | None = None) -> str:
+    parts = [f"# Gate calibration: {record['preset']}, {record['machine']}", "", "| | |", "|---|---|"]
+    parts += [f"| {name} | {value} |" for name, value in summary_rows(record)]
+    if record.get("note"):
+        parts += ["", f"Note: {record['note']}"]
+    parts += ["", "## The same intervals at other tolerances (post hoc: for choosing, not for claiming)", ""]
+    parts += ["| tolerance | false alarms | detected |", "|---|---|---|"]
+    parts += [
+        f"| {tol} | {v['false_alarms']} of {record['aa_runs']} | {v['detected']} of {record['power_runs']} |"
+        for tol, v in record["post_hoc_at_tolerance"].items()
+    ]
+    if plot_name:
+        parts += ["", f"![every run's HEAD/REF interval against the floor]({plot_name})"]
+    return "\n".join(parts) + "\n"
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    """Each run's HEAD/REF estimate and 95% interval per gated metric, A/A and planted runs
+    apart, with the floor (1 - tolerance) that a run must fall wholly below to fire."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(GATED_METRICS), figsize=(11, 4.2), sharey=False)
+    floor = 1 - record["tolerance"]
+    for ax, metric in zip(axes, GATED_METRICS, strict=True):
+        x = 0
+        for kind, colour in (("aa", "tab:blue"), ("power", "tab:orange")):
+            runs = [r for r in record["runs"] if r["kind"] == kind]
+            for run in runs:
+                check = next((c for c in run["checks"] if c["metric"] == metric), None)
+                if check is None or check["measured"] is None:
+                    continue
+                m = check["measured"]
+                ax.errorbar(
+                    x, m["estimate"], yerr=[[m["estimate"] - m["low"]], [m["high"] - m["estimate"]]],
+                    fmt="o", ms=3, color=colour, ecolor=colour, elinewidth=1,
+                    label=KINDS[kind] if run is runs[0] else None,
+                )  # fmt: skip
+                if not check["passed"]:
+                    ax.plot(x, m["high"], marker="x", color="tab:red", ms=6)
+                x += 1
+            x += 3
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.axhline(floor, color="tab:red", lw=1, ls="--", label=f"floor {floor:.2f} (fires when the interval is below)")
+        if metric == "train_samples_per_s":
+            ax.axhline(
+                record["planted_throughput_ratio"], color="tab:orange", lw=0.8, ls=":", label="planted (planned)"
+            )
+        ax.set_title(f"{metric}: HEAD/REF, 95% interval per run", fontsize=9)
+        ax.set_xlabel("gate run (A/A, then planted)")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(
+        f"{record['preset']}, {record['rounds']} rounds, {record.get('pairing', 'processes')}; {record['machine']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(record: dict[str, Any], json_path: Path) -> tuple[Path, Path]:
+    """The Markdown and PNG beside a calibration record's JSON; returns their paths."""
+    png, md = json_path.with_suffix(".png"), json_path.with_suffix(".md")
+    plot(record, png)
+    md.write_text(markdown(record, png.name))
+    return md, png
