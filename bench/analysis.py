@@ -40,8 +40,9 @@ def metric_rounds(records: list[dict[str, Any]], role: str, metric: str) -> PerR
 
 
 def phase_median(records: list[dict[str, Any]], role: str, phase: str, key: str) -> float | None:
+    # .get: a record measured in turns has no memory or CPU figures.
     values = [
-        rec["phases"][phase][key]
+        rec["phases"][phase].get(key)
         for rec in records
         if rec.get("role") == role and "error" not in rec and phase in rec.get("phases", {})
     ]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.baseline import GATED_METRICS
+from bench.gate import PAIRINGS
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
@@ -59,7 +60,7 @@ def build_parser() -> Parser:
     parser.add_argument("--tolerance", type=float, help="tolerance the runs are judged at (default: the gate's)")
     parser.add_argument("--train-seconds", type=float, help="steady-state training per job (default: the gate's)")
     parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
-    parser.add_argument("--pairing", choices=("turns", "processes"), help="how the two sides run (default: the gate's)")
+    parser.add_argument("--pairing", choices=PAIRINGS, help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--json", type=Path, help="write the calibration record here (and .md, .png beside it)")
@@ -115,7 +116,7 @@ def upper95(events: int, n: int) -> float:
 
 
 def summarise(
-    runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: int | None = None, pairing: str = "processes"
+    runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: int | None, pairing: str
 ) -> dict[str, Any]:
     """The record's counts and rates (pure)."""
     aa = [r for r in runs if r["kind"] == "aa"]
@@ -195,7 +196,11 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
         "step_ms_median": {
             role: float(
                 np.median(
-                    [r["phases"]["train"]["step_ms_median"] for r in records if r.get("role") == role and "phases" in r]
+                    [
+                        r["phases"]["train"]["step_ms_median"]
+                        for r in records
+                        if r.get("role") == role and "train" in r.get("phases", {})
+                    ]
                     or [np.nan]
                 )
             )
@@ -226,7 +231,7 @@ def render(source: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.gate import JOB_OPTIONS, TURN_SECONDS, ab_plan, calibrated_defaults, machine
+    from bench.gate import JOB_OPTIONS, ab_plan, calibrated_defaults, machine
 
     args = build_parser().parse_args(argv)
     if args.source is not None:
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "path": args.path,
         "job_options": options,
-        "turn_seconds": TURN_SECONDS if pairing == "turns" else None,
+        "turn_seconds": PAIRINGS[pairing],
         "planted_slowdown": args.planted_slowdown,
         "planted_throughput_ratio": 1 / (1 + args.planted_slowdown),
         "target": TARGET,

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import baseline as stored
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
@@ -29,18 +29,24 @@ from diffusion.errors import ConfigError
 from diffusion.paths import TrainingPath, parse_path
 from diffusion.presets import get_preset
 
+if TYPE_CHECKING:
+    from bench.runner import CodeTree, Plan
+
 RUN_SCHEMA = "pmt-bench/gate-run/2"
 GATED_METRICS = stored.GATED_METRICS
 UNITS = {"train_samples_per_s": "samples/s", "val_pass_s": "s per validation pass"}
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-# Provisional until a full calibration (>= 60 A/A and >= 20 planted runs) is committed.
+# Provisional until a full calibration (>= 60 A/A and >= 20 planted runs) is committed: a survey
+# of turns (4 A/A + 2 planted runs at 4 rounds, 2-CPU AMD EPYC) gave a per-round sd of 0.04 in
+# both metrics and A/A intervals within 0.87-1.05, so 5 rounds at 10% leave room on both sides.
 PROVISIONAL = {"tolerance": 0.10, "rounds": 5, "cpus": None, "pairing": "turns"}
 # More validation passes than compare's 3: at tiny a pass is ~50 ms, and its median is noisy.
 JOB_OPTIONS = {"train_seconds": 1.0, "val_passes": 10}
 # Short against the machine's drift (stretches of a second or more 20-40% slow, measured),
 # long against the ~0.1 ms of one request and answer.
 TURN_SECONDS = 0.05
-PAIRINGS = ("turns", "processes")
+# How the two sides run: the turn length, or None for whole processes one after the other.
+PAIRINGS: dict[str, float | None] = {"turns": TURN_SECONDS, "processes": None}
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,14 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             continue
         if record.get("meets_target") is True:
+            pairing = record.get("pairing", "processes")  # records from before turns measured processes
+            if pairing not in PAIRINGS:
+                raise ConfigError(f"pairing of {path.name} must be one of {', '.join(PAIRINGS)}, but got {pairing!r}.")
             return {
                 "tolerance": record["tolerance"],
                 "rounds": record["rounds"],
                 "cpus": check_cpus(record.get("cpus"), f"cpus of {path.name}"),
-                "pairing": record.get("pairing", "processes"),
+                "pairing": pairing,
                 "source": path.name,
             }
     return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
@@ -144,8 +153,8 @@ def sent_fields(spec: str, preset: str, options: dict[str, Any], cpus: int | Non
 
 
 def ab_plan(
-    ref: tuple[Any, TrainingPath],
-    head: tuple[Any, TrainingPath],
+    ref: tuple[CodeTree, TrainingPath],
+    head: tuple[CodeTree, TrainingPath],
     preset: str,
     rounds: int,
     *,
@@ -153,7 +162,7 @@ def ab_plan(
     cpus: int | None,
     pairing: str,
     seed: int,
-) -> Any:
+) -> Plan:
     """The A/B gate's plan: ``ref`` and ``head`` as (code tree, path), measured the gate's way.
     ``bench.calibrate`` runs this same plan."""
     from bench.runner import Plan, Role
@@ -163,8 +172,7 @@ def ab_plan(
         Role("ref", ref_path, ("validate", "train"), tree=ref_tree, cpus=cpus),
         Role("head", head_path, ("validate", "train"), reference="ref", tree=head_tree, cpus=cpus),
     )
-    turns = TURN_SECONDS if pairing == "turns" else None
-    return Plan(roles, preset, rounds, job_options=options, seed=seed, turn_seconds=turns)
+    return Plan(roles, preset, rounds, job_options=options, seed=seed, turn_seconds=PAIRINGS[pairing])
 
 
 def build_parser() -> Parser:
@@ -260,7 +268,11 @@ def report(checks: list[Check]) -> int:
 def ab_gate(
     args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None, pairing: str
 ) -> tuple[int, dict[str, Any]]:
-    """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF."""
+    """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF.
+
+    A REF whose worker cannot take turns is measured in whole processes instead, said so,
+    unless turns were asked for by name (then it is refused, exit 2).
+    """
     from bench import trees
     from bench.runner import run_plan
 
@@ -284,11 +296,20 @@ def ab_gate(
             seed=args.seed,
         )
         roles = plan.roles
-        ref_knobs = trees.probe(ref_tree, job_fields, [roles[0].spec], turns=pairing == "turns")[roles[0].spec]
+        try:
+            knobs = trees.probe(ref_tree, job_fields, [roles[0].spec], turns=plan.turn_seconds is not None)
+        except trees.CannotTakeTurns as exc:
+            if args.pairing is not None:
+                raise
+            print(f"note: {exc} Measuring whole processes instead.", flush=True)
+            pairing = "processes"
+            plan = dataclasses.replace(plan, turn_seconds=PAIRINGS[pairing])
+            knobs = trees.probe(ref_tree, job_fields, [roles[0].spec])
+        ref_knobs = knobs[roles[0].spec]
         print(
             f"gate: {head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} "
             f"({roles[0].spec}), {preset}, {rounds} rounds "
-            + ("taking turns" if pairing == "turns" else "of whole processes")
+            + ("taking turns" if plan.turn_seconds is not None else "of whole processes")
             + f", tolerance {tolerance:.0%}, "
             f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
             + ("; uncommitted changes are measured as HEAD" if head.label.endswith("+uncommitted") else ""),

@@ -16,10 +16,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -224,25 +225,29 @@ class TurnWorker:
     def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
         payload = json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
         self.timeout = timeout
+        # A file, not a pipe: a worker that logs a lot must never block on a full pipe.
         self._stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--turns", payload],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=tree_env(root),
-            cwd=root,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", "--turns", payload],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+                env=tree_env(root),
+                cwd=root,
+            )
+        except OSError:
+            self._stderr.close()
+            raise
 
     def ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
         """Send ``request`` (None: only read, for the first ``ready``) and return the answer.
 
         Raises:
-            WorkerFailed: with the worker's own reason (its signal, or its last stderr line).
+            WorkerFailed: with the worker's own reason (its signal, or its last stderr line),
+                the answer it gave if that was not JSON, or the timeout it ran past.
         """
-        import threading
-
         # A hung worker must fail its round, not the gate: kill it after `timeout`.
         hung = threading.Event()
         watchdog = threading.Timer(self.timeout, lambda: (hung.set(), self.proc.kill()))
@@ -252,38 +257,45 @@ class TurnWorker:
                 self.proc.stdin.write(json.dumps(request) + "\n")
                 self.proc.stdin.flush()
             line = self.proc.stdout.readline()
-        except (BrokenPipeError, OSError):
+        except OSError:  # its stdin is closed: it has died
             line = ""
         finally:
             watchdog.cancel()
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            pass
+        what = "its start-up" if request is None else json.dumps(request)
         if hung.is_set():
             self.close()
-            raise WorkerFailed(f"worker gave no answer to {request} within {self.timeout:.0f} s")
+            raise WorkerFailed(f"worker gave no answer to {what} within {self.timeout:g} s")
+        if line:
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                self.close()
+                raise WorkerFailed(f"worker answered {what} with {line.strip()[:200]!r}, not JSON") from None
         try:  # it closed its end: let it finish exiting, so its own reason is on stderr
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
-        self.close()
         self._stderr.seek(0)
         proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "", self._stderr.read())
-        raise WorkerFailed(failure("worker", proc) if proc.returncode else f"worker answered {line[:200]!r}")
+        self.close()
+        raise WorkerFailed(failure("worker", proc) if proc.returncode else f"worker ended without answering {what}")
 
     def close(self) -> None:
+        """Kill the worker if it still runs, reap it and close its pipes and stderr file."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             try:
                 stream.close()
             except OSError:
                 pass
 
 
-Starter = Callable[[Job, Path], TurnWorker]
+class Starter(Protocol):
+    """Starts a turn-taking worker for a job from a code tree (``TurnWorker``; tests pass fakes)."""
+
+    def __call__(self, job: Job, root: Path) -> TurnWorker: ...
 
 
 def turn_round(
@@ -408,10 +420,9 @@ class Plan:
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
-        if self.turn_seconds is not None and not (
-            isinstance(self.turn_seconds, (int, float)) and self.turn_seconds > 0
-        ):
-            raise ConfigError(f"`turn_seconds` must be a positive number or None, but got {self.turn_seconds!r}.")
+        turns = self.turn_seconds
+        if turns is not None and (isinstance(turns, bool) or not isinstance(turns, (int, float)) or not 0 < turns < 60):
+            raise ConfigError(f"`turn_seconds` must be a number of seconds in (0, 60) or None, but got {turns!r}.")
         if self.turn_seconds is not None and self.disk_roles:
             raise ConfigError("`disk_roles` need whole-process jobs; a plan with `turn_seconds` measures no disk use.")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:

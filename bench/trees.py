@@ -28,6 +28,10 @@ from diffusion.errors import ConfigError
 MAIN_BRANCHES = ("main", "origin/main")
 
 
+class CannotTakeTurns(ConfigError):
+    """A tree's worker cannot take turns the way this checkout asks (an older commit)."""
+
+
 def git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
@@ -176,10 +180,15 @@ def probe(tree: CodeTree, job_fields: list[str], specs: list[str], *, turns: boo
     if turns:
         from bench.worker import TURNS_PROTOCOL
 
-        if out.get("turns_protocol") != TURNS_PROTOCOL:
-            raise ConfigError(
-                f"{tree.label}: its worker does not take turns (protocol {out.get('turns_protocol')}, this checkout "
-                f"speaks {TURNS_PROTOCOL}); gate against a later ref, or pass --pairing processes."
+        theirs = out.get("turns_protocol")
+        if theirs != TURNS_PROTOCOL:
+            why = (
+                "predates taking turns"
+                if theirs is None
+                else f"speaks turn protocol {theirs}, this checkout {TURNS_PROTOCOL}"
+            )
+            raise CannotTakeTurns(
+                f"{tree.label}: its worker {why}; gate against a later ref, or pass --pairing processes."
             )
     for spec, knobs in out["knobs"].items():
         if "error" in knobs:

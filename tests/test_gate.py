@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,8 +56,9 @@ def test_head_against_itself_passes(tmp_path):
     out = tmp_path / "gate.json"
     # The gate's own job and turns, at 4 rounds, on one pinned core.
     result = bench(
-        "bench.gate", "--against", "HEAD", "--preset", "tiny", "--rounds", "4", "--cpus", "1", "--json", str(out)
-    )
+        "bench.gate", "--against", "HEAD", "--preset", "tiny", "--rounds", "4", "--tolerance", "0.10", "--cpus", "1",
+        "--json", str(out),
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok ") == 2 and "pinned to 1 core(s)" in result.stdout
     assert "4 rounds taking turns" in result.stdout
@@ -118,7 +120,8 @@ def test_run_plan_runs_every_role_every_round_from_its_own_tree():
 
 
 class FakeWorker:
-    """A turn-taking worker that answers at once; ``fail_at`` makes its n-th answer fail."""
+    """A turn-taking worker that answers at once, each train turn 5 steps in 50 ms;
+    ``fail_at`` makes its n-th answer fail."""
 
     log: list[tuple[str, str]] = []
 
@@ -131,17 +134,18 @@ class FakeWorker:
             raise WorkerFailed("worker killed by SIGKILL")
         turn = "ready" if request is None else request["turn"]
         FakeWorker.log.append((self.name, turn))
-        return {"record": {"phases": {}, "from": self.name}} if turn == "finish" else {}
+        answers = {"finish": {"record": {"phases": {}, "from": self.name}}, "train": {"steps": 5, "seconds": 0.05}}
+        return answers.get(turn, {})
 
     def close(self):
         pass
 
 
-def turn_roles():
+def turn_roles(head_phases: tuple[str, ...] = ("validate", "train")):
     neu = parse_path("neu")
     return (
         Role("ref", neu, ("validate", "train"), tree=CodeTree(Path("/ref"), "REF x", "abc")),
-        Role("head", neu, ("validate", "train"), tree=CodeTree(Path("/head"), "HEAD y", "def")),
+        Role("head", neu, head_phases, tree=CodeTree(Path("/head"), "HEAD y", "def")),
     )
 
 
@@ -152,26 +156,88 @@ def test_turns_start_both_workers_then_alternate_validation_before_training():
     assert [(r["round"], r["role"], r["from"]) for r in records] == [
         (0, "ref", "/ref"), (0, "head", "/head"), (1, "ref", "/ref"), (1, "head", "/head")
     ]  # fmt: skip
-    assert len(FakeWorker.log) == 2 * 18  # per round: 2 ready, 2 x 3 validate, 2 x 4 train, 2 finish
+    # Per round: 2 ready, 2 x 3 validate, 2 x 4 train (0.2 s in 50 ms turns, 20 steps >= min_steps), 2 finish.
+    assert len(FakeWorker.log) == 2 * 18
+    leaders = set()
     for log in (FakeWorker.log[:18], FakeWorker.log[18:]):
         turns = [turn for _, turn in log]
         assert turns == ["ready"] * 2 + ["validate"] * 6 + ["train"] * 8 + ["finish"] * 2
         for k in range(2, 16, 2):  # every turn pair holds both workers
             assert {log[k][0], log[k + 1][0]} == {"/ref", "/head"}
+            leaders.add(log[k][0])
+    assert leaders == {"/ref", "/head"}  # neither side always goes first
 
 
-def test_a_worker_failing_mid_round_drops_out_and_the_other_finishes():
+def test_training_turns_go_on_until_every_side_has_its_steps():
+    FakeWorker.log = []
+    # 0.05 s but min_steps 30: six turns of 5 steps each.
+    plan = Plan(turn_roles(), "tiny", 1, {"train_seconds": 0.05, "val_passes": 1, "min_steps": 30}, turn_seconds=0.05)
+    run_plan(plan, start=FakeWorker)
+    assert sum(turn == "train" for _, turn in FakeWorker.log) == 2 * 6
+
+
+def test_a_role_is_not_asked_for_a_phase_it_does_not_measure():
+    FakeWorker.log = []
+    plan = Plan(turn_roles(("train",)), "tiny", 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
+    run_plan(plan, start=FakeWorker)
+    assert [turn for name, turn in FakeWorker.log if name == "/head"] == ["ready", "train", "train", "finish"]
+    assert [turn for name, turn in FakeWorker.log if name == "/ref"].count("validate") == 2
+
+
+def test_a_worker_failing_mid_round_drops_out_and_the_round_ends_unpaired():
     FakeWorker.log = []
     plan = Plan(turn_roles(), "tiny", 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
-    failing = {"/head": 3}
+    failing = {"/head": 3}  # ready, one validation pass, then it dies
     records = run_plan(plan, start=lambda job, root: FakeWorker(job, root, failing.get(str(root))))
     by_role = {r["role"]: r for r in records}
     assert by_role["head"]["error"] == "worker killed by SIGKILL"
-    assert by_role["ref"]["from"] == "/ref"
-    assert sum(turn == "train" for name, turn in FakeWorker.log if name == "/ref") == 2
-    assert all(turn in ("ready", "validate") for name, turn in FakeWorker.log if name == "/head")
+    assert by_role["ref"]["from"] == "/ref"  # the survivor still reports
+    # With one worker left nothing can be paired: no more turns, only the finish.
+    assert [turn for name, turn in FakeWorker.log if name == "/ref"][-1] == "finish"
+    assert "train" not in [turn for _, turn in FakeWorker.log]
 
 
+def fake_worker_tree(tmp_path: Path, source: str) -> Path:
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "__init__.py").write_text("")
+    (tmp_path / "bench" / "worker.py").write_text(source)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("import time\ntime.sleep(120)\n", "worker gave no answer to its start-up within 2 s"),
+        ("import time\nprint('hello', flush=True)\ntime.sleep(120)\n", "answered its start-up with 'hello', not JSON"),
+        ("raise SystemExit('cannot load the model')\n", "worker exited 1: cannot load the model"),
+    ],
+)
+def test_a_worker_that_hangs_babbles_or_dies_fails_at_once_with_the_reason(tmp_path, source, message):
+    import time
+
+    from bench.measure import Job
+
+    worker = TurnWorker(Job("neu", "tiny"), fake_worker_tree(tmp_path, source), timeout=2)
+    start = time.monotonic()
+    with pytest.raises(WorkerFailed, match=message):
+        worker.ask(None)
+    assert time.monotonic() - start < 20  # not the 30 s it would wait for a worker that ended
+    assert worker.proc.poll() is not None  # killed and reaped
+
+
+def test_the_protocol_stream_keeps_library_prints_off_it():
+    code = (
+        "import os\nfrom bench.worker import protocol_stream\nout = protocol_stream()\n"
+        "print('a library talks', flush=True)\nos.write(1, b'so does C\\n')\nout.write('{\"ok\": 1}\\n')\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=60
+    )
+    assert result.stdout == '{"ok": 1}\n', result
+    assert "a library talks" in result.stderr and "so does C" in result.stderr
+
+
+@pytest.mark.slow
 def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
     from bench.measure import Job
 
@@ -180,7 +246,7 @@ def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
         assert worker.ask(None)["ready"] is True
         assert worker.ask({"turn": "validate"})["seconds"] > 0
         trained = worker.ask({"turn": "train", "seconds": 0.05})
-        assert trained["seconds"] >= 0.05 and trained["steps"] >= 5
+        assert trained["seconds"] >= 0.05 and trained["steps"] >= 1
         record = worker.ask({"turn": "finish"})["record"]
     finally:
         worker.close()
@@ -191,6 +257,7 @@ def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
     assert len(validate["val_pass_s_all"]) == 1 and validate["val_pass_s"] > 0
 
 
+@pytest.mark.slow
 def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
     from bench.measure import Job
 
@@ -204,7 +271,8 @@ def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
 
 
 @pytest.mark.parametrize(
-    ("turns", "disk", "message"), [(0, (), "positive number or None"), (0.05, ("base",), "whole-process")]
+    ("turns", "disk", "message"),
+    [(0, (), "in \\(0, 60\\) or None"), (True, (), "in \\(0, 60\\)"), (0.05, ("base",), "whole-process")],
 )
 def test_a_turn_plan_is_checked(turns, disk, message):
     with pytest.raises(ConfigError, match=message):
@@ -250,7 +318,10 @@ def test_a_ref_whose_worker_lacks_a_job_field_is_refused(tmp_path):
 def test_a_ref_whose_worker_does_not_take_turns_is_refused_for_turns_only(tmp_path, worker):
     tree = old_tree(tmp_path, worker)
     assert probe(tree, ["spec", "preset"], ["neu"]) == {"neu": {}}
-    with pytest.raises(ConfigError, match="its worker does not take turns .* or pass --pairing processes"):
+    with pytest.raises(
+        ConfigError,
+        match="its worker (predates taking turns|speaks turn protocol 0, this checkout 1); .* or pass --pairing processes",
+    ):
         probe(tree, ["spec", "preset"], ["neu"], turns=True)
 
 
@@ -364,7 +435,7 @@ def test_calibration_summary_counts_bounds_and_noise():
     quiet = {"train_samples_per_s": [1.0, 1.1, 0.9], "train_step_ms_median": [1.0, 1.0, 1.0], "val_pass_s": []}
     runs = [a_run("aa", False, 1.1, quiet)] * 60 + [a_run("power", True, 0.8, quiet)] * 19
     runs.append(a_run("power", False, 0.9, quiet))
-    summary = summarise(runs, tolerance=0.15, rounds=6, cpus=1)
+    summary = summarise(runs, tolerance=0.15, rounds=6, cpus=1, pairing="turns")
     assert (summary["aa_runs"], summary["false_alarms"], summary["power_runs"], summary["detected"]) == (60, 0, 20, 19)
     assert summary["false_alarm_rate_upper95"] == pytest.approx(0.0487, abs=1e-4)  # 1 - 0.05 ** (1 / 60)
     assert summary["detection_rate"] == 0.95 and summary["seconds_per_run"] == 100.0
@@ -383,7 +454,10 @@ def test_a_calibration_record_renders_its_summary_and_plot(tmp_path):
 
     def checked(kind: str, high: float) -> dict:
         run = a_run(kind, high < 0.9, high, {"train_samples_per_s": [1.0, 0.95, 1.02]})
-        run["checks"][0] |= {"passed": high >= 0.9}
+        run["checks"][0] |= {
+            "passed": high >= 0.9,
+            "measured": {"estimate": high - 0.05, "low": high - 0.1, "high": high, "n": 3},
+        }
         return run
 
     runs = [checked("aa", 1.03)] * 3 + [checked("power", 0.82), checked("power", 0.95)]
@@ -420,7 +494,9 @@ def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
     from bench.calibrate import summarise
 
     quiet = {"train_samples_per_s": [1.0, 1.0]}
-    summary = summarise([a_run("aa", False, 1.1, quiet)] * 8 + [a_run("power", True, 0.8, quiet)] * 6, 0.15, 6)
+    summary = summarise(
+        [a_run("aa", False, 1.1, quiet)] * 8 + [a_run("power", True, 0.8, quiet)] * 6, 0.15, 6, None, "turns"
+    )
     assert summary["meets_target"] is False and summary["false_alarm_rate_upper95"] > 0.3
 
 
@@ -456,3 +532,62 @@ def test_a_calibration_that_pinned_more_cores_than_this_machine_has_is_refused(t
     assert bench.gate.calibrated_defaults("tiny")["pairing"] == "processes"
     (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1, "pairing": "turns"}))
     assert bench.gate.calibrated_defaults("tiny")["pairing"] == "turns"
+
+
+@pytest.fixture(scope="module")
+def repo_with_an_old_ref(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository of this checkout's files (uncommitted changes included) whose previous
+    commit's worker predates turns."""
+    repo = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+        )
+
+    worker = repo / "bench" / "worker.py"
+    today = worker.read_text()
+    worker.write_text(today.replace("TURNS_PROTOCOL = 1\n", ""))
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "old: a worker without turns")
+    worker.write_text(today)
+    git("commit", "-qam", "new")
+    return repo
+
+
+def gate_in(repo: Path, *args: str, site: str | None = None) -> subprocess.CompletedProcess:
+    """``bench.gate --against HEAD~1`` run from ``repo``'s own code (``site``: a sitecustomize dir first)."""
+    env = python_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, str(repo)]))
+    return subprocess.run(
+        [PYTHON, "-m", "bench.gate", "--against", "HEAD~1", *args],
+        capture_output=True, text=True, timeout=900, cwd=repo, env=env,
+    )  # fmt: skip
+
+
+def test_turns_asked_for_by_name_against_a_ref_without_them_is_refused(repo_with_an_old_ref, blocked_tf):
+    site = blocked_tf["PYTHONPATH"].split(os.pathsep)[0]
+    result = gate_in(repo_with_an_old_ref, "--pairing", "turns", site=site)
+    one_line_exit_2(result, "its worker predates taking turns; gate against a later ref, or pass --pairing processes")
+
+
+@pytest.mark.slow
+def test_a_ref_without_turns_is_measured_in_whole_processes_and_said_so(repo_with_an_old_ref):
+    result = gate_in(repo_with_an_old_ref, "--preset", "tiny", "--rounds", "2", "--train-seconds", "0.2")
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # measured, whatever the verdict
+    assert (
+        "predates taking turns; gate against a later ref, or pass --pairing processes. Measuring whole processes instead."
+        in result.stdout
+    )
+    assert "2 rounds of whole processes" in result.stdout
