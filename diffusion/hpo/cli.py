@@ -384,6 +384,11 @@ def cmd_best(args: Any, storage_spec: ResolvedStorage) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+
+    # A crash inside TensorFlow prints no Python error; this prints every thread's stack on
+    # SIGSEGV and friends, so a crashed search says where it was.
+    faulthandler.enable()
     parser = build_parser()
     args = parser.parse_args(argv)
     check_counts(args)

@@ -185,11 +185,15 @@ def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any],
         finally:
             trial.set_user_attr("epochs_run", epochs_run)
             trial.set_user_attr("seconds", time.perf_counter() - start)
-            trainer.close()
-            del trainer
-            if threads == 1:
-                keras.backend.clear_session()
-            gc.collect()
+            # Teardown under the same lock as construction: with --n-jobs 2 one run of the
+            # 20-trial test died of SIGSEGV (stop 16, cause not found); freeing one trial's
+            # model while another thread builds one is the unguarded overlap left.
+            with _keras_lock:
+                trainer.close()
+                del trainer
+                if threads == 1:
+                    keras.backend.clear_session()
+                gc.collect()
             trial.set_user_attr("rss_mib_end", psutil.Process().memory_info().rss / 2**20)
 
     return objective
