@@ -216,16 +216,10 @@ def render(source: Path) -> int:
     Raises:
         ConfigError: the file is missing or not a calibration record.
     """
-    import json
-
     from bench.calibration_report import write
+    from diffusion.cli import read_json_record
 
-    try:
-        record = json.loads(source.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--from {str(source)!r} must be a readable calibration record: {exc}.") from None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise ConfigError(f"--from {str(source)!r} must be a calibration record ({SCHEMA!r}), but it is not.")
+    record = read_json_record(source, "--from", schema=SCHEMA)
     print("wrote", *write(record, source))
     return 0
 

@@ -302,8 +302,7 @@ def ab_gate(
             if args.pairing is not None:
                 raise
             print(f"note: {exc} Measuring whole processes instead.", flush=True)
-            pairing = "processes"
-            plan = dataclasses.replace(plan, turn_seconds=PAIRINGS[pairing])
+            plan = dataclasses.replace(plan, turn_seconds=PAIRINGS["processes"])
             knobs = trees.probe(ref_tree, job_fields, [roles[0].spec])
         ref_knobs = knobs[roles[0].spec]
         print(

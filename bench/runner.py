@@ -146,14 +146,31 @@ def tree_env(root: Path) -> dict[str, str]:
     return env
 
 
+def job_payload(job: Job) -> str:
+    """The job as a worker receives it. Unset options stay out, so a worker of an older tree
+    (the gate's REF) that predates an option still reads the job."""
+    return json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
+
+
+def role_job(role: Role, preset: str, options: Mapping[str, Any], **extra: Any) -> Job:
+    """The job a role's worker runs: its spec and phases, the plan's options, its cores."""
+    return Job(role.spec, preset, role.phases, **{**options, **extra, **({"cpus": role.cpus} if role.cpus else {})})
+
+
+def tagged(record: dict[str, Any], round_id: int, role: Role) -> dict[str, Any]:
+    """A worker's record with the round, role, spec and (for another tree) tree it belongs to."""
+    out = {**record, "round": round_id, "role": role.name, "spec": role.spec}
+    if role.tree is not None:
+        out["tree"] = role.tree.record()
+    return out
+
+
 def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str, Any]:
     """Measure one job in a fresh Python process running the code under ``root``; a failure
     comes back as {'error': ...}."""
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         out = Path(tmp) / "record.json"
-        # Unset options stay out of the payload, so a worker of an older tree (the gate's REF)
-        # that predates an option still reads the job.
-        payload = json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
+        payload = job_payload(job)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.worker", payload, str(out)],
@@ -198,11 +215,8 @@ def run_rounds(
     for r in range(rounds):
         for i in rng.permutation(len(roles)):
             role = roles[i]
-            options = {**(job_options or {}), **({"cpus": role.cpus} if role.cpus else {})}
-            job = Job(role.spec, preset, role.phases, fit_disk=(r == 0 and role.name in disk_roles), **options)
-            record = {**runner(job, role.root), "round": r, "role": role.name, "spec": role.spec}
-            if role.tree is not None:
-                record["tree"] = role.tree.record()
+            job = role_job(role, preset, job_options or {}, fit_disk=(r == 0 and role.name in disk_roles))
+            record = tagged(runner(job, role.root), r, role)
             records.append(record)
             if on_job is not None:
                 on_job(r, role, record)
@@ -223,7 +237,7 @@ class TurnWorker:
     """
 
     def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
-        payload = json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
+        payload = job_payload(job)
         self.timeout = timeout
         # A file, not a pipe: a worker that logs a lot must never block on a full pipe.
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -319,10 +333,10 @@ def turn_round(
             done[name] = {"error": str(exc)}
             return None
 
-    def go_round(phase: str, request: dict[str, Any], wanted: Callable[[str], bool]) -> None:
+    def go_round(phase: str, request: dict[str, Any]) -> None:
         for i in rng.permutation(len(order)):
             name = order[i].name
-            if name in live and phase in jobs[name].phases and wanted(name):
+            if name in live and phase in jobs[name].phases:
                 answer = ask(name, request)
                 if answer is not None and phase == "train":
                     trained[name] = (trained[name][0] + answer["steps"], trained[name][1] + answer["seconds"])
@@ -340,10 +354,10 @@ def turn_round(
             ask(role.name, None)
         for _ in range(max(job.val_passes for job in jobs.values())):
             if len(live) >= paired:
-                go_round("validate", {"turn": "validate"}, lambda name: True)
+                go_round("validate", {"turn": "validate"})
         train = {"turn": "train", "seconds": turn_seconds}
         while len(live) >= paired and any(short(n) for n in live if "train" in jobs[n].phases):
-            go_round("train", train, lambda name: True)
+            go_round("train", train)
         for name in list(live):
             answer = ask(name, {"turn": "finish"})
             if answer is not None:
@@ -374,19 +388,13 @@ def run_turns(
         ``run_rounds`` gives them.
     """
     rng = np.random.default_rng(seed)
-    options = dict(job_options or {})
     records = []
     for r in range(rounds):
         order = [roles[i] for i in rng.permutation(len(roles))]
-        jobs = {
-            role.name: Job(role.spec, preset, role.phases, **options, **({"cpus": role.cpus} if role.cpus else {}))
-            for role in order
-        }
+        jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
         done = turn_round(order, jobs, turn_seconds, rng, start)
         for role in roles:
-            record = {**done[role.name], "round": r, "role": role.name, "spec": role.spec}
-            if role.tree is not None:
-                record["tree"] = role.tree.record()
+            record = tagged(done[role.name], r, role)
             records.append(record)
             if on_job is not None:
                 on_job(r, role, record)
@@ -423,7 +431,7 @@ class Plan:
         turns = self.turn_seconds
         if turns is not None and (isinstance(turns, bool) or not isinstance(turns, (int, float)) or not 0 < turns < 60):
             raise ConfigError(f"`turn_seconds` must be a number of seconds in (0, 60) or None, but got {turns!r}.")
-        if self.turn_seconds is not None and self.disk_roles:
+        if turns is not None and self.disk_roles:
             raise ConfigError("`disk_roles` need whole-process jobs; a plan with `turn_seconds` measures no disk use.")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError(f"`rounds` must be an integer of at least 1, but got {self.rounds!r}.")

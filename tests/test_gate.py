@@ -481,12 +481,24 @@ def test_a_calibration_record_renders_its_summary_and_plot(tmp_path):
     assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("content", [None, "not json", json.dumps({"schema": "pmt-bench/gate-run/2"})])
-def test_rendering_something_that_is_not_a_calibration_record_is_one_line_exit_2(tmp_path, blocked_tf, content):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("not json", "is not valid JSON"),
+        (
+            json.dumps({"schema": "pmt-bench/gate-run/2"}),
+            "has schema 'pmt-bench/gate-run/2'; expected 'pmt-bench/gate-calibration/1'",
+        ),
+    ],
+)
+def test_rendering_something_that_is_not_a_calibration_record_is_one_line_exit_2(
+    tmp_path, blocked_tf, content, message
+):
     path = tmp_path / "record.json"
     if content is not None:
         path.write_text(content)
-    one_line_exit_2(bench("bench.calibrate", "--from", str(path), **blocked_tf), "must be a")
+    one_line_exit_2(bench("bench.calibrate", "--from", str(path), **blocked_tf), message)
     assert not path.with_suffix(".png").exists()
 
 
