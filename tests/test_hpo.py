@@ -9,12 +9,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from diffusion.errors import ConfigError
+from diffusion.hpo.search import RuntimeGate
 from diffusion.hpo.space import apply_params, check_params, load_best
 from diffusion.paths import NEU
 from diffusion.presets import get_preset
@@ -25,14 +27,23 @@ TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
 
 
 def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, "-m", "diffusion.hpo", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=python_env(**env),
-        cwd=cwd,
-    )
+    """Run the hpo CLI; one that outlives ``timeout`` is sent SIGABRT, so its faulthandler
+    prints every thread's stack into the failure instead of a bare timeout."""
+    command = [PYTHON, "-m", "diffusion.hpo", *args]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(**env), cwd=cwd
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            hung = False
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate()
+    if hung:
+        stacks = stderr[max(stderr.find("Fatal Python error"), 0) :][-6000:]
+        pytest.fail(f"{shlex.join(map(str, command))} still ran after {timeout:.0f} s; its stacks:\n{stacks}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def trial_states(storage: str, study: str) -> list[str]:
@@ -228,6 +239,58 @@ def test_train_refuses_a_malformed_config(tmp_path, blocked_tf):
         timeout=60,
     )
     assert result.returncode == 2 and "hidden_dim" in result.stderr
+
+
+# ---- threads sharing one runtime ------------------------------------------------------------------
+
+
+def in_thread(gate_mode, name: str, log: list[str], release: threading.Event | None = None) -> threading.Thread:
+    """A thread that enters ``gate_mode``, logs its name, and holds the gate until ``release``."""
+
+    def hold() -> None:
+        with gate_mode():
+            log.append(name)
+            if release is not None:
+                release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread
+
+
+def wait_until(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_trials_train_side_by_side():
+    gate, log, release = RuntimeGate(), [], threading.Event()
+    first = in_thread(gate.shared, "first", log, release)
+    second = in_thread(gate.shared, "second", log, release)
+    assert wait_until(lambda: len(log) == 2), "a second epoch waited for the first"
+    release.set()
+    first.join(), second.join()
+
+
+def test_building_a_model_waits_for_running_epochs_and_holds_back_new_ones():
+    gate, log, release, build_done = RuntimeGate(), [], threading.Event(), threading.Event()
+    running = in_thread(gate.shared, "epoch", log, release)
+    assert wait_until(lambda: log == ["epoch"])
+    builder = in_thread(gate.exclusive, "build", log, build_done)
+    assert wait_until(lambda: gate._waiting == 1)
+    late = in_thread(gate.shared, "late epoch", log)
+    time.sleep(0.2)  # room for a wrong order to show
+    assert log == ["epoch"], "the builder or a new epoch ran beside a running epoch"
+    release.set()
+    assert wait_until(lambda: log == ["epoch", "build"]), log
+    time.sleep(0.2)
+    assert log == ["epoch", "build"], "an epoch ran while a model was being built"
+    build_done.set()
+    assert wait_until(lambda: log == ["epoch", "build", "late epoch"]), log
+    for thread in (running, builder, late):
+        thread.join()
 
 
 # ---- real searches ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -145,7 +146,51 @@ def _prepared(preset_name: str) -> Any:
     return prepare(PRESETS[preset_name])
 
 
-_keras_lock = threading.Lock()
+class RuntimeGate:
+    """Lets trials in threads train side by side, but gives building and freeing a trial's
+    model the runtime to themselves.
+
+    Building a trainer reseeds the runtime and traces functions; freeing one destroys its
+    variables, functions and input pipeline. Done while another thread's step runs, this
+    crashed the process now and then (SIGSEGV in a TensorFlow thread; CI also saw a search
+    that never finished). A builder waits for running epochs to end, and no epoch starts
+    while one waits, so builders are not starved.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and self._waiting == 0)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._exclusive and self._running == 0)
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+_runtime = RuntimeGate()
 
 
 def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any], float]:
@@ -167,13 +212,14 @@ def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any],
         preset, path = apply_params(get_preset(config.preset), parse_path(config.path), params)
         trial.set_user_attr("path", format_path(path))
         start = time.perf_counter()
-        with _keras_lock:  # model construction touches Keras's global name counters
+        with _runtime.exclusive():
             trainer = Trainer(preset, path, seed=config.seed, data=_prepared(config.preset))
         epochs_run = 0
         try:
             for epoch in range(1, config.epochs + 1):
-                trainer.train_epoch()
-                loss = trainer.validate().loss
+                with _runtime.shared():
+                    trainer.train_epoch()
+                    loss = trainer.validate().loss
                 epochs_run = epoch
                 trial.report(loss, epoch)
                 if trial.should_prune():
@@ -185,10 +231,7 @@ def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any],
         finally:
             trial.set_user_attr("epochs_run", epochs_run)
             trial.set_user_attr("seconds", time.perf_counter() - start)
-            # Teardown under the same lock as construction: with --n-jobs 2 one run of the
-            # 20-trial test died of SIGSEGV (stop 16, cause not found); freeing one trial's
-            # model while another thread builds one is the unguarded overlap left.
-            with _keras_lock:
+            with _runtime.exclusive():
                 trainer.close()
                 del trainer
                 if threads == 1:
