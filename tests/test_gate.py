@@ -65,7 +65,12 @@ def test_head_against_itself_passes(tmp_path):
     record = json.loads(out.read_text())
     assert record["fired"] is False and record["ref"]["name"] == "HEAD"
     assert record["plan"]["turn_seconds"] == 0.05 and all(r["measured_in_turns"] for r in record["records"])
-    assert {r["phases"]["train"]["turns"] for r in record["records"]} == {20}  # 1 s in turns of 50 ms
+    # Turns of at least 50 ms until each side has trained 1 s: at most 20, fewer where steps
+    # overrun a turn (a loaded machine), the same count for both sides of a round.
+    for round_id in {r["round"] for r in record["records"]}:
+        train = [r["phases"]["train"] for r in record["records"] if r["round"] == round_id]
+        assert len({t["turns"] for t in train}) == 1 and train[0]["turns"] <= 20, train
+        assert all(t["steady_s"] >= 1.0 for t in train), train
     trees = {r["role"]: r["tree"]["label"] for r in record["records"]}
     assert trees["ref"].startswith("REF HEAD ") and trees["head"].startswith("HEAD ")
     # --cpus reaches every worker of both trees, which pins itself before TensorFlow loads.
