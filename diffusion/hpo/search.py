@@ -151,10 +151,11 @@ class RuntimeGate:
     model the runtime to themselves.
 
     Building a trainer reseeds the runtime and traces functions; freeing one destroys its
-    variables, functions and input pipeline. Done while another thread's step runs, this
-    crashed the process now and then (SIGSEGV in a TensorFlow thread; CI also saw a search
-    that never finished). A builder waits for running epochs to end, and no epoch starts
-    while one waits, so builders are not starved.
+    variables, functions and input pipeline. Done while another thread's step ran, this
+    crashed the process now and then (SIGSEGV in a TensorFlow thread) or left a step that
+    never returned (a core showed an op thread waiting on a mutex no thread held). A builder
+    waits for running epochs to end, and no epoch starts while one waits, so builders are
+    not starved.
     """
 
     def __init__(self) -> None:
