@@ -39,7 +39,11 @@ def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subpr
         except subprocess.TimeoutExpired:
             hung = True
             proc.send_signal(signal.SIGABRT)
-            stdout, stderr = proc.communicate()
+            try:
+                stdout, stderr = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:  # the abort itself stuck: the stacks are lost, not the test
+                proc.kill()
+                stdout, stderr = proc.communicate()
     if hung:
         stacks = stderr[max(stderr.find("Fatal Python error"), 0) :][-6000:]
         pytest.fail(f"{shlex.join(map(str, command))} still ran after {timeout:.0f} s; its stacks:\n{stacks}")
@@ -271,7 +275,8 @@ def test_trials_train_side_by_side():
     second = in_thread(gate.shared, "second", log, release)
     assert wait_until(lambda: len(log) == 2), "a second epoch waited for the first"
     release.set()
-    first.join(), second.join()
+    for thread in (first, second):
+        thread.join()
 
 
 def test_building_a_model_waits_for_running_epochs_and_holds_back_new_ones():
