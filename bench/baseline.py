@@ -15,7 +15,7 @@ from typing import Any
 
 from diffusion.cli import read_json_record
 from diffusion.errors import ConfigError
-from diffusion.paths import TrainingPath, format_path, parse_path
+from diffusion.paths import KNOB_BEFORE, KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path, parse_path
 
 SCHEMA = "pmt-bench/baseline/2"
 GATED_METRICS = ("train_samples_per_s", "val_pass_s")
@@ -54,11 +54,18 @@ def fingerprint_diff(stored: dict[str, Any], here: dict[str, Any]) -> list[str]:
 
 
 def knob_diff(stored: dict[str, Any], today: TrainingPath) -> list[str]:
+    """The knobs that differ between a stored path and today's, among those a gated metric depends on.
+
+    A knob an older record lacks takes the value every path had then (``KNOB_BEFORE``), and a
+    knob of an unmeasured phase (``disk``: what a fit writes) cannot move a worker's figures,
+    so neither makes a baseline stale. A stored knob that no longer exists counts as a difference.
+    """
+    stored = {**KNOB_BEFORE, **stored}
     now = today.knobs()
     return [
         f"{k}={stored.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(set(stored) | set(now))
-        if stored.get(k) != now.get(k)
+        if stored.get(k) != now.get(k) and KNOB_PHASE.get(k, MEASURED_PHASES[0]) in MEASURED_PHASES
     ]
 
 

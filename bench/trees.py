@@ -1,18 +1,20 @@
 """Code trees for A/B runs: resolve a git ref, export its files to a temp directory, and check
 that its worker understands what this checkout sends.
 
-A ref is exported with ``git archive`` rather than ``git worktree add``: the files are the
-same, and nothing is registered in the repository's shared metadata, so a gate killed
-mid-run leaves no stale worktree behind (only a temp directory).
+A ref is exported through a throw-away index (``git read-tree`` + ``git checkout-index``)
+rather than ``git worktree add``: the files are the same, and nothing is registered in the
+repository's shared metadata, so a gate killed mid-run leaves no stale worktree behind (only a
+temp directory). Git writes the files itself, so no archive is unpacked: ``tarfile``'s safe
+``filter=`` argument is missing before Python 3.11.4 (Debian 12 ships 3.11.2).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -32,9 +34,9 @@ class CannotTakeTurns(ConfigError):
     """A tree's worker cannot take turns the way this checkout asks (an older commit)."""
 
 
-def git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def git(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfigError(f"git is needed for an A/B gate, but `git {' '.join(args)}` failed: {exc}.") from None
 
@@ -106,17 +108,13 @@ def terminate_as_interrupt() -> Iterator[None]:
 def exported(commit: str, label: str) -> Iterator[CodeTree]:
     """The files of ``commit`` in a temp directory, removed on exit (SIGTERM included)."""
     with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix=f"gate-{short(commit)}-") as tmp:
-        archive = Path(tmp) / "tree.tar"
-        with archive.open("wb") as out:
-            proc = subprocess.run(
-                ["git", "archive", "--format=tar", commit], cwd=ROOT, stdout=out, stderr=subprocess.PIPE
-            )
-        if proc.returncode != 0:
-            raise ConfigError(f"--against {label!r}: `git archive` failed: {proc.stderr.decode().strip()[:200]}.")
         root = Path(tmp) / "tree"
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
-        archive.unlink()
+        # The index lives in the temp directory: the repository's own index is never touched.
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        for args in (["read-tree", commit], ["checkout-index", "--all", f"--prefix={root}{os.sep}"]):
+            proc = git(*args, env=env)
+            if proc.returncode != 0:
+                raise ConfigError(f"--against {label!r}: `git {args[0]}` failed: {proc.stderr.strip()[:200]}.")
         yield CodeTree(root, label, short(commit))
 
 

@@ -388,6 +388,27 @@ def test_allow_other_machine_skips_the_fingerprint_but_not_the_knobs(tmp_path, b
     one_line_exit_2(result, "path 'neu' (candidate) has other knobs today (clip_norm=None -> 1.0)")
 
 
+def test_the_committed_baseline_loads_though_it_predates_the_tracking_knob():
+    data = stored.load(ROOT / "baselines" / "tiny.json", allow_other_machine=True)
+    assert "tracking" not in data["paths"]["candidate"]["knobs"]  # what this test is about
+
+
+def test_a_knob_an_old_record_lacks_takes_its_value_from_before():
+    knobs = parse_path("alt").knobs()
+    del knobs["tracking"]
+    assert stored.knob_diff(knobs, parse_path("alt")) == []
+    assert stored.knob_diff(knobs, parse_path("alt:batch_size=64")) == ["batch_size=32 -> 64"]
+
+
+def test_a_knob_no_measured_phase_depends_on_does_not_make_a_baseline_stale():
+    assert stored.knob_diff(parse_path("neu:tracking=none").knobs(), parse_path("neu")) == []
+
+
+def test_a_stored_knob_that_no_longer_exists_is_a_difference():
+    knobs = {**parse_path("neu").knobs(), "retired": 1}
+    assert stored.knob_diff(knobs, parse_path("neu")) == ["retired=1 -> None"]
+
+
 def test_a_baseline_whose_knobs_changed_is_refused(tmp_path, blocked_tf):
     record = a_baseline()
     record["paths"]["base"]["knobs"]["batch_size"] = 64
