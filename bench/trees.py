@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from bench.runner import ROOT, CodeTree, tree_env
 from diffusion.errors import ConfigError

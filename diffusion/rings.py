@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             "count_seconds_per_1000_events": round(count_s / args.events * 1000, 3),
             "machine": cpu_model(),
             "environment": environment(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json_atomic(args.json, record)
     return 0
