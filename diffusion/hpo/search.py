@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from diffusion.errors import ConfigError, StudyNotFound, TrainingDiverged
+from diffusion.hpo.storage import scrub
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
 
@@ -124,7 +125,9 @@ def load_study(name: str, storage: Any) -> tuple[Any, SearchConfig]:
     try:
         summaries = optuna.get_all_study_summaries(storage)
     except Exception as exc:
-        raise ConfigError(f"cannot read studies from the storage: {exc}") from None
+        # A driver's message may quote the connection URL; RDBStorage keeps it as `url`.
+        message = scrub(str(exc), storage.url) if isinstance(getattr(storage, "url", None), str) else str(exc)
+        raise ConfigError(f"cannot read studies from the storage: {message}") from None
     names = [s.study_name for s in summaries]
     if name not in names:
         raise StudyNotFound(f"no study named {name!r} in this storage; studies there: {', '.join(names) or 'none'}.")

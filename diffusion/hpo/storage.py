@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 from diffusion.errors import ConfigError
 
@@ -32,9 +33,114 @@ ENV_VAR = "OPTUNA_STORAGE"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # "postgresql:", "sqlite:", "journal:"
 
 
+# A query parameter whose name says it carries a credential (libpq's `password`, `sslpassword`, ...).
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|cred|auth", re.IGNORECASE)
+_MASK = "***"
+
+
+def _userinfo_password(url: str) -> str | None:
+    """The raw text between the user name's ``:`` and the last ``@``: every character that may be a
+    password, whatever a parser makes of it (``u:p@ss@host`` gives ``p@ss``)."""
+    rest = url.split("://", 1)[-1]
+    userinfo, at, _ = rest.rpartition("@")
+    return userinfo.partition(":")[2] if at and ":" in userinfo else None
+
+
+def _parse(url: str) -> Any:
+    """SQLAlchemy's reading of ``url``, or None where it cannot be trusted to have found the password:
+    not parseable, or a second ``@`` after a password (``u:p@ss@host``: SQLAlchemy reads password
+    ``p`` and host ``ss@host``), or a password where the last-``@`` reading sees another."""
+    if "://" not in url:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return None
+    before, _, after = url.split("://", 1)[1].partition("@")
+    if ":" in before and "@" in after:
+        return None
+    raw = _userinfo_password(url)
+    if (unquote(raw) if raw else None) != (parsed.password or None):
+        return None
+    return parsed
+
+
+def _secrets(url: str) -> set[str]:
+    """Every substring of ``url`` that may be a secret, raw and %-decoded (an over-estimate: a
+    redaction that contains none of them shows no secret)."""
+    found: set[str] = set()
+    raw = _userinfo_password(url)
+    if raw:
+        found |= {raw, unquote(raw)}
+    # The query as typed (a value's raw %-escapes), as decoded, and as SQLAlchemy read it.
+    typed = [pair.partition("=")[::2] for pair in url.partition("?")[2].split("&")]
+    queries = [typed, parse_qsl(url.partition("?")[2], keep_blank_values=True)]
+    parsed = _parse(url)
+    if parsed is not None:
+        if parsed.password:
+            found |= {parsed.password, quote(parsed.password, safe="")}
+        queries.append([(k, v) for k, vs in parsed.query.items() for v in ((vs,) if isinstance(vs, str) else vs)])
+    for key, value in (pair for query in queries for pair in query):
+        if _SECRET_KEY.search(key) and value:
+            found |= {value, unquote(value), quote(value, safe=""), quote_plus(value)}
+    return {s for s in found if s}
+
+
+def has_secret(url: str) -> bool:
+    """Whether a storage URL may hold a password (in its user part or a query parameter)."""
+    return not url.startswith("journal:") and bool(_secrets(url))
+
+
+def _hidden(url: str) -> str:
+    """All but the scheme replaced: for a string whose secrets no parser can be trusted to find."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return _MASK
+    return scheme.group(0) + ("//" if url[scheme.end() :].startswith("//") else "") + _MASK
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The storage URL with its password and credential query values replaced by ``***``, for
+    every message, log line, record and script.
+
+    SQLAlchemy's URL parser finds the password; where its reading is doubtful (see ``_parse``)
+    or its rendering still contains anything that may be a secret, all but the scheme is hidden.
+    A journal file path is returned as it is.
+    """
+    secrets = _secrets(url) if not url.startswith("journal:") else set()
+    if not secrets:
+        return url
+    parsed = _parse(url)
+    if parsed is None:
+        return _hidden(url)
+    masked = {k: (_MASK if _SECRET_KEY.search(k) else v) for k, v in parsed.query.items()}
+    text = parsed.set(query=masked).render_as_string(hide_password=True).replace(quote(_MASK, safe=""), _MASK)
+    return _hidden(url) if any(s in text for s in secrets) else text
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with every possible secret of ``url`` replaced."""
+    text = text.replace(url, redact(url))
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    return text
+
+
+def check_url(url: str, what: str) -> None:
+    """Refuse a database URL with a password that SQLAlchemy would misread (and a driver then put
+    into its messages): an unencoded ``@`` after the password, or a password it cannot find.
+
+    Raises:
+        ConfigError: the URL has a password and ``_parse`` cannot trust its reading.
+    """
+    if "://" in url and has_secret(url) and _parse(url) is None:
+        raise ConfigError(
+            f"`{what}` must be a URL such as postgresql://USER:PASSWORD@HOST/DB with '@', ':' and '/' in the "
+            f"user or password percent-encoded (%40, %3A, %2F), but got {redact(url)!r}."
+        )
 
 
 def default_storage(study: str) -> str:
@@ -80,7 +186,8 @@ class ResolvedStorage:
     source: str
 
     def __post_init__(self) -> None:
-        journal_path(self.url)  # refuses a scheme without //
+        journal_path(self.url, self.source)  # refuses a scheme without //
+        check_url(self.url, self.source)
 
     @property
     def journal(self) -> Path | None:
@@ -198,7 +305,7 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
                 time.sleep(0.5 * attempt)
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"storage {redact(url)!r} cannot be opened: {redact(first)}") from None
+            raise ConfigError(f"storage {redact(url)!r} cannot be opened: {scrub(first, url)}") from None
 
 
 def _lost_schema_race(exc: Exception) -> bool:
