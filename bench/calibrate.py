@@ -31,6 +31,7 @@ from bench.baseline import GATED_METRICS
 from bench.gate import PAIRINGS
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 from diffusion.paths import parse_path
 from diffusion.presets import get_preset
 
@@ -224,10 +225,23 @@ def render(source: Path) -> int:
     return 0
 
 
+def check_paths(args: Any) -> None:
+    """The .md and .png go beside the record (--json's, or --from's when rendering one) and must
+    not be the record read. A calibration may replace a committed calibration record on purpose
+    (a machine's new calibration); the defaults it takes from one are read before the first write."""
+    flag, record = ("--from", args.source) if args.source is not None else ("--json", args.json)
+    beside = [(f"{flag}'s Markdown", record.with_suffix(".md")), (f"{flag}'s plot", record.with_suffix(".png"))]
+    if args.source is not None:
+        check_outputs(beside, [("--from", args.source)])
+    else:
+        check_outputs([("--json", args.json), *beside])
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.gate import JOB_OPTIONS, ab_plan, calibrated_defaults, machine
 
     args = build_parser().parse_args(argv)
+    check_paths(args)
     if args.source is not None:
         return render(args.source)
     for name in ("aa_runs", "power_runs"):

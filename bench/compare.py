@@ -14,6 +14,7 @@ from typing import Any
 
 from diffusion.cli import Parser, check_writable_file, read_json_record, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
 
@@ -317,8 +318,26 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
     }
 
 
+def check_paths(args: Any) -> None:
+    """No file this run writes is one it reads (the record, the registry) or another it writes."""
+    from bench.report import scaling_plot_name
+
+    png = args.markdown.with_suffix(".png") if args.markdown is not None else None
+    raw = args.json.with_suffix(".raw.json") if args.json is not None and args.source is None else None
+    outputs = [
+        ("--json", args.json),
+        ("--json's raw record", raw),
+        ("--markdown", args.markdown),
+        ("--markdown's plot", png),
+        ("--markdown's scaling plot", png.with_name(scaling_plot_name(png.name)) if png is not None else None),
+    ]
+    claims = args.claims or Path(__file__).with_name("claims.toml")
+    check_outputs(outputs, [("--from", args.source), ("--claims", claims)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_paths(args)
     for given in (args.base, args.candidate):
         if given is not None:
             parse_path(given)

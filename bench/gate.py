@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bench import baseline as stored
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 from diffusion.paths import TrainingPath, parse_path
 from diffusion.presets import get_preset
 
@@ -103,6 +104,11 @@ class Check:
         }
 
 
+def calibration_records(preset: str) -> list[Path]:
+    """The committed calibration records at ``preset`` that ``calibrated_defaults`` reads."""
+    return sorted(RESULTS.glob(f"gate-calibration-{preset}-*.json"))
+
+
 def calibrated_defaults(preset: str) -> dict[str, Any]:
     """Tolerance, rounds and cores from a committed calibration at ``preset`` that met its
     target, else the provisional ones (with ``source`` saying which).
@@ -110,7 +116,7 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
     Raises:
         ConfigError: the record pins more cores than this machine has.
     """
-    for path in sorted(RESULTS.glob(f"gate-calibration-{preset}-*.json")):
+    for path in calibration_records(preset):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -404,8 +410,20 @@ def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[int, dict[str, Any]]
     return report(checks), {**summary, "checks": [c.record() for c in checks]}
 
 
+def check_paths(args: Any) -> None:
+    """The record --json writes is neither the baseline (read, or written with --write-baseline)
+    nor a calibration record the defaults come from."""
+    baseline = [("--baseline", args.baseline)]
+    calibrations = [("a calibration record in results/", p) for p in calibration_records(args.preset or "tiny")]
+    if args.write_baseline:
+        check_outputs([*baseline, ("--json", args.json)], calibrations)
+    else:
+        check_outputs([("--json", args.json)], [*baseline, *calibrations])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_paths(args)
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:

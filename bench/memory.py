@@ -24,6 +24,7 @@ from bench.footprint import Footprint
 from bench.measure import Job
 from diffusion.cli import Parser, check_writable_file, quiet_frameworks, read_json_record, run, write_json_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import get_preset
 
@@ -185,6 +186,10 @@ def parse_specs(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    png = args.markdown.with_suffix(".png") if args.markdown is not None else None
+    check_outputs(
+        [("--json", args.json), ("--markdown", args.markdown), ("--markdown's plot", png)], [("--from", args.source)]
+    )
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path is not None:
             check_writable_file(path, what)

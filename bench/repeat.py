@@ -25,6 +25,7 @@ from typing import Any
 
 from diffusion.cli import Parser, check_writable_file, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", type=Path, help="render a saved record's table; run nothing")
     parser.add_argument("compare_args", nargs="*", help="arguments of bench.compare (default: alt neu)")
     args = parser.parse_args(argv)
+    check_outputs([("--json", args.json), ("--markdown", args.markdown)], [("--from", args.source)])
     if args.source is not None:
         given = [name for name, on in (("--json", args.json), ("compare arguments", args.compare_args)) if on]
         if given:

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
+from diffusion.outputs import read_only
 
 EXIT_BAD_INPUT = 2
 
@@ -40,7 +41,7 @@ def check_writable_dir(path: Path, what: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{what} {str(path)!r} cannot be created: {exc.strerror}.") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+    if not os.access(path, os.W_OK | os.X_OK) or read_only(path):
         raise ConfigError(f"{what} {str(path)!r} is not writable.")
     return path
 
@@ -52,7 +53,7 @@ def check_writable_file(path: Path, what: str) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"{what} {str(path)!r}: directory {str(parent)!r} does not exist.")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK) or read_only(parent) or read_only(path):
         raise ConfigError(f"{what} {str(path)!r} is not writable.")
     return path
 

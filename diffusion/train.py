@@ -13,9 +13,10 @@ from typing import Any
 from diffusion.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint
 from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
 from diffusion.errors import ConfigError, TrainingDiverged
+from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
-from diffusion.tracking import check_tracking
+from diffusion.tracking import METRICS_NAME, check_tracking
 
 
 def build_parser() -> Parser:
@@ -51,8 +52,16 @@ def check_resume(out: Path, resume: bool, preset: str, model: dict, path_knobs: 
     return None
 
 
+def check_paths(args: Any) -> None:
+    """--out is a run directory whose checkpoint this command reads (on --resume) and rewrites, and
+    whose metrics log it appends to: --json may be neither, nor the --config it reads."""
+    run_files = [(f"--out's {name}", args.out / name) for name in (CHECKPOINT_NAME, METRICS_NAME)]
+    check_outputs([*run_files, ("--json", args.json)], [("--config", args.config)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_paths(args)
     path = parse_path(args.path)
     preset = get_preset(args.preset)
     if args.config is not None:

@@ -18,8 +18,10 @@ import numpy as np
 
 from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_outputs
 
 SCHEMA = "pmt-bench/verify/1"
+PLOT_NAMES = ("observables.png", "hit_maps.png", "selection.png")  # what --plots gets
 VERIFY_SEED_OFFSET = 2_000_003  # held out: never a training or validation seed
 
 
@@ -231,10 +233,11 @@ def verify(
         from diffusion.selection_plot import plot_selection
         from diffusion.verify_plots import plot_hit_maps, plot_observables
 
-        plot_observables(obs, plots / "observables.png")
-        plot_hit_maps(detector, {"simulated": simulated, "generated": generated.events}, plots / "hit_maps.png")
+        observables, hit_maps, selection = (plots / name for name in PLOT_NAMES)
+        plot_observables(obs, observables)
+        plot_hit_maps(detector, {"simulated": simulated, "generated": generated.events}, hit_maps)
         if chosen:
-            plot_selection(detector.unit, chosen, plots / "selection.png")
+            plot_selection(detector.unit, chosen, selection)
     meta = ckpt.meta
     return {
         "schema": SCHEMA,
@@ -294,12 +297,15 @@ def render(record: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from diffusion.generate import checkpoint_file, read_checkpoint
+
+    plots = [(f"--plots's {name}", args.plots / name if args.plots is not None else None) for name in PLOT_NAMES]
+    check_outputs([("--json", args.json), *plots], [("--checkpoint", checkpoint_file(args.checkpoint))])
     check_args(args.events, args.steps, args.select, args.trigger_k, args.permutations)
     if args.json is not None:
         check_writable_file(args.json, "--json")
     if args.plots is not None:
         check_writable_dir(args.plots, "--plots")
-    from diffusion.generate import read_checkpoint
 
     _, preset = read_checkpoint(args.checkpoint)  # NumPy only: a bad checkpoint answers before TensorFlow loads
     if args.select is not None and args.select > preset.detector.n_pmt:

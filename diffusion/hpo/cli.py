@@ -22,6 +22,7 @@ from diffusion.cli import Parser, check_writable_file, quiet_frameworks, run, wr
 from diffusion.errors import ConfigError, StudyNotFound
 from diffusion.hpo.search import PRUNERS, SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe, has_secret, redact, resolve_storage
+from diffusion.outputs import check_outputs
 from diffusion.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -398,6 +399,8 @@ def cmd_init(args: Any, storage_spec: ResolvedStorage) -> int:
 
 
 def cmd_best(args: Any, storage_spec: ResolvedStorage) -> int:
+    source = "--storage's default" if storage_spec.source == "default" else storage_spec.source
+    check_outputs([("--out", args.out)], [(source, storage_spec.file)])
     check_writable_file(args.out, "--out")
     print(storage_spec.line(), flush=True)
     journal = storage_spec.journal

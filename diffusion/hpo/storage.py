@@ -193,6 +193,15 @@ class ResolvedStorage:
     def journal(self) -> Path | None:
         return journal_path(self.url)
 
+    @property
+    def file(self) -> Path | None:
+        """The file the storage lives in (a journal, an SQLite database); None for a server."""
+        if self.journal is not None:
+            return self.journal
+        parsed = _parse(self.url) if self.url.startswith("sqlite") else None
+        database = parsed.database if parsed is not None else None
+        return Path(database) if database and database != ":memory:" else None
+
     def display(self) -> str:
         """The bare path of a journal file (what optuna-dashboard opens), else the redacted URL."""
         return str(self.journal) if self.journal is not None else redact(self.url)
