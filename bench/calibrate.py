@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.baseline import GATED_METRICS
 from bench.gate import PAIRINGS
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import ROUNDS, TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import parse_path
@@ -45,21 +45,27 @@ NOISE_METRICS = (*GATED_METRICS, "train_step_ms_median")
 STEP_LINE = "            loss = self.stepper.train(batch)\n"
 
 
+# A calibration run takes about 45 s at tiny: 1000 of each kind is already 25 hours.
+RUNS = bounded(int, low=0, high=1000, why=" (a run takes about 45 s)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--aa-runs", type=int, default=60, help="gate runs of HEAD against HEAD (default 60)")
-    parser.add_argument("--power-runs", type=int, default=20, help="gate runs against a planted slowdown (default 20)")
+    parser.add_argument("--aa-runs", type=RUNS, default=60, help="gate runs of HEAD against HEAD (default 60)")
+    parser.add_argument("--power-runs", type=RUNS, default=20, help="gate runs against a planted slowdown (default 20)")
     parser.add_argument(
         "--planted-slowdown",
-        type=float,
+        type=bounded(float, positive=True, high=100.0),
         default=0.25,
         help="busy wait after each step, as a share of it (default 0.25)",
     )
     parser.add_argument("--preset", default="tiny", help="preset (default tiny)")
     parser.add_argument("--path", default="neu", help="path measured (default neu)")
-    parser.add_argument("--rounds", type=int, help="rounds per gate run (default: the gate's)")
+    parser.add_argument("--rounds", type=ROUNDS, help="rounds per gate run (default: the gate's)")
     parser.add_argument("--tolerance", type=float, help="tolerance the runs are judged at (default: the gate's)")
-    parser.add_argument("--train-seconds", type=float, help="steady-state training per job (default: the gate's)")
+    parser.add_argument(
+        "--train-seconds", type=TRAIN_SECONDS, help="steady-state training per job (default: the gate's)"
+    )
     parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
     parser.add_argument("--pairing", choices=PAIRINGS, help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
@@ -244,15 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     check_paths(args)
     if args.source is not None:
         return render(args.source)
-    for name in ("aa_runs", "power_runs"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 0, but got {getattr(args, name)}.")
     if args.aa_runs + args.power_runs == 0:
         raise ConfigError("--aa-runs and --power-runs must not both be 0.")
-    if not args.planted_slowdown > 0:
-        raise ConfigError(f"--planted-slowdown must be positive, but got {args.planted_slowdown}.")
-    if args.rounds is not None and args.rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     get_preset(args.preset)

@@ -12,7 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, read_json_record, run, write_json_atomic, write_text_atomic
+from diffusion.cli import (
+    ROUNDS,
+    SEED,
+    TRAIN_SECONDS,
+    Parser,
+    bounded,
+    check_writable_file,
+    read_json_record,
+    run,
+    write_json_atomic,
+    write_text_atomic,
+)
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
@@ -26,19 +37,20 @@ GPU_SCHEMA = "pmt-bench/gpu/1"  # bench.gpu's records, which --from renders too
 REQUIRED = ("schema", "environment", "base", "candidate", "claims", "ablations", "preset", "rounds", "wall_s")
 
 
+# The suites' upper bounds: each is many times the default, and past it a run takes days.
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     parser.add_argument("base", nargs="?", help="base path spec (default alt)")
     parser.add_argument("candidate", nargs="?", help="candidate path spec (default neu)")
     parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=ROUNDS, default=5, help="interleaved rounds (default 5)")
     parser.add_argument(
-        "--train-seconds", type=float, default=2.5, help="steady-state training time per job (default 2.5)"
+        "--train-seconds", type=TRAIN_SECONDS, default=2.5, help="steady-state training time per job (default 2.5)"
     )
     parser.add_argument("--no-ablations", action="store_true", help="measure only base and candidate")
     parser.add_argument("--no-disk", action="store_true", help="skip M3/M4 (a one-epoch fit per path; slow at seed)")
     parser.add_argument("--both-ways", action="store_true", help="also measure the candidate with each knob set back")
-    parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds (default 0)")
     parser.add_argument("--json", type=Path, help="write the result record here")
     parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved result instead of measuring")
@@ -55,21 +67,37 @@ def build_parser() -> Parser:
         "both recipes from search to verified model) or all (default speed)",
     )
     parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
-    parser.add_argument("--hpo-trials", type=int, default=20, help="trials per search (default 20, as the seed)")
-    parser.add_argument("--hpo-epochs", type=int, default=6, help="epochs per trial (default 6)")
     parser.add_argument(
-        "--hpo-repeats", type=int, default=3, help="repeats of every search (default 3: fewer give no verdict)"
+        "--hpo-trials",
+        type=bounded(int, low=1, high=1000),
+        default=20,
+        help="trials per search (default 20, as the seed)",
+    )
+    parser.add_argument(
+        "--hpo-epochs", type=bounded(int, low=1, high=100), default=6, help="epochs per trial (default 6)"
+    )
+    parser.add_argument(
+        "--hpo-repeats",
+        type=bounded(int, low=1, high=20),
+        default=3,
+        help="repeats of every search (default 3: fewer give no verdict)",
     )
     parser.add_argument("--quality-preset", default="tiny", help="preset of the quality suite (default tiny)")
     parser.add_argument(
-        "--quality-seeds", type=int, default=3, help="rounds of the quality suite, one seed each (default 3)"
+        "--quality-seeds",
+        type=bounded(int, low=1, high=20),
+        default=3,
+        help="rounds of the quality suite, one seed each (default 3)",
     )
     parser.add_argument(
-        "--quality-events", type=int, default=1000, help="generated events per verification (default 1000)"
+        "--quality-events",
+        type=bounded(int, low=20, high=100_000),
+        default=1000,
+        help="generated events per verification (default 1000)",
     )
     parser.add_argument(
         "--ttq-runs",
-        type=int,
+        type=bounded(int, low=1, high=50),
         default=6,
         help="time-to-quality runs per recipe (default 6: a 95%% interval of the median)",
     )
@@ -342,19 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         if given is not None:
             parse_path(given)
     get_preset(args.preset)
-    if args.rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.suite not in SUITES:
         raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, but got {args.suite!r}.")
     get_preset(args.hpo_preset)
     get_preset(args.quality_preset)
-    for name in ("hpo_trials", "hpo_epochs", "hpo_repeats", "quality_seeds", "ttq_runs"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, but got {getattr(args, name)}.")
-    if args.quality_events < 20:
-        raise ConfigError(f"--quality-events must be at least 20, but got {args.quality_events}.")
-    if not args.train_seconds > 0:
-        raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path is not None:
             check_writable_file(path, what)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import baseline as stored
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import ROUNDS, SEED, TRAIN_SECONDS, Parser, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import TrainingPath, parse_path
@@ -195,14 +195,17 @@ def build_parser() -> Parser:
         "--candidate", help="path this checkout runs instead (A/B: in place of --path; baseline: of its candidate)"
     )
     parser.add_argument("--preset", help="preset (default tiny; with --baseline, the baseline's)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default: the calibrated, else 6)")
+    parser.add_argument("--rounds", type=ROUNDS, help="interleaved rounds (default: the calibrated, else 6)")
     parser.add_argument(
         "--tolerance",
         type=float,
         help="allowed loss (default: from a committed calibration that met its target, else a provisional 0.15)",
     )
     parser.add_argument(
-        "--train-seconds", type=float, default=JOB_OPTIONS["train_seconds"], help="steady-state training per job"
+        "--train-seconds",
+        type=TRAIN_SECONDS,
+        default=JOB_OPTIONS["train_seconds"],
+        help="steady-state training per job",
     )
     parser.add_argument(
         "--cpus",
@@ -215,7 +218,7 @@ def build_parser() -> Parser:
         help="turns: both trees' workers live side by side, taking 50 ms turns; processes: one whole "
         "worker after the other, for a REF that predates turns (default: the calibrated, else turns)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="order of jobs within rounds")
+    parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds")
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")
     parser.add_argument(
         "--allow-other-machine", action="store_true", help="with --baseline: gate even if the fingerprint differs"
@@ -424,13 +427,9 @@ def check_paths(args: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_paths(args)
-    if args.rounds is not None and args.rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, but got {args.rounds}.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     check_cpus(args.cpus, "--cpus")
-    if not args.train_seconds > 0:
-        raise ConfigError(f"--train-seconds must be positive, but got {args.train_seconds}.")
     if args.json is not None:
         check_writable_file(args.json, "--json")
     for spec in (args.path, args.candidate):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.presets import PRESETS, get_preset
 
@@ -36,8 +36,10 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)} (default seed)")
     parser.add_argument("--json", type=Path, help="write the record here")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per reading (default 5)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="steady-state seconds per throughput row")
+    parser.add_argument(
+        "--repeats", type=bounded(int, low=1, high=100), default=5, help="timed repeats per reading (default 5)"
+    )
+    parser.add_argument("--seconds", type=TRAIN_SECONDS, default=3.0, help="steady-state seconds per throughput row")
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes (a smoke run)")
     parser.add_argument(
         "--part", default="all", help="all (default), or cpu: the CPU half, which the GPU half runs in a child process"

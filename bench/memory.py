@@ -22,7 +22,15 @@ from typing import Any
 
 from bench.footprint import Footprint
 from bench.measure import Job
-from diffusion.cli import Parser, check_writable_file, quiet_frameworks, read_json_record, run, write_json_atomic
+from diffusion.cli import (
+    TRAIN_SECONDS,
+    Parser,
+    check_writable_file,
+    quiet_frameworks,
+    read_json_record,
+    run,
+    write_json_atomic,
+)
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
@@ -170,7 +178,7 @@ def build_parser() -> Parser:
     parser.add_argument("--paths", default="alt,neu", help="path specs, separated by ';' or ',' between names")
     parser.add_argument("--batches", help=f"batch sizes (default {CPU_BATCHES}; with --gpu {GPU_BATCHES})")
     parser.add_argument("--gpu", action="store_true", help="GPU batch sizes; read the allocator's peak beside RSS")
-    parser.add_argument("--train-seconds", type=float, default=1.0, help="steady training per job (default 1)")
+    parser.add_argument("--train-seconds", type=TRAIN_SECONDS, default=1.0, help="steady training per job (default 1)")
     parser.add_argument("--no-disk", action="store_true", help="skip the one-epoch disk jobs")
     parser.add_argument("--json", type=Path, help="write the record here (raw measurements first)")
     parser.add_argument("--markdown", type=Path, help="write a Markdown table, and a PNG plot beside it")

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic, write_text_atomic
+from diffusion.cli import Parser, bounded, check_writable_file, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 
@@ -254,7 +254,12 @@ def render_saved(source: Path, out: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m bench.repeat", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="compare runs (default 10)")
+    parser.add_argument(
+        "--runs",
+        type=bounded(int, low=2, high=100, why=" (each run is a whole comparison)"),
+        default=10,
+        help="compare runs (default 10)",
+    )
     parser.add_argument("--json", type=Path, help="the record, rewritten after every run")
     parser.add_argument("--markdown", type=Path, help="the verdict table per run")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved record's table; run nothing")
@@ -268,8 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         return render_saved(args.source, args.markdown)
     if args.json is None:
         raise ConfigError("--json FILE is required (or --from FILE to render a saved record).")
-    if args.runs < 2:
-        raise ConfigError(f"--runs must be at least 2, but got {args.runs}.")
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path is not None:
             check_writable_file(path, what)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
@@ -21,7 +23,63 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (no usage block), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        # argparse says "argument --rounds: must be ..." for a `bounded` value; say it as every
+        # other check does: "--rounds must be ...".
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+Number = TypeVar("Number", int, float)
+
+
+def bounded(
+    kind: Callable[[str], Number],
+    *,
+    low: Number | None = None,
+    high: Number | None = None,
+    positive: bool = False,
+    why: str = "",
+) -> Callable[[str], Number]:
+    """An argparse ``type`` that reads an ``int`` or ``float`` and refuses it outside its bounds.
+
+    Args:
+        kind: ``int`` or ``float``.
+        low: the least value allowed.
+        high: the greatest value allowed; ``why`` says what a larger one would cost.
+        positive: also refuse 0 (and below).
+
+    Returns:
+        The parser; a float must also be finite (``inf`` would run until a timeout, ``nan``
+        compares false with every bound).
+    """
+
+    def parse(text: str) -> Number:
+        noun = "an integer" if kind is int else "a number"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, but got {text!r}.") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, but got {text!r}.")
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, but got {value}.")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, but got {value}.")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}{why}, but got {value}.")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+# Bounds shared by every CLI.
+SEED = bounded(int, low=0, high=2**32 - 1, why=" (NumPy and Keras seeds are 32-bit)")
+# A worker is killed after 900 s (bench.runner); a job must train for well under that.
+TRAIN_SECONDS = bounded(float, positive=True, high=300.0, why=" (a worker is killed after 900 s)")
+# Each round runs every job once (about 10 jobs of a few seconds each in a comparison): 100
+# rounds take hours already, and intervals stop narrowing long before.
+ROUNDS = bounded(int, low=1, high=100, why=" (each round runs every job once; 100 take hours)")
 
 
 def quiet_frameworks() -> None:

@@ -8,6 +8,7 @@ that argument errors answer before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,8 +70,8 @@ class TrainingPath:
             value = getattr(self, knob)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"`{knob}` must be an integer of at least 1, but got {value!r}.")
-        if self.clip_norm is not None and not (self.clip_norm > 0):
-            raise ConfigError(f"`clip_norm` must be a positive number or none, but got {self.clip_norm!r}.")
+        if self.clip_norm is not None and not (0 < self.clip_norm < math.inf):
+            raise ConfigError(f"`clip_norm` must be a finite positive number or none, but got {self.clip_norm!r}.")
 
     @property
     def val_samples(self) -> int:
@@ -125,8 +126,8 @@ def parse_path(spec: str) -> TrainingPath:
     Examples: ``alt``, ``neu``, ``neu:train_compile=xla``, ``alt:val_batches=20,val_batch_size=64``.
 
     Raises:
-        ConfigError: unknown path name, unknown knob, or invalid value; the message lists the
-            valid choices.
+        ConfigError: unknown path name, unknown knob, a knob given twice, or invalid value; the
+            message lists the valid choices.
     """
     name, _, overrides = spec.strip().partition(":")
     name = name.strip().lower()
@@ -140,6 +141,8 @@ def parse_path(spec: str) -> TrainingPath:
             raise ConfigError(f"override {item!r} in spec {spec!r} must look like knob=value.")
         if knob not in KNOBS:
             raise ConfigError(f"unknown knob {knob!r} in spec {spec!r}; valid knobs: {', '.join(KNOBS)}.")
+        if knob in changes:  # which one was meant? a record must not say one thing and time another
+            raise ConfigError(f"knob {knob!r} is given twice in spec {spec!r}; give each knob once.")
         changes[knob] = _parse_value(knob, text.strip())
     return dataclasses.replace(PATHS[name], **changes)
 

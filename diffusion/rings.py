@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion.cli import Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import SEED, Parser, bounded, check_writable_file, run, write_json_atomic
 from diffusion.dataset import simulate
 from diffusion.detector import MAX_RINGS, Detector, fibonacci_sphere
 from diffusion.environment import cpu_model, environment
@@ -292,8 +292,10 @@ def format_matrix(matrix: np.ndarray) -> str:
 def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.rings", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", help="detector and event config to simulate (default: small)")
-    parser.add_argument("--events", type=int, default=2000, help="events to simulate (default: 2000)")
-    parser.add_argument("--seed", type=int, default=11, help="simulation seed; not 101, the tuning set (default: 11)")
+    parser.add_argument(
+        "--events", type=bounded(int, low=1, high=1_000_000), default=2000, help="events to simulate (default: 2000)"
+    )
+    parser.add_argument("--seed", type=SEED, default=11, help="simulation seed; not 101, the tuning set (default: 11)")
     parser.add_argument("--json", type=Path, default=None, help="write the record here (atomically)")
     return parser
 
@@ -302,8 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     """Simulate a preset's events, count their rings, print the confusion matrix, optionally save a record."""
     args = build_parser().parse_args(argv)
     preset = get_preset(args.preset)
-    if args.events < 1:
-        raise ConfigError(f"`--events` must be at least 1, but got {args.events}.")
     if args.json is not None:
         check_writable_file(args.json, "--json")
     config = RingCounterConfig()

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from diffusion.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint
-from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.cli import (
+    SEED,
+    Parser,
+    bounded,
+    check_writable_dir,
+    check_writable_file,
+    quiet_frameworks,
+    run,
+    write_json_atomic,
+)
 from diffusion.errors import ConfigError, TrainingDiverged
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
@@ -23,16 +32,20 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.train", description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="neu", help="path spec, e.g. alt, neu, neu:train_compile=xla (default neu)")
     parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
-    parser.add_argument("--epochs", type=int, default=3, help="total epochs to reach (default 3)")
+    parser.add_argument(
+        "--epochs", type=bounded(int, low=1, high=10_000), default=3, help="total epochs to reach (default 3)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run directory: checkpoint and metrics")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--json", type=Path, help="write a summary record here")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights and batch order (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seeds weights and batch order (default 0)")
     parser.add_argument(
         "--config", type=Path, help="best.json from `python -m diffusion.hpo best`: its parameters apply"
     )
     parser.add_argument(
-        "--target-loss", type=float, help="stop after the first epoch whose validation loss is at or below this"
+        "--target-loss",
+        type=bounded(float, positive=True),
+        help="stop after the first epoch whose validation loss is at or below this",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -68,10 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         from diffusion.hpo.space import apply_params, load_best
 
         preset, path = apply_params(preset, path, load_best(args.config)["params"])
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, but got {args.epochs}.")
-    if args.target_loss is not None and not args.target_loss > 0:
-        raise ConfigError(f"--target-loss must be a positive number, but got {args.target_loss}.")
     check_tracking(path.tracking)
     check_writable_dir(args.out, "--out")
     if args.json is not None:

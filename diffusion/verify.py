@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.cli import Parser, check_writable_dir, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.cli import (
+    SEED,
+    Parser,
+    bounded,
+    check_writable_dir,
+    check_writable_file,
+    quiet_frameworks,
+    run,
+    write_json_atomic,
+)
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 
@@ -47,12 +56,25 @@ METRICS: tuple[Metric, ...] = (
 def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.verify", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="run directory or checkpoint.npz")
-    parser.add_argument("--events", type=int, default=1000, help="events to generate (default 1000)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM denoising steps (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds truth, simulation and sampling (default 0)")
-    parser.add_argument("--select", type=int, help="PMTs to select by Shapley value (default min(300, PMTs / 2))")
-    parser.add_argument("--trigger-k", type=int, default=3, help="hits among selected PMTs to trigger (default 3)")
-    parser.add_argument("--permutations", type=int, default=1000, help="Shapley permutations (default 1000)")
+    parser.add_argument(
+        "--events", type=bounded(int, low=20, high=1_000_000), default=1000, help="events to generate (default 1000)"
+    )
+    parser.add_argument(
+        "--steps", type=bounded(int, low=1, high=10_000), default=50, help="DDIM denoising steps (default 50)"
+    )
+    parser.add_argument("--seed", type=SEED, default=0, help="seeds truth, simulation and sampling (default 0)")
+    parser.add_argument(
+        "--select", type=bounded(int, low=1), help="PMTs to select by Shapley value (default min(300, PMTs / 2))"
+    )
+    parser.add_argument(
+        "--trigger-k", type=bounded(int, low=1), default=3, help="hits among selected PMTs to trigger (default 3)"
+    )
+    parser.add_argument(
+        "--permutations",
+        type=bounded(int, low=2, high=1_000_000),
+        default=1000,
+        help="Shapley permutations (default 1000)",
+    )
     parser.add_argument("--no-selection", action="store_true", help="skip the PMT selection study")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--plots", type=Path, help="write PNGs into this directory")

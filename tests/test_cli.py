@@ -32,7 +32,7 @@ def train(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedP
         (["--path", "neu:loader=async"], "sync, prefetch"),
         (["--preset", "huge"], "valid presets: tiny, small, seed"),
         (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--epochs", "two"], "invalid int value"),
+        (["--epochs", "two"], "--epochs must be an integer"),
     ],
 )
 def test_bad_arguments_answer_in_one_line_before_tensorflow_loads(blocked_tf, tmp_path, args, message):

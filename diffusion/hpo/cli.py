@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.cli import SEED, Parser, bounded, check_writable_file, quiet_frameworks, run, write_json_atomic
 from diffusion.errors import ConfigError, StudyNotFound
 from diffusion.hpo.search import PRUNERS, SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe, has_secret, redact, resolve_storage
@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXIT_NOT_READY = 3  # `worker`: no such study yet; a cluster job retries (2 means retrying cannot help)
 SITE_FLAGS = ("account", "constraint", "qos", "partition")  # sbatch options a site may require
 NOT_READY_TRIES, NOT_READY_SLEEP_S = 120, 5  # how long other tasks wait for task 0's `init`: 10 minutes
+# Upper bounds on counts keep a mistyped number from queueing years of trials or starting
+# thousands of processes; every real search here is far below them.
+TRIALS = bounded(int, low=1, high=100_000)
 EXIT_CODES = (
     "exit status: 0 done; 2 bad input or the storage cannot be opened (fail at once); "
     "3 the study is not in the storage yet (retry)"
@@ -47,28 +50,42 @@ def build_parser() -> Parser:
             f"default ${ENV_VAR}, else results/hpo/STUDY.log",
         )
         if trials:
-            p.add_argument("--n-trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
+            p.add_argument(
+                "--n-trials", type=TRIALS, required=True, help="finished (complete or pruned) trials to reach"
+            )
 
     def search(p: Parser) -> None:
         p.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default tiny)")
-        p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5)")
+        p.add_argument("--epochs", type=bounded(int, low=1, high=1000), default=5, help="epochs per trial (default 5)")
         p.add_argument("--path", default="neu", help="path spec trials train with (default neu)")
-        p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
+        p.add_argument("--seed", type=SEED, default=0, help="sampler and training seed (default 0)")
         p.add_argument("--pruner", default="median", help=f"one of {', '.join(PRUNERS)} (default median)")
         p.add_argument(
-            "--startup-trials", type=int, default=5, help="finished trials before pruning starts (default 5)"
+            "--startup-trials",
+            type=bounded(int, low=0, high=100_000),
+            default=5,
+            help="finished trials before pruning starts (default 5)",
         )
-        p.add_argument("--warmup-epochs", type=int, default=3, help="no pruning before this epoch (default 3)")
+        p.add_argument(
+            "--warmup-epochs",
+            type=bounded(int, low=0, high=1000),
+            default=3,
+            help="no pruning before this epoch (default 3)",
+        )
 
     p = sub.add_parser("run", help="run a study on this machine with threads or worker processes")
     common(p)
     search(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--n-jobs", type=int, default=1, help="threads in this process (default 1)")
-    group.add_argument("--workers", type=int, help="separate worker processes joining the study")
+    group.add_argument(
+        "--n-jobs", type=bounded(int, low=1, high=256), default=1, help="threads in this process (default 1)"
+    )
+    group.add_argument(
+        "--workers", type=bounded(int, low=1, high=1000), help="separate worker processes joining the study"
+    )
     p.add_argument(
         "--recycle",
-        type=int,
+        type=TRIALS,
         default=5,
         help="with --workers: replace a worker process after this many trials (default 5); TensorFlow "
         "keeps ~100 MiB of compiled-step state per trial that only a new process gives back",
@@ -80,10 +97,10 @@ def build_parser() -> Parser:
     )
     common(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--max-trials", type=int, help="exit after this many trials (memory: see `run --recycle`)")
+    group.add_argument("--max-trials", type=TRIALS, help="exit after this many trials (memory: see `run --recycle`)")
     group.add_argument(
         "--recycle",
-        type=int,
+        type=TRIALS,
         help="run trials in a fresh child process, replaced after this many trials, until the study is done "
         "(memory: see `run --recycle`)",
     )
@@ -91,10 +108,14 @@ def build_parser() -> Parser:
     p = sub.add_parser("sbatch", help="print a SLURM array script that starts W workers on a shared storage")
     common(p)
     search(p)
-    p.add_argument("--workers", type=int, required=True, help="array tasks, one worker each")
+    p.add_argument("--workers", type=bounded(int, low=1, high=1000), required=True, help="array tasks, one worker each")
     p.add_argument("--time", default="04:00:00", help="wall-time limit per task (default 04:00:00)")
-    p.add_argument("--cpus-per-task", type=int, default=4, help="cores per worker (default 4)")
-    p.add_argument("--recycle", type=int, default=5, help="trials per worker process (default 5; see `run --recycle`)")
+    p.add_argument(
+        "--cpus-per-task", type=bounded(int, low=1, high=1024), default=4, help="cores per worker (default 4)"
+    )
+    p.add_argument(
+        "--recycle", type=TRIALS, default=5, help="trials per worker process (default 5; see `run --recycle`)"
+    )
     for flag in SITE_FLAGS:
         p.add_argument(f"--{flag}", help=f"SLURM --{flag} (e.g. required at NERSC); left out when not given")
     p.add_argument(
@@ -126,18 +147,6 @@ def config_from(args: Any) -> SearchConfig:
         startup_trials=args.startup_trials,
         warmup_epochs=args.warmup_epochs,
     )
-
-
-def check_counts(args: Any) -> None:
-    if getattr(args, "n_trials", 1) < 1:
-        raise ConfigError(f"--n-trials must be at least 1, but got {args.n_trials}.")
-    if getattr(args, "n_jobs", 1) < 1:
-        raise ConfigError(f"--n-jobs must be at least 1, but got {args.n_jobs}.")
-    for name in ("recycle", "max_trials"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, but got {getattr(args, name)}.")
-    if getattr(args, "workers", None) is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, but got {args.workers}.")
 
 
 def worker_command(study: str, n_trials: int, max_trials: int | None = None) -> list[str]:
@@ -442,7 +451,6 @@ def dispatch(argv: list[str] | None = None, environ: dict[str, str] | None = Non
     """Check the arguments and run the subcommand (``main`` without the crash handler, for tests)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_counts(args)
     check_study(args.study)
     if args.command in ("run", "sbatch", "init"):
         config_from(args)  # validates preset, path, pruner, epochs before anything loads
