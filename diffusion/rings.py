@@ -289,6 +289,7 @@ def format_matrix(matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
+# --events stops at a million: at the small preset (768 PMTs) that is already 3 GB per float32 per-PMT array.
 def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.rings", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", help="detector and event config to simulate (default: small)")

@@ -28,6 +28,7 @@ from diffusion.presets import PRESETS, get_preset
 from diffusion.tracking import METRICS_NAME, check_tracking
 
 
+# --epochs stops at 10000, thousands of times any run here (default 3): a larger count is a typo.
 def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.train", description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="neu", help="path spec, e.g. alt, neu, neu:train_compile=xla (default neu)")

@@ -53,6 +53,8 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+# --events, --steps and --permutations are capped at 1000 to 200 times their defaults, so a
+# mistyped count is refused instead of running until someone kills it.
 def build_parser() -> Parser:
     parser = Parser(prog="python -m diffusion.verify", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="run directory or checkpoint.npz")

@@ -344,10 +344,13 @@ def cmd_sbatch(args: Any, storage_spec: ResolvedStorage) -> int:
         note = ""
     study = shlex.quote(args.study)
     never_appeared = f"study {args.study} never appeared in the storage; task 0 creates it (see its hpo-*_0.out)"
-    search_flags = (
-        f"--preset {config.preset} --epochs {config.epochs} --path {shlex.quote(config.path)} "
-        f"--seed {config.seed} --pruner {config.pruner} --startup-trials {config.startup_trials} "
-        f"--warmup-epochs {config.warmup_epochs}"
+    # Every value is quoted, the checked ones too: a later change to a check must not open the script.
+    search_flags = shlex.join(
+        [
+            *("--preset", config.preset, "--epochs", str(config.epochs), "--path", config.path),
+            *("--seed", str(config.seed), "--pruner", config.pruner, "--startup-trials", str(config.startup_trials)),
+            *("--warmup-epochs", str(config.warmup_epochs)),
+        ]
     )
     lines = [
         "#!/bin/bash",
