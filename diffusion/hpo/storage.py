@@ -139,7 +139,8 @@ def check_url(url: str, what: str) -> None:
     if "://" in url and has_secret(url) and _parse(url) is None:
         raise ConfigError(
             f"`{what}` must be a URL such as postgresql://USER:PASSWORD@HOST/DB with '@', ':' and '/' in the "
-            f"user or password percent-encoded (%40, %3A, %2F), but got {redact(url)!r}."
+            f"user or password percent-encoded (%40, %3A, %2F) and no other '@' after the password, "
+            f"but got {redact(url)!r}."
         )
 
 
