@@ -27,6 +27,12 @@ TRACKINGS: tuple[str, ...] = ("none", "jsonl", "tensorboard", "histograms")
 MEASURED_PHASES: tuple[str, ...] = ("validate", "train")
 
 
+# Caps on the count knobs: 64x the largest batch measured here (1024, on a GPU), and a
+# validation pass 500x NEU's 20 batches, run every epoch; past them a run takes hours or
+# cannot allocate its batch.
+KNOB_MAX: dict[str, int] = {"batch_size": 65_536, "val_batch_size": 65_536, "val_batches": 10_000}
+
+
 @dataclass(frozen=True)
 class TrainingPath:
     """One training setup, as independent knobs.
@@ -70,6 +76,8 @@ class TrainingPath:
             value = getattr(self, knob)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"`{knob}` must be an integer of at least 1, but got {value!r}.")
+            if value > KNOB_MAX[knob]:
+                raise ConfigError(f"`{knob}` must be at most {KNOB_MAX[knob]}, but got {value!r}.")
         if self.clip_norm is not None and not (0 < self.clip_norm < math.inf):
             raise ConfigError(f"`clip_norm` must be a finite positive number or none, but got {self.clip_norm!r}.")
 

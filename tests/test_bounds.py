@@ -125,3 +125,20 @@ def test_hpo_run_with_an_out_of_range_seed_creates_no_journal(tmp_path, seed, bl
     )
     assert result.returncode == 2 and "--seed must be at" in result.stderr, result.stderr
     assert not journal.exists() and list(Path(tmp_path).iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("neu:val_batches=10001", "`val_batches` must be at most 10000"),
+        ("alt:batch_size=65537", "`batch_size` must be at most 65536"),
+        ("alt:val_batch_size=1000000", "`val_batch_size` must be at most 65536"),
+    ],
+)
+def test_a_count_knob_past_its_cap_is_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_path(spec)
+
+
+def test_a_count_knob_at_its_cap_is_accepted():
+    assert parse_path("alt:batch_size=65536,val_batches=10000").val_batches == 10_000
