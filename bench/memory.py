@@ -33,7 +33,7 @@ from diffusion.cli import (
 )
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
-from diffusion.paths import format_path, parse_path
+from diffusion.paths import KNOB_MAX, format_path, parse_path
 from diffusion.presets import get_preset
 
 SCHEMA = "pmt-bench/memory/1"
@@ -70,6 +70,8 @@ class MemoryPlan:
             parse_path(spec)
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"`batches` must be positive integers, but got {self.batches!r}.")
+        if max(self.batches) > KNOB_MAX["batch_size"]:
+            raise ConfigError(f"`batches` must be at most {KNOB_MAX['batch_size']}, but got {self.batches!r}.")
         if not self.train_seconds > 0:
             raise ConfigError(f"`train_seconds` must be positive, but got {self.train_seconds!r}.")
 

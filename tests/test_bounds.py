@@ -142,3 +142,10 @@ def test_a_count_knob_past_its_cap_is_refused(spec, message):
 
 def test_a_count_knob_at_its_cap_is_accepted():
     assert parse_path("alt:batch_size=65536,val_batches=10000").val_batches == 10_000
+
+
+def test_a_memory_plan_refuses_a_batch_past_the_cap():
+    from bench.memory import MemoryPlan
+
+    with pytest.raises(ConfigError, match="`batches` must be at most 65536"):
+        MemoryPlan(preset="tiny", paths=("alt",), batches=(32, 1_000_000))
