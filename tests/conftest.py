@@ -71,4 +71,43 @@ def blocked_tf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     a command that still works there provably answers before TensorFlow loads."""
     site = tmp_path_factory.mktemp("no_tf")
     (site / "sitecustomize.py").write_text(BLOCK_TF)
-    return {"PYTHONPATH": f"{site}{os.pathsep}{python_env()['PYTHONPATH']}"}
+    return {"PYTHONPATH": f"{site}{os.pathsep}{python_env()['PYTHONPATH']}", TF_BLOCKED: "1"}
+
+
+# ---- the fast tier's promise -------------------------------------------------------------
+# `-m "not slow"` answers in minutes because none of its tests starts a process that can
+# train, measure, search or serve. A test that does is marked `slow`; this guard holds every
+# other test to that: it may start git, a shell or uname, and Python only with TensorFlow blocked (an argument
+# error answering before the backend loads, `blocked_tf`). Checked on Python's audit event,
+# so `subprocess.run`, `Popen` and `check_output` from any thread are all seen.
+TF_BLOCKED = "PMT_TEST_TF_BLOCKED"
+FAST_TIER_PROGRAMS = frozenset({"git", "bash", "sh", "uname"})  # uname: platform.uname(), once
+_fast_test: str | None = None
+
+
+def _guard_processes(event: str, args: tuple) -> None:
+    if event != "subprocess.Popen" or _fast_test is None:
+        return
+    executable, _argv, _cwd, env = args  # Popen has resolved `executable` by now
+    program = Path(os.fsdecode(executable)).name
+    environ = os.environ if env is None else env
+    if program in FAST_TIER_PROGRAMS or (program.startswith("python") and environ.get(TF_BLOCKED) == "1"):
+        return
+    raise RuntimeError(
+        f"{_fast_test} starts `{program}` but is not marked slow: mark it @pytest.mark.slow, "
+        "or start Python with the `blocked_tf` environment (the fast tier never loads a backend in a subprocess)."
+    )
+
+
+sys.addaudithook(_guard_processes)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Setup, call and teardown of a test not marked slow run under the guard."""
+    global _fast_test
+    _fast_test = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        yield
+    finally:
+        _fast_test = None

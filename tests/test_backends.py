@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import run_test_file
 
 
+@pytest.mark.slow
 def test_step_fairness_holds_on_the_jax_backend():
     result = run_test_file("test_steps.py", timeout=600, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -43,12 +43,13 @@ def test_bad_arguments_answer_in_one_line_before_tensorflow_loads(blocked_tf, tm
     assert "Traceback" not in result.stderr
 
 
-def test_unwritable_output_is_refused(tmp_path):
+def test_unwritable_output_is_refused(tmp_path, blocked_tf):
     (tmp_path / "file").write_text("x")
-    result = train("--out", str(tmp_path / "file"), "--preset", "tiny")
+    result = train("--out", str(tmp_path / "file"), "--preset", "tiny", **blocked_tf)
     assert result.returncode == 2 and "is a file" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["alt", "neu", "neu:train_compile=xla"])
 def test_training_one_epoch_writes_a_summary(tmp_path, spec):
     summary_path = tmp_path / "summary.json"
@@ -75,6 +76,7 @@ def test_training_one_epoch_writes_a_summary(tmp_path, spec):
     assert env["backend"] == "tensorflow" and env["usable_cpus"] >= 1 and "cpu_model" in env
 
 
+@pytest.mark.slow
 def test_jax_backend_trains_neu_without_tensorflow(blocked_tf, tmp_path):
     summary_path = tmp_path / "summary.json"
     result = train(
@@ -98,6 +100,7 @@ def test_jax_backend_trains_neu_without_tensorflow(blocked_tf, tmp_path):
     assert env["compile_semantics"]["graph"] == env["compile_semantics"]["xla"].split(" ")[0]
 
 
+@pytest.mark.slow
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     run = tmp_path / "run"
     assert train("--path", "alt", "--preset", "tiny", "--epochs", "1", "--out", str(run)).returncode == 0
@@ -107,6 +110,7 @@ def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_on_resume_is_an_error_and_is_kept(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -117,6 +121,7 @@ def test_corrupt_checkpoint_on_resume_is_an_error_and_is_kept(tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == b"not a checkpoint"
 
 
+@pytest.mark.slow
 def test_the_cli_resumes_a_checkpoint_from_before_the_tracking_knob(tmp_path):
     from diffusion.checkpoint import load_checkpoint, save_checkpoint
 
@@ -133,6 +138,7 @@ def test_the_cli_resumes_a_checkpoint_from_before_the_tracking_knob(tmp_path):
     assert refused.returncode == 2 and "tracking" in refused.stderr
 
 
+@pytest.mark.slow
 def test_target_loss_stops_after_the_first_epoch_that_reaches_it(tmp_path):
     summary = tmp_path / "summary.json"
     args = ["--path", "neu", "--preset", "tiny", "--epochs", "5", "--target-loss", "100", "--json", str(summary)]
@@ -142,6 +148,7 @@ def test_target_loss_stops_after_the_first_epoch_that_reaches_it(tmp_path):
     assert record["epochs"] == 5 and record["epochs_run"] == 1
 
 
+@pytest.mark.slow
 def test_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

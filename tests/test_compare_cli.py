@@ -29,6 +29,7 @@ def saved(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_piped_run_prints_a_line_per_finished_job(saved):
     lines = [line for line in saved.with_suffix(".stderr").read_text().splitlines() if line.startswith("[")]
     roles = len(json.loads(saved.read_text())["roles"])
@@ -41,6 +42,7 @@ SPEED_AND_MEMORY = ("V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5", 
 DECIDED = ("holds", "refuted", "refuted (reversed)", "exceeded")
 
 
+@pytest.mark.slow
 def test_compare_gives_every_speed_and_memory_claim_a_row_with_a_verdict_under_the_rule(saved):
     result = json.loads(saved.read_text())
     assert result["schema"] == "pmt-bench/compare/2"
@@ -59,6 +61,7 @@ def test_compare_gives_every_speed_and_memory_claim_a_row_with_a_verdict_under_t
     assert result["environment"]["cpu_model"] and result["environment"]["git_commit"]
 
 
+@pytest.mark.slow
 def test_two_rounds_give_no_speed_or_memory_verdict_and_say_why(saved, tmp_path, blocked_tf):
     result = json.loads(saved.read_text())
     result["records"] = [rec for rec in result["records"] if rec["round"] < 2]
@@ -73,6 +76,7 @@ def test_two_rounds_give_no_speed_or_memory_verdict_and_say_why(saved, tmp_path,
         assert "n = 2: too few rounds" in rows[cid]["reason"], cid
 
 
+@pytest.mark.slow
 def test_compare_reads_what_the_report_claims_not_what_is_easy(saved):
     result = json.loads(saved.read_text())
     rows = {row["id"]: row for row in result["claims"]}
@@ -83,6 +87,7 @@ def test_compare_reads_what_the_report_claims_not_what_is_easy(saved):
     assert ("candidate+xla", "train") in ablations
 
 
+@pytest.mark.slow
 def test_saved_result_renders_with_markdown_and_plot(saved, tmp_path, blocked_tf):
     md = tmp_path / "report.md"
     result = bench("bench.compare", "--from", str(saved), "--markdown", str(md), **blocked_tf)
@@ -94,6 +99,7 @@ def test_saved_result_renders_with_markdown_and_plot(saved, tmp_path, blocked_tf
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_at_80_columns_no_word_or_interval_is_broken(saved, blocked_tf):
     import re
 
@@ -150,6 +156,7 @@ def test_corrupt_or_foreign_saved_result_is_refused_and_outputs_kept(tmp_path, b
     assert keep.read_text() == "previous report"
 
 
+@pytest.mark.slow
 def test_search_suite_fills_the_search_claims(tmp_path):
     out = tmp_path / "search.json"
     result = bench(

@@ -217,6 +217,7 @@ def fake_worker_tree(tmp_path: Path, source: str) -> Path:
         ("raise SystemExit('cannot load the model')\n", "worker exited 1: cannot load the model"),
     ],
 )
+@pytest.mark.slow
 def test_a_worker_that_hangs_babbles_or_dies_fails_at_once_with_the_reason(tmp_path, source, message):
     import time
 
@@ -230,13 +231,13 @@ def test_a_worker_that_hangs_babbles_or_dies_fails_at_once_with_the_reason(tmp_p
     assert worker.proc.poll() is not None  # killed and reaped
 
 
-def test_the_protocol_stream_keeps_library_prints_off_it():
+def test_the_protocol_stream_keeps_library_prints_off_it(blocked_tf):
     code = (
         "import os\nfrom bench.worker import protocol_stream\nout = protocol_stream()\n"
         "print('a library talks', flush=True)\nos.write(1, b'so does C\\n')\nout.write('{\"ok\": 1}\\n')\n"
     )
     result = subprocess.run(
-        [PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=60
+        [PYTHON, "-c", code], capture_output=True, text=True, env=python_env(**blocked_tf), cwd=ROOT, timeout=60
     )
     assert result.stdout == '{"ok": 1}\n', result
     assert "a library talks" in result.stderr and "so does C" in result.stderr
@@ -314,11 +315,13 @@ def old_tree(tmp_path: Path, worker: str = "") -> CodeTree:
     return CodeTree(tmp_path, "REF old", "abc")
 
 
+@pytest.mark.slow
 def test_a_ref_whose_worker_lacks_a_job_field_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="Job lacks val_passes, which this checkout sends"):
         probe(old_tree(tmp_path), ["spec", "preset", "val_passes"], ["neu"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker", ["", "TURNS_PROTOCOL = 0\n"])
 def test_a_ref_whose_worker_does_not_take_turns_is_refused_for_turns_only(tmp_path, worker):
     tree = old_tree(tmp_path, worker)
@@ -475,7 +478,7 @@ def test_calibration_summary_counts_bounds_and_noise():
     assert summary["post_hoc_at_tolerance"]["0.15"]["detected"] == 19
 
 
-def test_a_calibration_record_renders_its_summary_and_plot(tmp_path):
+def test_a_calibration_record_renders_its_summary_and_plot(tmp_path, blocked_tf):
     from bench.calibrate import SCHEMA, TARGET, summarise
 
     def checked(kind: str, high: float) -> dict:
@@ -494,7 +497,7 @@ def test_a_calibration_record_renders_its_summary_and_plot(tmp_path):
     }  # fmt: skip
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(record))
-    result = bench("bench.calibrate", "--from", str(path))
+    result = bench("bench.calibrate", "--from", str(path), **blocked_tf)
     assert result.returncode == 0, result.stderr
     md = path.with_suffix(".md").read_text()
     for part in (
@@ -614,6 +617,7 @@ def gate_in(repo: Path, *args: str, site: str | None = None) -> subprocess.Compl
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_turns_asked_for_by_name_against_a_ref_without_them_is_refused(repo_with_an_old_ref, blocked_tf):
     site = blocked_tf["PYTHONPATH"].split(os.pathsep)[0]
     result = gate_in(repo_with_an_old_ref, "--pairing", "turns", site=site)

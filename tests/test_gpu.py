@@ -61,6 +61,7 @@ def test_committed_gpu_record_renders_with_from_and_names_the_device(tmp_path, b
     assert device_rows and all(r["input_wait_share"] <= 0.05 for r in device_rows)
 
 
+@pytest.mark.slow
 def test_without_a_gpu_bench_gpu_refuses_in_one_line():
     result = subprocess.run(
         [PYTHON, "-m", "bench.gpu", "--preset", "tiny", "--quick"],

@@ -208,6 +208,7 @@ def test_quality_suite_end_to_end_and_resumed(tmp_path):
     assert rendered.returncode == 0 and "Time to quality" in rendered.stdout
 
 
+@pytest.mark.slow
 def test_a_crashed_child_is_named_by_its_signal():
     from bench.runner import failure
 

@@ -112,7 +112,7 @@ def test_a_claim_missing_from_a_run_is_not_counted_as_agreeing():
     assert reasons["T1"].endswith("exceeded in run 1, 3; not judged in run 2")
 
 
-def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
+def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path, blocked_tf):
     saved = tmp_path / "repeat.json"
     saved.write_text(json.dumps(a_record()))
     out = tmp_path / "repeat.md"
@@ -121,7 +121,11 @@ def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path):
 
     def repeat(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [PYTHON, "-m", "bench.repeat", *args], capture_output=True, text=True, env=python_env(), cwd=ROOT
+            [PYTHON, "-m", "bench.repeat", *args],
+            capture_output=True,
+            text=True,
+            env=python_env(**blocked_tf),
+            cwd=ROOT,
         )
 
     result = repeat("--from", str(saved), "--markdown", str(out))

@@ -177,12 +177,12 @@ def test_cli_writes_the_record(tmp_path, capsys: pytest.CaptureFixture[str]) -> 
     assert "success rate" in capsys.readouterr().out
 
 
-def test_cli_bad_preset_exits_2_with_one_line() -> None:
+def test_cli_bad_preset_exits_2_with_one_line(blocked_tf: dict[str, str]) -> None:
     result = subprocess.run(
         [PYTHON, "-m", "diffusion.rings", "--preset", "huge"],
         capture_output=True,
         text=True,
-        env=python_env(),
+        env=python_env(**blocked_tf),
         cwd=ROOT,
         timeout=60,
     )

@@ -13,6 +13,8 @@ from diffusion.steps import clip_by_global_norm, global_norm
 from diffusion.trainer import Trainer
 
 MODES = ["eager", "graph", "xla"]
+# XLA compiles for seconds per test: the full suite checks it, the fast tier checks the graph.
+COMPILED = ["graph", pytest.param("xla", marks=pytest.mark.slow)]
 
 
 def batch_of(data, size=32):
@@ -25,7 +27,7 @@ def trainer_for(tiny, tiny_data, **knobs) -> Trainer:
     return Trainer(tiny, dataclasses.replace(ALT, **knobs), seed=0, data=tiny_data)
 
 
-@pytest.mark.parametrize("mode", ["graph", "xla"])
+@pytest.mark.parametrize("mode", COMPILED)
 def test_compiled_loss_and_gradients_equal_eager(tiny, tiny_data, mode):
     batch = batch_of(tiny_data)
     eager_loss, eager_grads = trainer_for(tiny, tiny_data).stepper.loss_and_grads(batch)
@@ -36,7 +38,7 @@ def test_compiled_loss_and_gradients_equal_eager(tiny, tiny_data, mode):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["graph", "xla"])
+@pytest.mark.parametrize("mode", COMPILED)
 def test_compiled_train_steps_reach_the_same_weights(tiny, tiny_data, mode):
     batches = [batch_of(tiny_data)] * 3
     eager, compiled = (
@@ -78,7 +80,7 @@ def test_clip_norm_knob_changes_the_update(tiny, tiny_data):
     assert v_clip < v_free / 100
 
 
-@pytest.mark.parametrize("mode", ["graph", "xla"])
+@pytest.mark.parametrize("mode", COMPILED)
 def test_compiled_steps_trace_once_per_shape(tiny, tiny_data, mode):
     trainer = trainer_for(tiny, tiny_data, train_compile=mode, val_compile=mode)
     for _ in range(3):

@@ -107,6 +107,7 @@ def train_cli(run: Path, *extra: str, **env: str):
     )
 
 
+@pytest.mark.slow
 def test_train_cli_writes_event_files_tensorboard_loads(tmp_path):
     result = train_cli(tmp_path / "run")
     assert result.returncode == 0, result.stderr
@@ -115,6 +116,7 @@ def test_train_cli_writes_event_files_tensorboard_loads(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_jax_backend_writes_event_files_without_tensorflow(blocked_tf, tmp_path):
     pytest.importorskip("jax")
     result = train_cli(tmp_path / "run", KERAS_BACKEND="jax", **blocked_tf)
