@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import PYTHON, ROOT, python_env
 
+# The module's real comparison (27 workers) and the search suite take minutes on 2 loaded cores.
+pytestmark = pytest.mark.timeout(900)
+
 
 def bench(module: str, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -23,10 +23,13 @@ from diffusion.presets import get_preset
 from tests import pg, slurm
 from tests.conftest import PYTHON, ROOT, python_env
 
+# A search's own limit (hpo(): SIGABRT and its stacks at 480 s) comes before the test's.
+pytestmark = pytest.mark.timeout(900)
+
 TINY_SEARCH = ["--preset", "tiny", "--epochs", "3", "--no-progress"]
 
 
-def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+def hpo(*args: str, timeout: float = 480, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """Run the hpo CLI; one that outlives ``timeout`` is sent SIGABRT, so its faulthandler
     prints every thread's stack into the failure instead of a bare timeout."""
     command = [PYTHON, "-m", "diffusion.hpo", *args]
@@ -44,6 +47,9 @@ def hpo(*args: str, timeout: float = 900, cwd: Path = ROOT, **env: str) -> subpr
             except subprocess.TimeoutExpired:  # the abort itself stuck: the stacks are lost, not the test
                 proc.kill()
                 stdout, stderr = proc.communicate()
+        except BaseException:  # pytest-timeout's failure or Ctrl-C: never leave the search running
+            proc.kill()
+            raise
     if hung:
         stacks = stderr[max(stderr.find("Fatal Python error"), 0) :][-6000:]
         pytest.fail(f"{shlex.join(map(str, command))} still ran after {timeout:.0f} s; its stacks:\n{stacks}")
