@@ -30,10 +30,18 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_tensorboard_scalars_per_epoch_match_the_metrics_lines(tiny, tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def neu_run(tiny, tiny_data, tmp_path_factory) -> tuple[Path, int]:
+    """Two epochs of NEU (TensorBoard tracking), fitted once for the tests that read its logs."""
+    out = tmp_path_factory.mktemp("neu-run")
     trainer = Trainer(tiny, NEU, data=tiny_data)
-    fit(trainer, 2, tmp_path)
-    acc, lines = events(tmp_path), metrics(tmp_path)
+    fit(trainer, 2, out)
+    return out, trainer.global_step
+
+
+def test_tensorboard_scalars_per_epoch_match_the_metrics_lines(neu_run):
+    run, _ = neu_run
+    acc, lines = events(run), metrics(run)
     assert set(EPOCH_SCALARS) | {STEP_TAG} <= set(acc.Tags()["scalars"])
     for tag, key in EPOCH_SCALARS.items():
         got = acc.Scalars(tag)
@@ -41,11 +49,10 @@ def test_tensorboard_scalars_per_epoch_match_the_metrics_lines(tiny, tiny_data, 
         assert [e.value for e in got] == pytest.approx([line[key] for line in lines], rel=1e-6)
 
 
-def test_training_loss_is_logged_every_few_steps(tiny, tiny_data, tmp_path):
-    trainer = Trainer(tiny, NEU, data=tiny_data)
-    fit(trainer, 2, tmp_path)
-    steps = [e.step for e in events(tmp_path).Scalars(STEP_TAG)]
-    assert steps == list(range(STEP_EVERY, trainer.global_step + 1, STEP_EVERY))
+def test_training_loss_is_logged_every_few_steps(neu_run):
+    run, global_step = neu_run
+    steps = [e.step for e in events(run).Scalars(STEP_TAG)]
+    assert steps == list(range(STEP_EVERY, global_step + 1, STEP_EVERY))
 
 
 def test_histograms_level_adds_one_histogram_per_weight(tiny, tiny_data, tmp_path):
