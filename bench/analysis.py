@@ -60,7 +60,13 @@ def role_ratios(records: list[dict[str, Any]], base_role: str, cand_role: str, m
 
 
 def worker_errors(records: list[dict[str, Any]], *roles: str) -> list[str]:
+    """The distinct error messages of the roles' failed workers (three identical failures: one)."""
     return sorted({rec["error"] for rec in records if rec.get("role") in roles and "error" in rec})
+
+
+def failed_workers(records: list[dict[str, Any]], *roles: str) -> int:
+    """How many of the roles' workers failed (each failed worker once, though messages repeat)."""
+    return sum(1 for rec in records if rec.get("role") in roles and "error" in rec)
 
 
 def interval_dict(interval: Interval | None) -> dict[str, float] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from diffusion.cli import read_json_record
 from diffusion.errors import ConfigError
 from diffusion.paths import KNOB_BEFORE, KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path, parse_path
+from diffusion.shapes import check
 
 SCHEMA = "pmt-bench/baseline/2"
 GATED_METRICS = ("train_samples_per_s", "val_pass_s")
@@ -126,9 +127,9 @@ def load(path: Path, *, allow_other_machine: bool = False) -> dict[str, Any]:
             f"{where} must come from a clean commit, but got commit {commit!r}; "
             "rewrite it with --write-baseline from a committed tree."
         )
-    for key in ("preset", "rounds", "paths", "fingerprint"):
-        if key not in data:
-            raise ConfigError(f"{where} lacks {key!r}.")
+    from bench.shapes import BASELINE  # here, not at the top: bench.stats loads SciPy
+
+    check(data, BASELINE, where)
     if not allow_other_machine:
         diffs = fingerprint_diff(data["fingerprint"], fingerprint())
         if diffs:

@@ -221,12 +221,12 @@ def render(source: Path) -> int:
     """Write the .md and .png of a saved calibration record.
 
     Raises:
-        ConfigError: the file is missing or not a calibration record.
+        ConfigError: the file is missing or not a calibration record, or a field has the wrong shape.
     """
     from bench.calibration_report import write
-    from diffusion.cli import read_json_record
+    from bench.shapes import CALIBRATION, read_checked
 
-    record = read_json_record(source, "--from", schema=SCHEMA)
+    record = read_checked(source, "--from", CALIBRATION, schema=SCHEMA)
     print("wrote", *write(record, source))
     return 0
 
@@ -241,6 +241,8 @@ def check_paths(args: Any) -> None:
         check_outputs(beside, [("--from", args.source)])
     else:
         check_outputs([("--json", args.json), *beside])
+    for what, path in beside:  # written in place (not replaced), so a read-only one must be refused here
+        check_writable_file(path, what)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.stats import KINDS
 from diffusion.errors import ConfigError
 from diffusion.paths import KNOBS
+from diffusion.shapes import NUMBER, ListOf, Record, check
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,29 @@ class Claim:
         return self.claimed
 
 
+# The registry's shape, checked before its rows become Claims: a `[claim]` table where an array of
+# tables (`[[claim]]`) belongs, or `claimed = inf` (TOML has inf and nan), is named by its field.
+# Unknown fields are left to Claim(**row), which names them.
+REGISTRY = Record(
+    {},
+    {
+        "claim": ListOf(
+            Record(
+                {"id": str, "family": str, "text": str, "claimed": NUMBER},
+                {
+                    **dict.fromkeys(("kind", "metric", "beside", "alt", "neu", "rescale", "status"), str),
+                    **dict.fromkeys(("reason", "note", "suite", "source"), str),
+                    "factor": ListOf(str),
+                    "product_of": ListOf(str),
+                    "tolerance": NUMBER,
+                    "margin": NUMBER,
+                },
+            )
+        )
+    },
+)
+
+
 def load_claims(path: Path | None = None) -> list[Claim]:
     """Load and validate the registry; the packaged ``claims.toml`` unless a path is given.
 
@@ -177,25 +201,29 @@ def load_claims(path: Path | None = None) -> list[Claim]:
         ConfigError: unreadable TOML, unknown fields, bad values, duplicate ids, or a
             product of unknown claims.
     """
+    where = f"claims registry {path or 'bench/claims.toml'}"
     try:
         text = path.read_text() if path else resources.files("bench").joinpath("claims.toml").read_text()
-        rows = tomllib.loads(text).get("claim", [])
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"claims registry {path or 'bench/claims.toml'} is unreadable: {exc}") from None
+        registry = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where} is unreadable: {exc}") from None
+    check(registry, REGISTRY, where)
     claims = []
-    for row in rows:
+    for row in registry.get("claim", []):
         try:
             row = {**row, "factor": tuple(row.get("factor", ())), "product_of": tuple(row.get("product_of", ()))}
             claims.append(Claim(**row))
         except TypeError as exc:
-            raise ConfigError(f"claim {row.get('id')!r}: {exc}") from None
+            raise ConfigError(f"{where}: claim {row.get('id')!r}: {exc}") from None
+        except ConfigError as exc:  # a bad value: say in which file too
+            raise ConfigError(f"{where}: {exc}") from None
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ConfigError(
-            f"claim ids must be unique, but got duplicates: {sorted({i for i in ids if ids.count(i) > 1})}."
+            f"{where}: claim ids must be unique, but got duplicates: {sorted({i for i in ids if ids.count(i) > 1})}."
         )
     for claim in claims:
         missing = [p for p in claim.product_of if p not in ids]
         if missing:
-            raise ConfigError(f"claim {claim.id!r}: `product_of` names unknown claims {missing}.")
+            raise ConfigError(f"{where}: claim {claim.id!r}: `product_of` names unknown claims {missing}.")
     return claims

@@ -28,13 +28,13 @@ from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset
+from diffusion.shapes import check
 
 SCHEMA = "pmt-bench/compare/2"
 # Records of these schemas hold the same measurements under an earlier verdict rule: they render
 # only re-judged (--reassess).
 OLD_SCHEMAS = ("pmt-bench/compare/1",)
 GPU_SCHEMA = "pmt-bench/gpu/1"  # bench.gpu's records, which --from renders too
-REQUIRED = ("schema", "environment", "base", "candidate", "claims", "ablations", "preset", "rounds", "wall_s")
 
 
 # The suites' upper bounds: each is many times the default, and past it a run takes days.
@@ -114,14 +114,15 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     """Read a saved comparison.
 
     Raises:
-        ConfigError: missing, not JSON, or not a comparison record of this schema (an older
-            one only with ``reassess``).
+        ConfigError: missing, not JSON, not a comparison record of this schema (an older
+            one only with ``reassess``), or a field of the wrong shape (``bench.shapes``).
     """
+    from bench.shapes import COMPARE, GPU  # here, not at the top: bench.stats loads SciPy
+
     result = read_json_record(path, "--from")
+    where = f"--from {str(path)!r}"
     if result.get("schema") == GPU_SCHEMA:  # a bench.gpu record: its own tables
-        missing = [k for k in ("environment", "claims", "gpu", "train", "preset", "wall_s") if k not in result]
-        if missing:
-            raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
+        check(result, GPU, where)
         if reassess:
             raise ConfigError("--reassess applies to comparison records, not to a bench.gpu record.")
         return result
@@ -134,9 +135,7 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
         raise ConfigError(
             f"--from {str(path)!r} has schema {result.get('schema')!r}; expected {SCHEMA!r} or {GPU_SCHEMA!r}."
         )
-    missing = [k for k in REQUIRED if k not in result]
-    if missing:
-        raise ConfigError(f"--from {str(path)!r} lacks {', '.join(missing)}.")
+    check(result, COMPARE, where)
     return result
 
 

@@ -29,6 +29,7 @@ from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import TrainingPath, parse_path
 from diffusion.presets import get_preset
+from diffusion.shapes import check as check_shape
 
 if TYPE_CHECKING:
     from bench.runner import CodeTree, Plan
@@ -114,14 +115,17 @@ def calibrated_defaults(preset: str) -> dict[str, Any]:
     target, else the provisional ones (with ``source`` saying which).
 
     Raises:
-        ConfigError: the record pins more cores than this machine has.
+        ConfigError: the record lacks its tolerance or rounds, or pins more cores than this machine has.
     """
     for path in calibration_records(preset):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("meets_target") is True:
+        if isinstance(record, dict) and record.get("meets_target") is True:
+            from bench.shapes import CALIBRATED  # here, not at the top: bench.stats loads SciPy
+
+            check_shape(record, CALIBRATED, f"calibration record {path.name}")
             pairing = record.get("pairing", "processes")  # records from before turns measured processes
             if pairing not in PAIRINGS:
                 raise ConfigError(f"pairing of {path.name} must be one of {', '.join(PAIRINGS)}, but got {pairing!r}.")
@@ -247,7 +251,7 @@ def gate_checks(
     """
     import numpy as np
 
-    from bench.analysis import interval_dict, metric_rounds, role_ratios, worker_errors
+    from bench.analysis import failed_workers, interval_dict, metric_rounds, role_ratios, worker_errors
     from bench.stats import interval_of
 
     (ref, ref_label), (new, new_label) = sides
@@ -262,7 +266,7 @@ def gate_checks(
         values = ", ".join(parts) + f" {UNITS[metric]}"
         errors = worker_errors(records, ref, new)
         if errors:
-            values += f"; {len(errors)} worker failure(s): {errors[0]}"
+            values += f"; {failed_workers(records, ref, new)} worker failure(s): {errors[0]}"
         name = "HEAD/REF" if ref == "ref" else f"{new_label}/{ref_label}"
         checks.append(Check(metric, name, ratio, tolerance, interval, values, where))
     return checks

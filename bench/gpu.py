@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--part must be all or cpu, but got {args.part!r}.")
     if args.json is not None:
         check_writable_file(args.json, "--json")
+        check_writable_file(args.json.with_suffix(".partial.json"), "--json's partial record")
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 

@@ -27,7 +27,6 @@ from diffusion.cli import (
     Parser,
     check_writable_file,
     quiet_frameworks,
-    read_json_record,
     run,
     write_json_atomic,
 )
@@ -200,11 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(
         [("--json", args.json), ("--markdown", args.markdown), ("--markdown's plot", png)], [("--from", args.source)]
     )
-    for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
+    for path, what in ((args.json, "--json"), (args.markdown, "--markdown"), (png, "--markdown's plot")):
         if path is not None:
             check_writable_file(path, what)
     if args.source is not None:
-        result = read_json_record(args.source, "--from", schema=SCHEMA)
+        from bench.shapes import MEMORY, read_checked
+
+        result = read_checked(args.source, "--from", MEMORY, schema=SCHEMA)
     else:
         try:
             batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None

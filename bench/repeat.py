@@ -26,6 +26,7 @@ from typing import Any
 from diffusion.cli import Parser, bounded, check_writable_file, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
+from diffusion.shapes import check
 
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,10 +235,14 @@ def one_run(args: list[str]) -> dict[str, Any]:
 def render_saved(source: Path, out: Path | None) -> int:
     try:
         record = json.loads(source.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--from {str(source)!r} is not a readable repeat record: {exc}") from None
-    if record.get("schema") != SCHEMA:
-        raise ConfigError(f"--from {str(source)!r} has schema {record.get('schema')!r}; expected {SCHEMA!r}.")
+    schema = record.get("schema") if isinstance(record, dict) else f"none (a JSON {type(record).__name__})"
+    if schema != SCHEMA:
+        raise ConfigError(f"--from {str(source)!r} has schema {schema!r}; expected {SCHEMA!r}.")
+    from bench.shapes import REPEAT  # here, not at the top: bench.stats loads SciPy
+
+    check(record, REPEAT, f"--from {str(source)!r} is not a complete repeat record")
     try:
         text = markdown(record)
     except (KeyError, TypeError, IndexError) as exc:

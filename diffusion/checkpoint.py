@@ -17,11 +17,18 @@ from typing import Any
 import numpy as np
 
 from diffusion.dataset import atomic_save_npz
-from diffusion.errors import CheckpointError
+from diffusion.errors import CheckpointError, ConfigError
 from diffusion.paths import KNOB_BEFORE
+from diffusion.shapes import Record, check
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_SCHEMA = 1
+# What resume, generate and verify read from the metadata (Trainer.checkpoint writes it). The
+# digest proves the file is whole, not that its writer was ours: a hand-made one is checked too.
+META = Record(
+    {"global_step": int, "epoch": int, "path": dict, "preset": str, "model": dict, "seed": int},
+    {"rng": Record({"seed": int, "next_epoch": int})},
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +60,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Read and verify a checkpoint.
 
     Raises:
-        CheckpointError: missing, unreadable, truncated, or failing its checksum.
+        CheckpointError: missing, unreadable, truncated, failing its checksum, or with
+            metadata of the wrong shape (naming the field).
     """
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}.")
@@ -69,8 +77,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc}).") from None
     if digest != _digest(weights, optimizer, meta_text):
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch).")
-    if meta.get("schema") != CHECKPOINT_SCHEMA:
-        raise CheckpointError(f"checkpoint {path} has schema {meta.get('schema')!r}; expected {CHECKPOINT_SCHEMA}.")
+    schema = meta.get("schema") if isinstance(meta, dict) else f"none (its metadata is a JSON {type(meta).__name__})"
+    if schema != CHECKPOINT_SCHEMA:
+        raise CheckpointError(f"checkpoint {path} has schema {schema!r}; expected {CHECKPOINT_SCHEMA}.")
+    try:
+        check(meta, META, f"checkpoint {path}")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     return Checkpoint(weights, optimizer, meta)
 
 

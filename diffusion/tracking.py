@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,6 +36,7 @@ import numpy as np
 
 from diffusion.cli import write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.shapes import Record, check
 
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -69,6 +71,39 @@ def check_tracking(tracking: str) -> None:
         )
 
 
+# What resume reads from each line; the rest of an epoch record is history, returned as written.
+EPOCH_LINE = Record({"epoch": int})
+
+
+def read_metrics(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """The lines of a metrics log with their records, and a note if a partial last line was dropped.
+
+    A kill mid-append leaves the last line cut short; the checkpoint, written after the line,
+    is the truth, so that line is dropped (and said so) rather than blocking the resume. A bad
+    line before the last is no such accident: it is refused.
+
+    Raises:
+        ConfigError: a line before the last is not JSON, or a line has no integer ``epoch``.
+    """
+    raw = path.read_text(errors="replace").splitlines()
+    numbered = [(n, line) for n, line in enumerate(raw, 1) if line.strip()]
+    out, note = [], None
+    for n, line in numbered:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n != numbered[-1][0]:
+                raise ConfigError(
+                    f"{path} line {n} must be a JSON epoch record, but it is not JSON ({exc}); "
+                    "delete the file to resume without its history."
+                ) from None
+            note = f"{path} line {n} is a partial line (a kill mid-append); dropped it, the checkpoint is the truth."
+            break
+        check(record, EPOCH_LINE, f"{path} line {n}")
+        out.append((line, record))
+    return out, note
+
+
 class JsonlLog:
     """One JSON line per epoch, appended; cut back to the checkpoint on resume."""
 
@@ -81,10 +116,12 @@ class JsonlLog:
             return []
         if not self.path.exists():
             return []
-        kept = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in kept if json.loads(line)["epoch"] <= resumed_epoch]
-        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
-        return [json.loads(line) for line in kept]
+        lines, note = read_metrics(self.path)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        kept = [(line, record) for line, record in lines if record["epoch"] <= resumed_epoch]
+        write_text_atomic(self.path, "".join(line + "\n" for line, _ in kept))
+        return [record for _, record in kept]
 
     def on_step(self, step: int, loss: float) -> None:
         pass

@@ -11,6 +11,7 @@ file this module implements Optuna's ``BaseHeartbeat`` interface on ``JournalSto
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 from diffusion.errors import ConfigError
+from diffusion.shapes import Record, check
 
 HEARTBEAT_S = 2  # how often a running trial says it is alive
 GRACE_S = 10  # silence after which a running trial counts as dead (its worker was killed)
@@ -231,6 +233,44 @@ def resolve_storage(arg: str | None, study: str, environ: Mapping[str, str] | No
     return ResolvedStorage(f"journal:{path}" if path is not None else raw, source)
 
 
+# Every line Optuna's JournalStorage writes; its replay reads op_code and worker_id first.
+JOURNAL_LINE = Record({"op_code": int, "worker_id": str})
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a journal file that is not one: a directory, text, random bytes.
+
+    Optuna would raise a JSON or KeyError traceback from deep in its replay, or, for a file with
+    no complete line, take it as empty and append to it. A last line without its newline is
+    what a writer leaves mid-append (Optuna skips it too), so it must only open as every line does.
+
+    Raises:
+        ConfigError: the path is a directory or cannot be read, or a line is no journal entry.
+    """
+    where = f"journal file {str(path)!r}"
+    if path.is_dir():
+        raise ConfigError(f"{where} is a directory; --storage must name a journal file (or a database URL).")
+    if not path.exists():
+        return
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror}.") from None
+    *complete, partial = lines
+    for n, line in enumerate(complete, 1):
+        try:
+            entry = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ConfigError(f"{where} line {n} must be a JSON journal entry, but got {_start(line)}.") from None
+        check(entry, JOURNAL_LINE, f"{where} line {n}")
+    if partial and not partial.startswith(b'{"'):
+        raise ConfigError(f"{where} line {len(lines)} must be a JSON journal entry, but got {_start(partial)}.")
+
+
+def _start(line: bytes) -> str:
+    return repr(line[:40]) + ("..." if len(line) > 40 else "")
+
+
 def _journal_storage(path: Path) -> Any:
     import optuna
     from optuna.storages._heartbeat import BaseHeartbeat  # public only as a base class; RDBStorage uses it too
@@ -265,7 +305,10 @@ def _journal_storage(path: Path) -> Any:
         def get_heartbeat_stale_trial_callback(self) -> Any:
             return self._callback
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"journal file {str(path)!r} cannot be created: {exc.strerror}.") from None
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     return HeartbeatJournalStorage(JournalFileBackend(str(path)), HEARTBEAT_S, GRACE_S, retry)
 
@@ -275,9 +318,13 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     ``postgresql://...`` (psycopg 3), or any SQLAlchemy URL Optuna accepts.
 
     Raises:
-        ConfigError: a scheme without ``//``, or the database cannot be opened (missing driver,
-            server unreachable within the timeout, bad credentials).
+        ConfigError: a scheme without ``//``, a journal file that is none (``check_journal``),
+            or the database cannot be opened (missing driver, server unreachable within the
+            timeout, bad credentials).
     """
+    path = journal_path(url)
+    if path is not None:
+        check_journal(path)  # before Optuna loads (a second or two)
     import optuna
 
     # Heartbeats and their retry callback are marked experimental in Optuna; we pin a range
@@ -285,7 +332,6 @@ def open_storage(url: str, *, workers: int = 1, connect_timeout_s: int = 5) -> A
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Optuna logs every trial at INFO; our progress display and summaries say what matters.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = journal_path(url)
     if path is not None:
         return _journal_storage(path)
     scheme = url.split(":", 1)[0]

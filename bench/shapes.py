@@ -1,0 +1,153 @@
+"""The shapes of the records that ``--from`` and ``--baseline`` read, one per record kind.
+
+Each names the fields its renderer and checks read, with their types; fields nobody reads are
+left free (records of older schemas carry fields that are gone). A figure beside a verdict
+must be finite: JSON lets NaN through, and a NaN estimate rendered as ``nanx`` next to
+``holds`` would be a verdict on nothing. See ``diffusion.shapes`` for the notation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.stats import Verdict
+from diffusion.cli import read_json_record
+from diffusion.shapes import NUMBER, ListOf, MapOf, Maybe, Record, Shape, Test, check
+
+VERDICTS = tuple(v.value for v in Verdict)
+# "holds (exact)": a value judged without an interval (bench.stats.verdict).
+VERDICT = Test(
+    lambda v: isinstance(v, str) and v.removesuffix(" (exact)") in VERDICTS,
+    "a verdict (" + ", ".join(VERDICTS) + ", optionally with ' (exact)')",
+)
+INTERVAL = Record({"estimate": NUMBER, "low": NUMBER, "high": NUMBER})
+PAIR = ListOf(NUMBER, length=2)
+CLAIM = Record(
+    {
+        "id": str,
+        "family": str,
+        "text": str,
+        "claimed": NUMBER,
+        "base_value": Maybe(NUMBER),
+        "candidate_value": Maybe(NUMBER),
+        "measured": Maybe(INTERVAL),
+        "verdict": VERDICT,
+        "rounds": Maybe(int),
+    },
+    {
+        "kind": str,
+        "claimed_here": NUMBER,
+        "claimed_alt": Maybe(str),
+        "claimed_neu": Maybe(str),
+        "source": Maybe(str),
+        "tolerance": NUMBER,
+        "band": Maybe(PAIR),
+        "unit": Maybe(str),
+        "ci": Maybe(PAIR),
+        "reason": Maybe(str),
+        "beside": Maybe(
+            Record({"metric": str, "base_value": Maybe(NUMBER), "candidate_value": Maybe(NUMBER)}, {"unit": Maybe(str)})
+        ),
+    },
+)
+ABLATION = Record(
+    {
+        "role": str,
+        "phase": str,
+        "reference_value": Maybe(NUMBER),
+        "value": Maybe(NUMBER),
+        "ratio": Maybe(INTERVAL),
+    },
+    {
+        "unit": Maybe(str),
+        "first_call_s": Maybe(NUMBER),
+        "val_loss_stderr": Maybe(NUMBER),
+        "input_wait_share": Maybe(NUMBER),
+        "note": Maybe(str),
+    },
+)
+PATH = Record({"spec": str, "knobs": dict})
+COMPARE = Record(
+    {
+        "schema": str,
+        "environment": dict,
+        "base": PATH,
+        "candidate": PATH,
+        "claims": ListOf(CLAIM),
+        "ablations": ListOf(ABLATION),
+        "preset": str,
+        "rounds": int,
+        "wall_s": NUMBER,
+    },
+    {"roles": ListOf(dict), "records": ListOf(dict), "search": Maybe(dict), "scaling": Maybe(dict)},
+)
+GPU = Record(
+    {
+        "environment": dict,
+        "claims": ListOf(CLAIM),
+        "gpu": dict,
+        "train": ListOf(dict),
+        "preset": str,
+        "wall_s": NUMBER,
+    },
+    {"cpu": Maybe(dict), "fit_peer": ListOf(dict), "data_parallel": ListOf(dict)},
+)
+REPEAT_RUN = Record(
+    {"verdicts": MapOf(VERDICT), "intervals": MapOf(str)},
+    {"rows": MapOf(Record({}, {"band": Maybe(PAIR), "claimed": Maybe(NUMBER), "family": Maybe(str)}))},
+)
+REPEAT = Record(
+    {
+        "runs": ListOf(REPEAT_RUN),
+        "seconds": NUMBER,
+        "agreement": MapOf(Record({"verdict": VERDICT, "agree": int, "runs": int})),
+    },
+    {"failed": list, "environment": dict, "machine": str},
+)
+PHASE_MEMORY = Record({"rss_growth_mib": NUMBER, "peak_rss_mib": NUMBER}, {"device_growth_mib": Maybe(NUMBER)})
+MEMORY_JOB = Record({"path_spec": str, "batch": Maybe(int)}, {"phases": MapOf(PHASE_MEMORY), "disk": Maybe(dict)})
+MEMORY = Record(
+    {
+        "plan": Record({"preset": str, "paths": ListOf(str), "batches": ListOf(int)}),
+        "records": ListOf(MEMORY_JOB),
+        "seconds": NUMBER,
+        "footprint": Record({"params": int, "activations_per_sample": int, "bytes_per_value": int}),
+    },
+    {"load_average": Maybe(dict), "environment": Maybe(dict)},
+)
+CALIBRATION_CHECK = Record({"metric": str, "measured": Maybe(INTERVAL), "passed": bool})
+CALIBRATION = Record(
+    {
+        "machine": str,
+        "commit": str,
+        "target": dict,
+        "planted_throughput_ratio": NUMBER,
+        "runs": ListOf(Record({"kind": str, "checks": ListOf(CALIBRATION_CHECK)})),
+    },
+    {"meets_target": bool, "tolerance": NUMBER, "rounds": int, "note": str, "post_hoc_at_tolerance": dict},
+)
+# What the gate takes from a committed calibration that met its target (bench.gate.calibrated_defaults).
+CALIBRATED = Record({"tolerance": NUMBER, "rounds": int}, {"pairing": str, "cpus": Maybe(int)})
+BASELINE = Record(
+    {
+        "metrics": MapOf(Record({"ratio": NUMBER, "tolerance": NUMBER})),  # their bounds: bench.baseline.load
+        "preset": str,
+        "rounds": int,
+        "paths": MapOf(Record({"spec": str}, {"knobs": Maybe(dict)})),
+        "fingerprint": dict,
+    },
+    {"commit": Maybe(str)},
+)
+
+
+def read_checked(path: Path, flag: str, shape: Shape, *, schema: str | None = None, hint: str = "") -> dict[str, Any]:
+    """Read a JSON record (``read_json_record``) and refuse it unless it has ``shape``.
+
+    Raises:
+        ConfigError: missing, not JSON, another schema, or a field of the wrong shape (named
+            by its path, e.g. ``claims[3].ci[0]``).
+    """
+    record = read_json_record(path, flag, schema=schema, hint=hint)
+    check(record, shape, f"{flag} {str(path)!r}")
+    return record
