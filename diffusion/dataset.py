@@ -100,7 +100,8 @@ def load_events(
             if meta["key"] != key or meta["digest"] != _digest(arrays):
                 raise ValueError("key or checksum mismatch")
             return Events(**arrays)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        # TypeError: metadata that is no object, or arrays that are not Events' fields.
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
             warnings.warn(f"regenerating corrupt data-set cache {path}: {exc}", stacklevel=2)
     result = simulate(detector, events, n, seed)
     arrays = result.arrays()

@@ -399,3 +399,25 @@ def test_a_read_only_plot_beside_memory_markdown_is_refused(tmp_path):
     png.chmod(0o444)
     refused(lambda: main(["--from", str(MEMORY_RECORD), "--markdown", str(md)]), f"{str(png)!r} is not writable")
     assert png.read_text() == "kept" and not md.exists()
+
+
+# ---- hpo best.json and the data-set cache ---------------------------------------------------------
+
+
+def test_a_best_json_outside_the_space_names_the_file_and_the_parameter(tmp_path):
+    from diffusion.hpo.space import load_best
+
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"params": {"learning_rate": math.nan}}))
+    refused(lambda: load_best(path), f"--config {str(path)!r}: `learning_rate` must be a number in")
+
+
+def test_a_data_set_cache_whose_metadata_is_no_object_is_regenerated(tmp_path, tiny):
+    from diffusion.dataset import dataset_key, load_events
+
+    detector, events, n = tiny.detector, tiny.events, 8
+    path = tmp_path / f"events-{dataset_key(detector, events, n, 0)}.npz"
+    np.savez(path, __meta__=np.array("[1, 2]"))
+    with pytest.warns(UserWarning, match="regenerating corrupt data-set cache"):
+        regenerated = load_events(detector, events, n, 0, directory=tmp_path)
+    assert len(regenerated.arrays()["charge"]) == n

@@ -92,5 +92,8 @@ def load_best(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"--config {str(path)!r} has no `params` object; write it with `python -m diffusion.hpo best`."
         )
-    data["params"] = check_params(data["params"])
+    try:
+        data["params"] = check_params(data["params"])
+    except ConfigError as exc:  # say which file, as every other --config message does
+        raise ConfigError(f"--config {str(path)!r}: {exc}") from None
     return data
