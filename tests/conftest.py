@@ -43,10 +43,10 @@ def python_env(**extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
-def run_test_file(test_file: str, *, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+def run_test_file(test_file: str, *pytest_args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     """Run one test file in a fresh process with extra environment (e.g. another Keras backend)."""
     return subprocess.run(
-        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / test_file)],
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args, str(ROOT / "tests" / test_file)],
         capture_output=True,
         text=True,
         timeout=timeout,
