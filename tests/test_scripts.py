@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from diffusion.errors import ConfigError
-from diffusion.hpo.cli import dispatch
+from diffusion.hpo.cli import check_study, dispatch
 from tests.conftest import PYTHON, python_env
 
 SBATCH = ["sbatch", "--n-trials", "8", "--workers", "2"]
@@ -28,7 +28,7 @@ def sbatch(*args: str) -> str:
     "name", ["x$(touch pwned)", "a b", "../up", "-dash", "a;b", "a`id`", "é", "", "x" * 101, "s\nt"]
 )
 def test_a_study_name_outside_the_safe_set_is_refused_naming_it_and_the_set(name):
-    with pytest.raises(ConfigError, match=r"`--study` must be 1-100 of A-Z a-z 0-9 _ \. -") as info:
+    with pytest.raises(ConfigError, match=r"`--study` must be 1-100 of A-Z a-z 0-9 _ \. \+ -") as info:
         dispatch([*SBATCH, f"--study={name}", "--storage", "postgresql://me@db/optuna"], environ={})
     assert repr(name) in str(info.value) and "\n" not in str(info.value)
 
@@ -113,3 +113,12 @@ def test_task_0_passes_the_hostile_values_as_plain_arguments(tmp_path):
     assert args[:5] == ["-m", "diffusion.hpo", "init", "--study", "s"]
     assert args[args.index("--path") + 1] == "neu:batch_size=8"
     assert not list(tmp_path.glob("pwned*"))
+
+
+def test_every_study_name_the_benchmarks_give_is_accepted():
+    from bench.hpo import HpoPlan, runs
+
+    for run in runs(HpoPlan()):
+        assert check_study(f"{run.name}-0") == f"{run.name}-0"
+    for role in ("base", "candidate"):
+        assert check_study(f"{role}-0") == f"{role}-0"

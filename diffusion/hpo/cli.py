@@ -291,8 +291,9 @@ def recycle(study: Any, storage_spec: ResolvedStorage, name: str, n_trials: int,
     return 0
 
 
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-STUDY_CHARS = "1-100 of A-Z a-z 0-9 _ . - (the first a letter or digit)"
+# `+`: the search suite names its studies after its runs ("sequential+pruning-0").
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+STUDY_CHARS = "1-100 of A-Z a-z 0-9 _ . + - (the first a letter or digit)"
 # sbatch reads an #SBATCH value up to whitespace or '#', and takes '"' and '\\' as quoting (not
 # a shell's single quotes, so shlex.quote would put quotes into the value); bash reads the line
 # as a comment that a newline would end. A value without these characters is safe for both.
