@@ -18,9 +18,9 @@ from bench import baseline as stored
 from bench.claims import load_claims
 from diffusion.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from diffusion.errors import CheckpointError, ConfigError
-from diffusion.paths import parse_path
 from diffusion.shapes import NUMBER, ListOf, Maybe, Record, check
 from tests.conftest import PYTHON, ROOT, python_env
+from tests.test_gate import a_baseline
 
 COMPARE_RECORD = ROOT / "results" / "compare-alt-neu-seed-epyc-2cpu.json"
 GPU_RECORD = ROOT / "results" / "gpu-seed-h200-x2.json"
@@ -158,21 +158,6 @@ def test_a_calibration_record_of_the_wrong_shape_is_refused_and_writes_nothing_b
     path = edited(CALIBRATION_RECORD, tmp_path, lambda r: r["runs"][0]["checks"][1].update(passed="yes"))
     refused(lambda: main(["--from", str(path)]), str(path), "`runs[0].checks[1].passed` must be true or false")
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
-
-
-def a_baseline(**changes: Any) -> dict[str, Any]:
-    record = stored.build(
-        commit="0" * 40,
-        preset="tiny",
-        rounds=3,
-        job_options={"train_seconds": 0.5},
-        paths={"base": parse_path("alt"), "candidate": parse_path("neu")},
-        measured={m: {"estimate": 20.0, "low": 19.0, "high": 21.0, "n": 3} for m in stored.GATED_METRICS},
-        per_round={m: [19.0, 20.0, 21.0] for m in stored.GATED_METRICS},
-        tolerance=0.15,
-        environment={},
-    )
-    return record | changes
 
 
 @pytest.mark.parametrize(
