@@ -3,7 +3,7 @@
 ``python -m bench.gate --against REF`` exports REF's files to a temp directory and measures a
 path (NEU by default) from REF's code and from this checkout (uncommitted changes included,
 and said so) over several rounds: each round starts a fresh worker from each tree, side by
-side, and the two take turns of 50 ms (bench/runner.py: ``run_turns``), so both sides' time
+side, and the two take turns of 50 ms (bench/turns.py: ``run_turns``), so both sides' time
 falls in the same seconds of the machine's drift. It fails (exit 1) when the 95% interval of
 HEAD/REF (training samples/s, validation pass time) lies wholly below 1 - tolerance. The
 machine cancels out, so CI needs no number from another machine.

@@ -359,7 +359,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 class TurnTaker:
-    """One job measured in turns, the worker's side of a turn-taking round (bench/runner.py).
+    """One job measured in turns, the worker's side of a turn-taking round (bench/turns.py).
 
     Several workers are alive at once and take turns, so each side's time is spread over the
     same seconds as the other's: on these VMs throughput drifts by 20-40% over seconds (other

@@ -16,11 +16,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +27,9 @@ from bench.measure import Job
 from diffusion.errors import ConfigError
 from diffusion.paths import KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path
 from diffusion.presets import get_preset
+
+if TYPE_CHECKING:
+    from bench.turns import Starter
 
 
 def failure(what: str, proc: subprocess.CompletedProcess) -> str:
@@ -223,184 +225,6 @@ def run_rounds(
     return records
 
 
-class WorkerFailed(Exception):
-    """A turn-taking worker died, stopped answering, or answered something else."""
-
-
-class TurnWorker:
-    """A live worker process taking turns (``python -m bench.worker --turns``), from ``root``'s code.
-
-    Args:
-        job: what it measures.
-        root: the code tree it runs from.
-        timeout: seconds any one answer may take (set-up included); then it is killed.
-    """
-
-    def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
-        payload = job_payload(job)
-        self.timeout = timeout
-        # A file, not a pipe: a worker that logs a lot must never block on a full pipe.
-        self._stderr = tempfile.TemporaryFile(mode="w+")
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", "--turns", payload],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-                text=True,
-                env=tree_env(root),
-                cwd=root,
-            )
-        except OSError:
-            self._stderr.close()
-            raise
-
-    def ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
-        """Send ``request`` (None: only read, for the first ``ready``) and return the answer.
-
-        Raises:
-            WorkerFailed: with the worker's own reason (its signal, or its last stderr line),
-                the answer it gave if that was not JSON, or the timeout it ran past.
-        """
-        # A hung worker must fail its round, not the gate: kill it after `timeout`.
-        hung = threading.Event()
-        watchdog = threading.Timer(self.timeout, lambda: (hung.set(), self.proc.kill()))
-        watchdog.start()
-        try:
-            if request is not None:
-                self.proc.stdin.write(json.dumps(request) + "\n")
-                self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except OSError:  # its stdin is closed: it has died
-            line = ""
-        finally:
-            watchdog.cancel()
-        what = "its start-up" if request is None else json.dumps(request)
-        if hung.is_set():
-            self.close()
-            raise WorkerFailed(f"worker gave no answer to {what} within {self.timeout:g} s")
-        if line:
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                self.close()
-                raise WorkerFailed(f"worker answered {what} with {line.strip()[:200]!r}, not JSON") from None
-        try:  # it closed its end: let it finish exiting, so its own reason is on stderr
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        self._stderr.seek(0)
-        proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "", self._stderr.read())
-        self.close()
-        raise WorkerFailed(failure("worker", proc) if proc.returncode else f"worker ended without answering {what}")
-
-    def close(self) -> None:
-        """Kill the worker if it still runs, reap it and close its pipes and stderr file."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
-class Starter(Protocol):
-    """Starts a turn-taking worker for a job from a code tree (``TurnWorker``; tests pass fakes)."""
-
-    def __call__(self, job: Job, root: Path) -> TurnWorker: ...
-
-
-def turn_round(
-    order: list[Role], jobs: dict[str, Job], turn_seconds: float, rng: np.random.Generator, start: Starter
-) -> dict[str, dict[str, Any]]:
-    """One round of ``run_turns``: start the workers side by side, take turns, collect records.
-
-    Turns go round in a fresh random order each time: first ``val_passes`` validation passes,
-    then training turns until every worker has trained ``train_seconds`` and ``min_steps``
-    (so a slow path still gets short turns, and the faster side simply trains more). When
-    fewer than two workers are left, nothing could be paired, so the round ends there.
-    """
-    live: dict[str, TurnWorker] = {}
-    done: dict[str, dict[str, Any]] = {}
-
-    def ask(name: str, request: dict[str, Any] | None) -> dict[str, Any] | None:
-        try:
-            return live[name].ask(request)
-        except WorkerFailed as exc:
-            live.pop(name).close()
-            done[name] = {"error": str(exc)}
-            return None
-
-    def go_round(phase: str, request: dict[str, Any]) -> None:
-        for i in rng.permutation(len(order)):
-            name = order[i].name
-            if name in live and phase in jobs[name].phases:
-                answer = ask(name, request)
-                if answer is not None and phase == "train":
-                    trained[name] = (trained[name][0] + answer["steps"], trained[name][1] + answer["seconds"])
-
-    def short(name: str) -> bool:
-        steps, seconds = trained[name]
-        return seconds < jobs[name].train_seconds or steps < jobs[name].min_steps
-
-    trained = {name: (0, 0.0) for name in jobs}
-    paired = min(2, len(order))
-    try:
-        for role in order:
-            live[role.name] = start(jobs[role.name], role.root)
-        for role in order:
-            ask(role.name, None)
-        for _ in range(max(job.val_passes for job in jobs.values())):
-            if len(live) >= paired:
-                go_round("validate", {"turn": "validate"})
-        train = {"turn": "train", "seconds": turn_seconds}
-        while len(live) >= paired and any(short(n) for n in live if "train" in jobs[n].phases):
-            go_round("train", train)
-        for name in list(live):
-            answer = ask(name, {"turn": "finish"})
-            if answer is not None:
-                done[name] = answer["record"] if "record" in answer else {"error": "worker sent no record"}
-    finally:
-        for worker in live.values():
-            worker.close()
-    return done
-
-
-def run_turns(
-    roles: list[Role],
-    preset: str,
-    rounds: int,
-    turn_seconds: float,
-    *,
-    job_options: dict[str, Any] | None = None,
-    seed: int = 0,
-    start: Starter = TurnWorker,
-    on_job: OnJob | None = None,
-) -> list[dict[str, Any]]:
-    """Every round, start one fresh worker per role and let them take turns (``turn_round``).
-
-    A worker that fails drops out of its round with an ``error`` record.
-
-    Returns:
-        One record per (round, role), with ``round``, ``role``, ``spec`` and ``tree`` as
-        ``run_rounds`` gives them.
-    """
-    rng = np.random.default_rng(seed)
-    records = []
-    for r in range(rounds):
-        order = [roles[i] for i in rng.permutation(len(roles))]
-        jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
-        done = turn_round(order, jobs, turn_seconds, rng, start)
-        for role in roles:
-            record = tagged(done[role.name], r, role)
-            records.append(record)
-            if on_job is not None:
-                on_job(r, role, record)
-    return records
-
-
 @dataclass(frozen=True)
 class Plan:
     """A comparison plan: which roles, how many interleaved rounds, and what each job measures.
@@ -454,7 +278,7 @@ class Plan:
 
 
 def run_plan(
-    plan: Plan, *, runner: Runner = run_worker, start: Starter = TurnWorker, on_job: OnJob | None = None
+    plan: Plan, *, runner: Runner = run_worker, start: Starter | None = None, on_job: OnJob | None = None
 ) -> list[dict[str, Any]]:
     """Run a plan: every role once per round in fresh workers, from its own code tree, one
     after the other or (``turn_seconds``) side by side, taking turns.
@@ -464,6 +288,8 @@ def run_plan(
         another tree) ``tree`` added; a failed worker's record holds ``error``.
     """
     if plan.turn_seconds is not None:
+        from bench.turns import TurnWorker, run_turns
+
         return run_turns(
             list(plan.roles),
             plan.preset,
@@ -471,7 +297,7 @@ def run_plan(
             plan.turn_seconds,
             job_options=dict(plan.job_options),
             seed=plan.seed,
-            start=start,
+            start=start or TurnWorker,
             on_job=on_job,
         )
     return run_rounds(

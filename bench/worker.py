@@ -4,7 +4,7 @@
 and writes the record. ``python -m bench.worker --turns JOB_JSON`` takes turns instead: it
 sets up, says ``{"ready": true, "protocol": TURNS_PROTOCOL}`` on stdout, then answers one JSON request per stdin line
 (``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
-with one JSON line, the last one ``{"record": ...}`` (bench/runner.py drives it).
+with one JSON line, the last one ``{"record": ...}`` (bench/turns.py drives it).
 
 Fresh processes keep thread pools, allocator state, caches and peak memory of one
 measurement from leaking into the next.

@@ -13,8 +13,9 @@ import pytest
 from bench import baseline as stored
 from bench.calibrate import plant_slowdown
 from bench.runner import ROOT as CHECKOUT
-from bench.runner import CodeTree, Plan, Role, TurnWorker, WorkerFailed, run_plan
+from bench.runner import CodeTree, Plan, Role, run_plan
 from bench.trees import probe
+from bench.turns import TurnWorker, WorkerFailed
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
 from tests.conftest import PYTHON, ROOT, python_env
