@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -177,24 +178,41 @@ def run_turns(
     seed: int = 0,
     start: Starter = TurnWorker,
     on_job: OnJob | None = None,
+    done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
+    more: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Every round, start one fresh worker per role and let them take turns (``turn_round``).
 
-    A worker that fails drops out of its round with an ``error`` record.
+    A worker that fails drops out of its round with an ``error`` record. Each round draws its
+    order from its own generator (``seed``, round), so a resumed run measures its remaining
+    rounds exactly as the uncut run would have.
+
+    Args:
+        done: records of finished rounds, keyed (round, role name), from a cut run: a round
+            whose every role is there is reused as it is (and not passed to ``on_job``); a
+            round only partly there is measured again whole, as its roles belong together.
+        more: called with all records so far after every round; False stops before
+            ``rounds`` (a sequential rule that has decided, or a spent budget).
 
     Returns:
         One record per (round, role), with ``round``, ``role``, ``spec`` and ``tree`` as
         ``run_rounds`` gives them.
     """
-    rng = np.random.default_rng(seed)
-    records = []
+    done = done or {}
+    records: list[dict[str, Any]] = []
     for r in range(rounds):
-        order = [roles[i] for i in rng.permutation(len(roles))]
-        jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
-        done = turn_round(order, jobs, turn_seconds, rng, start)
-        for role in roles:
-            record = tagged(done[role.name], r, role)
-            records.append(record)
-            if on_job is not None:
-                on_job(r, role, record)
+        if all((r, role.name) in done for role in roles):
+            records.extend(done[r, role.name] for role in roles)
+        else:
+            rng = np.random.default_rng([seed, r])
+            order = [roles[i] for i in rng.permutation(len(roles))]
+            jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
+            measured = turn_round(order, jobs, turn_seconds, rng, start)
+            for role in roles:
+                record = tagged(measured[role.name], r, role)
+                records.append(record)
+                if on_job is not None:
+                    on_job(r, role, record)
+        if more is not None and r + 1 < rounds and not more(records):
+            break
     return records
