@@ -240,6 +240,8 @@ class Plan:
             Else every round's roles run in live workers side by side, taking turns of at
             least this many seconds (``run_turns``): the gate's mode, which pairs each side's
             time with the other's.
+        freeze: with ``turn_seconds``, only the worker whose turn it is runs; the others are
+            stopped (bench/turns.py: ``turn_round``), so none banks work while idle.
     """
 
     roles: tuple[Role, ...]
@@ -249,6 +251,7 @@ class Plan:
     seed: int = 0
     disk_roles: tuple[str, ...] = ()
     turn_seconds: float | None = None
+    freeze: bool = False
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
@@ -274,6 +277,7 @@ class Plan:
             "job_options": dict(self.job_options),
             "seed": self.seed,
             "turn_seconds": self.turn_seconds,
+            "freeze": self.freeze,
         }
 
 
@@ -298,6 +302,7 @@ def run_plan(
             job_options=dict(plan.job_options),
             seed=plan.seed,
             start=start or TurnWorker,
+            freeze=plan.freeze,
             on_job=on_job,
         )
     return run_rounds(

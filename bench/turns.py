@@ -9,6 +9,8 @@ them. bench/runner.py's ``run_plan`` runs a plan this way when it has ``turn_sec
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,10 +52,27 @@ class TurnWorker:
                 text=True,
                 env=tree_env(root),
                 cwd=root,
+                # Its own process group, so that freezing it stops every process it started.
+                start_new_session=True,
             )
         except OSError:
             self._stderr.close()
             raise
+
+    def freeze(self) -> None:
+        """Stop every thread of the worker (and of its children) until ``thaw``: a loader or
+        prefetch thread must not bank work while another role takes its turn."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:  # it died in between: its next answer says why
+                pass
 
     def ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
         """Send ``request`` (None: only read, for the first ``ready``) and return the answer.
@@ -95,9 +114,13 @@ class TurnWorker:
         raise WorkerFailed(failure("worker", proc) if proc.returncode else f"worker ended without answering {what}")
 
     def close(self) -> None:
-        """Kill the worker if it still runs, reap it and close its pipes and stderr file."""
+        """Kill the worker (and its process group) if it still runs, reap it and close its
+        pipes and stderr file."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # a frozen group dies of SIGKILL too
+            except ProcessLookupError:
+                pass
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             try:
@@ -106,14 +129,32 @@ class TurnWorker:
                 pass
 
 
-class Starter(Protocol):
-    """Starts a turn-taking worker for a job from a code tree (``TurnWorker``; tests pass fakes)."""
+class Worker(Protocol):
+    """What a round needs of a turn-taking worker (``TurnWorker``; tests pass fakes)."""
 
-    def __call__(self, job: Job, root: Path) -> TurnWorker: ...
+    def ask(self, request: dict[str, Any] | None) -> dict[str, Any]: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Starter(Protocol):
+    """Starts a turn-taking worker for a job from a code tree."""
+
+    def __call__(self, job: Job, root: Path) -> Worker: ...
 
 
 def turn_round(
-    order: list[Role], jobs: dict[str, Job], turn_seconds: float, rng: np.random.Generator, start: Starter
+    order: list[Role],
+    jobs: dict[str, Job],
+    turn_seconds: float,
+    rng: np.random.Generator,
+    start: Starter,
+    *,
+    freeze: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """One round of ``run_turns``: start the workers side by side, take turns, collect records.
 
@@ -121,13 +162,25 @@ def turn_round(
     then training turns until every worker has trained ``train_seconds`` and ``min_steps``
     (so a slow path still gets short turns, and the faster side simply trains more). When
     fewer than two workers are left, nothing could be paired, so the round ends there.
+
+    With ``freeze``, only the worker whose turn it is runs: the others are stopped
+    (``Worker.freeze``, SIGSTOP of its process group), so no background thread of theirs
+    (a prefetching loader) banks work off its clock or takes CPU from the turn's owner; and
+    the workers start one after the other, each frozen once it is ready, so set-up and the
+    first (traced) step are timed alone too. Without it (the gate's calibrated mode) the
+    workers start side by side and idle ones stay alive.
     """
-    live: dict[str, TurnWorker] = {}
+    live: dict[str, Worker] = {}
     done: dict[str, dict[str, Any]] = {}
 
     def ask(name: str, request: dict[str, Any] | None) -> dict[str, Any] | None:
         try:
-            return live[name].ask(request)
+            if freeze and request is not None:
+                live[name].thaw()
+            answer = live[name].ask(request)
+            if freeze and request is not None and request["turn"] != "finish":
+                live[name].freeze()
+            return answer
         except WorkerFailed as exc:
             live.pop(name).close()
             done[name] = {"error": str(exc)}
@@ -148,10 +201,16 @@ def turn_round(
     trained = {name: (0, 0.0) for name in jobs}
     paired = min(2, len(order))
     try:
-        for role in order:
-            live[role.name] = start(jobs[role.name], role.root)
-        for role in order:
-            ask(role.name, None)
+        if freeze:
+            for role in order:
+                live[role.name] = start(jobs[role.name], role.root)
+                if ask(role.name, None) is not None:
+                    live[role.name].freeze()
+        else:
+            for role in order:
+                live[role.name] = start(jobs[role.name], role.root)
+            for role in order:
+                ask(role.name, None)
         for _ in range(max(job.val_passes for job in jobs.values())):
             if len(live) >= paired:
                 go_round("validate", {"turn": "validate"})
@@ -178,6 +237,7 @@ def run_turns(
     seed: int = 0,
     start: Starter = TurnWorker,
     on_job: OnJob | None = None,
+    freeze: bool = False,
     done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
     more: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
@@ -191,6 +251,7 @@ def run_turns(
         done: records of finished rounds, keyed (round, role name), from a cut run: a round
             whose every role is there is reused as it is (and not passed to ``on_job``); a
             round only partly there is measured again whole, as its roles belong together.
+        freeze: only the worker taking its turn runs (``turn_round``).
         more: called with all records so far after every round; False stops before
             ``rounds`` (a sequential rule that has decided, or a spent budget).
 
@@ -207,7 +268,7 @@ def run_turns(
             rng = np.random.default_rng([seed, r])
             order = [roles[i] for i in rng.permutation(len(roles))]
             jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
-            measured = turn_round(order, jobs, turn_seconds, rng, start)
+            measured = turn_round(order, jobs, turn_seconds, rng, start, freeze=freeze)
             for role in roles:
                 record = tagged(measured[role.name], r, role)
                 records.append(record)
