@@ -203,20 +203,30 @@ def run_rounds(
     seed: int = 0,
     runner: Runner = run_worker,
     on_job: OnJob | None = None,
+    done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every role once per round, in a fresh random order each round.
 
     Disk use (logs and checkpoints of a short fit) is deterministic, so it is measured once,
-    in the first round, for ``disk_roles``.
+    in the first round, for ``disk_roles``. Each round draws its order from its own generator
+    (``seed``, round), so a resumed run measures its remaining jobs as the uncut run would have.
+
+    Args:
+        done: records of finished jobs, keyed (round, role name), from a cut run: each is
+            reused as it is, not run again and not passed to ``on_job``.
 
     Returns:
-        One record per (round, role), each with ``round`` and ``role`` added.
+        One record per (round, role), each with ``round`` and ``role`` added, in the order
+        the jobs ran (or would have).
     """
-    rng = np.random.default_rng(seed)
+    done = done or {}
     records = []
     for r in range(rounds):
-        for i in rng.permutation(len(roles)):
+        for i in np.random.default_rng([seed, r]).permutation(len(roles)):
             role = roles[i]
+            if (r, role.name) in done:
+                records.append(done[r, role.name])
+                continue
             job = role_job(role, preset, job_options or {}, fit_disk=(r == 0 and role.name in disk_roles))
             record = tagged(runner(job, role.root), r, role)
             records.append(record)
@@ -282,10 +292,20 @@ class Plan:
 
 
 def run_plan(
-    plan: Plan, *, runner: Runner = run_worker, start: Starter | None = None, on_job: OnJob | None = None
+    plan: Plan,
+    *,
+    runner: Runner = run_worker,
+    start: Starter | None = None,
+    on_job: OnJob | None = None,
+    done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a plan: every role once per round in fresh workers, from its own code tree, one
     after the other or (``turn_seconds``) side by side, taking turns.
+
+    Args:
+        done: records of finished jobs, keyed (round, role name), from a cut run
+            (``bench.partial``): reused, not run again and not passed to ``on_job``. With
+            turns, a round is reused only whole (its roles' times belong together).
 
     Returns:
         One record per (round, role), with ``round``, ``role``, ``spec`` and (for a role from
@@ -314,4 +334,5 @@ def run_plan(
         seed=plan.seed,
         runner=runner,
         on_job=on_job,
+        done=done,
     )
