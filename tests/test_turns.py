@@ -1,0 +1,145 @@
+"""Frozen turns: while one role takes its turn, nothing of the others runs.
+
+A worker whose background thread keeps producing while it is idle (a prefetching loader)
+would bank work between its turns and read faster in turns than alone. These tests start
+real worker processes that speak the turn protocol (bench/worker.py's) around such a thread.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.measure import Job
+from bench.runner import CodeTree, Role
+from bench.turns import TurnWorker, run_turns, turn_round
+from diffusion.paths import parse_path
+
+# A producer thread makes an item in ten 1-ms sleeps (~90 items/s) whether or not the main
+# thread consumes; a train turn consumes items (2 ms each) until its time is up. Alone, the
+# rate is the producer's. Sleeps, not CPU, so the rates do not depend on the machine's speed.
+BANKING_WORKER = """
+import json, queue, sys, threading, time
+
+items = queue.Queue()
+
+def produce():
+    while True:
+        for _ in range(10):
+            time.sleep(0.001)
+        items.put(1)
+
+threading.Thread(target=produce, daemon=True).start()
+print(json.dumps({"ready": True, "protocol": 1}), flush=True)
+steps, seconds = 0, 0.0
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["turn"] == "train":
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < request["seconds"]:
+            items.get()
+            time.sleep(0.002)
+            n += 1
+        took = time.perf_counter() - t0
+        steps, seconds = steps + n, seconds + took
+        print(json.dumps({"steps": n, "seconds": took}), flush=True)
+    elif request["turn"] == "finish":
+        print(json.dumps({"record": {"rate": steps / seconds}}), flush=True)
+        break
+"""
+
+
+@pytest.fixture(scope="module")
+def banking_tree(tmp_path_factory: pytest.TempPathFactory) -> CodeTree:
+    root = tmp_path_factory.mktemp("banking")
+    (root / "bench").mkdir()
+    (root / "bench" / "__init__.py").write_text("")
+    (root / "bench" / "worker.py").write_text(BANKING_WORKER)
+    return CodeTree(root, "banking worker", None)
+
+
+def rates(tree: CodeTree, roles: int, *, freeze: bool) -> list[float]:
+    """Each role's items per second over its turns, with ``roles`` banking workers taking turns."""
+    plan = [Role(f"r{i}", parse_path("neu"), ("train",), tree=tree) for i in range(roles)]
+    records = run_turns(
+        plan,
+        "tiny",
+        1,
+        0.1,
+        job_options={"train_seconds": 1.5, "min_steps": 1, "val_passes": 0},
+        start=TurnWorker,
+        freeze=freeze,
+    )
+    return [rec["rate"] for rec in records]
+
+
+@pytest.mark.slow
+def test_a_frozen_role_banks_nothing_between_turns_and_plain_turns_would_show_the_gain(banking_tree):
+    (solo,) = rates(banking_tree, 1, freeze=True)
+    plain = rates(banking_tree, 3, freeze=False)
+    frozen = rates(banking_tree, 3, freeze=True)
+    # Plain turns: two thirds of the time idle, the producer fills the queue, and a turn drains
+    # it at the consumer's speed: up to 3x the solo rate. Frozen: the solo rate, less the
+    # items one interrupted sleep lets through on thawing.
+    print(f"solo {solo:.1f}/s, plain {plain}, frozen {frozen}")
+    assert min(plain) > 1.6 * solo, (solo, plain)
+    assert all(abs(rate / solo - 1) < 0.15 for rate in frozen), (solo, frozen)
+
+
+class Recorder:
+    """A fake worker that logs every call, to check who runs when."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        self.name, self.log = name, log
+
+    def ask(self, request):
+        turn = "ready" if request is None else request["turn"]
+        self.log.append((self.name, turn))
+        return {"finish": {"record": {}}, "train": {"steps": 5, "seconds": 0.05}}.get(turn, {})
+
+    def freeze(self) -> None:
+        self.log.append((self.name, "freeze"))
+
+    def thaw(self) -> None:
+        self.log.append((self.name, "thaw"))
+
+    def close(self) -> None:
+        pass
+
+
+def test_in_frozen_turns_only_the_worker_taking_its_turn_is_thawed():
+    log: list[tuple[str, str]] = []
+    roles = [Role(n, parse_path("neu"), ("validate", "train")) for n in ("a", "b", "c")]
+    jobs = {r.name: Job("neu", "tiny", train_seconds=0.1, min_steps=1, val_passes=2) for r in roles}
+    started = iter("abc")  # the workers start in the order given
+    turn_round(roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Recorder(next(started), log), freeze=True)
+    running: set[str] = set()
+    for name, event in log:
+        if event == "freeze":
+            running.discard(name)
+        elif event in ("thaw", "ready"):  # a worker runs from its start until frozen
+            running.add(name)
+        else:
+            assert running == {name}, (name, event, running)
+            if event == "finish":  # a worker exits once it has sent its record
+                running.discard(name)
+    # Each starts and is frozen before the next starts, so set-up is never shared.
+    starts = [name for name, event in log if event == "ready"]
+    assert starts == ["a", "b", "c"] and log[:2] == [("a", "ready"), ("a", "freeze")]
+
+
+@pytest.mark.slow
+def test_a_frozen_worker_is_stopped_and_a_closed_one_leaves_no_process(banking_tree):
+    worker = TurnWorker(Job("neu", "tiny", phases=("train",)), banking_tree.root, timeout=30)
+    assert worker.ask(None)["ready"] is True
+    worker.freeze()
+    state = Path(f"/proc/{worker.proc.pid}/stat").read_text().split()[2]
+    assert state == "T", state  # stopped
+    worker.thaw()
+    assert worker.ask({"turn": "train", "seconds": 0.05})["steps"] > 0
+    worker.freeze()
+    worker.close()  # SIGKILL reaches a stopped group too
+    assert worker.proc.returncode == -signal.SIGKILL
