@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,12 +108,28 @@ class MemoryPlan:
         return jobs
 
 
-def measure(plan: MemoryPlan, runner: Runner, on_job: Callable[[str, int | None, dict], None] | None = None) -> dict:
-    """Run the plan's jobs; returns the raw record (no analysis)."""
+def measure(
+    plan: MemoryPlan,
+    runner: Runner,
+    on_job: Callable[[str, int | None, dict], None] | None = None,
+    *,
+    done: Mapping[tuple[str, int | None], dict[str, Any]] | None = None,
+) -> dict:
+    """Run the plan's jobs; returns the raw record (no analysis).
+
+    Args:
+        done: records of finished jobs, keyed (path spec, batch or None for disk), from a cut
+            run (``bench.partial``): reused as they are, not run again and not passed to ``on_job``.
+    """
+    done = done or {}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    records = []
+    records, reused = [], 0
     for spec, batch, job in plan.jobs():
+        if (spec, batch) in done:
+            records.append(done[spec, batch])
+            reused += 1
+            continue
         record = {**runner(job), "path_spec": spec, "batch": batch}
         records.append(record)
         if on_job is not None:
@@ -122,7 +138,9 @@ def measure(plan: MemoryPlan, runner: Runner, on_job: Callable[[str, int | None,
         "schema": SCHEMA,
         "plan": dataclasses.asdict(plan),
         "records": records,
+        # This process's part: a resumed run's reused jobs were timed by the run that was cut.
         "seconds": time.perf_counter() - t0,
+        "reused_jobs": reused,
         # Other work on the machine moves RSS little but time a lot; the load says how shared it was.
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
     }
@@ -184,6 +202,11 @@ def build_parser() -> Parser:
     parser.add_argument("--json", type=Path, help="write the record here (raw measurements first)")
     parser.add_argument("--markdown", type=Path, help="write a Markdown table, and a PNG plot beside it")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved record instead of measuring")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the cut run of the same --json: reuse its finished jobs (kept beside it), measure the rest",
+    )
     return parser
 
 
@@ -194,15 +217,19 @@ def parse_specs(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.partial import Partial, partial_path, run_identity
+
     args = build_parser().parse_args(argv)
     png = args.markdown.with_suffix(".png") if args.markdown is not None else None
-    check_outputs(
-        [("--json", args.json), ("--markdown", args.markdown), ("--markdown's plot", png)], [("--from", args.source)]
-    )
-    for path, what in ((args.json, "--json"), (args.markdown, "--markdown"), (png, "--markdown's plot")):
+    partial_file = partial_path(args.json) if args.json is not None and args.source is None else None
+    outputs = [("--json", args.json), ("--markdown", args.markdown), ("--markdown's plot", png)]
+    check_outputs([*outputs, ("--json's partial record", partial_file)], [("--from", args.source)])
+    for what, path in [*outputs, ("--json's partial record", partial_file)]:
         if path is not None:
             check_writable_file(path, what)
     if args.source is not None:
+        if args.resume:
+            raise ConfigError("--resume continues a measurement; --from renders a saved one: give one of them.")
         from bench.shapes import MEMORY, read_checked
 
         result = read_checked(args.source, "--from", MEMORY, schema=SCHEMA)
@@ -218,14 +245,25 @@ def main(argv: list[str] | None = None) -> int:
             train_seconds=args.train_seconds,
             disk_paths=() if args.no_disk else MemoryPlan.disk_paths,
         )
+        partial = Partial.beside(
+            args.json, run_identity(dataclasses.asdict(plan), "bench/memory.py"), resume=args.resume
+        )
         quiet_frameworks()
         from bench.runner import run_worker
 
-        def progress(spec: str, batch: int | None, record: dict) -> None:
+        def line(spec: str, batch: int | None, outcome: str) -> None:
             what = f"batch {batch}" if batch is not None else "disk"
-            print(f"{spec:>28} {what:>10}: {record.get('error', 'ok')}", file=sys.stderr)
+            print(f"{spec:>28} {what:>10}: {outcome}", file=sys.stderr)
 
-        result = measure(plan, run_worker, progress)
+        def progress(spec: str, batch: int | None, record: dict) -> None:
+            partial.append((spec, batch), record)
+            line(spec, batch, record.get("error", "ok"))
+
+        done = partial.done()
+        for spec, batch, _ in plan.jobs():
+            if (spec, batch) in done:
+                line(spec, batch, "ok (reused)")
+        result = measure(plan, run_worker, progress, done=done)
         if args.json is not None:
             write_json_atomic(args.json, result)  # raw measurements, before anything can fail
         from diffusion.environment import environment
@@ -234,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         result["environment"] = environment(preset=plan.preset)
     if args.json is not None:
         write_json_atomic(args.json, result)
+    if args.source is None:
+        partial.finish()
     from bench.memory_report import markdown, plot, render
 
     if args.markdown is not None:

@@ -75,10 +75,15 @@ def header(result: dict[str, Any]) -> str:
         if peak_load > (env.get("usable_cpus") or float("inf"))
         else ""
     )
+    reused = (
+        f" (resumed: {result['reused_jobs']} job(s) measured by the cut run, whose time is not counted)"
+        if result.get("reused_jobs")
+        else ""
+    )
     return (
         f"preset `{plan['preset']}`, paths {', '.join(plan['paths'])}, batches {plan['batches']}; "
         f"{env.get('cpu_model', '?')}, {env.get('usable_cpus', '?')} usable CPUs, backend {env.get('backend', '?')}, "
-        f"{result['seconds']:.0f} s; load average before/after {_f((load.get('before') or [None])[0])}/"
+        f"{result['seconds']:.0f} s{reused}; load average before/after {_f((load.get('before') or [None])[0])}/"
         f"{_f((load.get('after') or [None])[0])}.{shared}\n\n"
         f"Analytic footprint: {fp['params']:,} parameters ({fp['parameter_bytes'] / 2**20:.2f} MiB float32), "
         f"gradients the same, Adam moments {fp['optimizer_bytes'] / 2**20:.2f} MiB, "

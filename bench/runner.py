@@ -324,6 +324,7 @@ def run_plan(
             start=start or TurnWorker,
             freeze=plan.freeze,
             on_job=on_job,
+            done=done,
         )
     return run_rounds(
         list(plan.roles),
