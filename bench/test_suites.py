@@ -5,12 +5,13 @@ NEU with XLA; and the detector simulation. Each is a thin call into ``bench.meas
 first (traced) call is timed apart. Every benchmark has the params ``preset`` (and ``spec``
 where a path is measured) and a group per measured thing, so tables do not mix train steps
 (ms) with validation passes (s). ``extra_info`` carries the peak RSS measured over that
-benchmark's calls alone and the environment. Runs land in ``results/benchmarks`` and open
-with ``pytest-benchmark compare --storage results/benchmarks``.
+benchmark's calls alone and the environment. Runs land in ``results/benchmarks/PRESET``
+(bench/conftest.py keeps presets apart) and open with ``pytest-benchmark --storage
+results/benchmarks/PRESET compare --group-by=name``.
 
 All benchmarks share one process, so order effects can leak between them: for verdicts use
 ``python -m bench.compare``, which measures in fresh, interleaved workers. These suites are
-for tracking one path over commits.
+for tracking one path over commits; gate with ``python -m bench.gate``.
 """
 
 from __future__ import annotations
