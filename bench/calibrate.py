@@ -8,10 +8,12 @@ gate's own plan and decision rule (``bench.gate.gate_checks``) over and over:
   ``--planted-slowdown`` of its own duration after each step (0.25: step time x1.25, throughput
   x0.8). The wait is written into the temp copy only; no product code holds it.
 
-The record is rewritten after every run, so a long calibration that is stopped keeps what it
-measured; at the end a Markdown summary and a plot of every run's interval are written beside
-it (``--from FILE`` renders them again from a record). It also scores the same intervals at other tolerances (post hoc; for choosing the
-next calibration, not for claiming a result) and the per-round noise of each metric.
+Each finished run is appended to a partial record beside FILE (bench/partial.py), so a long
+calibration that is stopped keeps what it measured, and the same command with ``--resume``
+continues it; at the end the record, a Markdown summary and a plot of every run's interval are
+written (``--from FILE`` renders the last two again from a record). It also scores the same
+intervals at other tolerances (post hoc; for choosing the next calibration, not for claiming a
+result) and the per-round noise of each metric.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import numpy as np
 
 from bench.baseline import GATED_METRICS
 from bench.gate import PAIRINGS
+from bench.partial import Identity, Partial, code_digest, partial_path
 from diffusion.cli import ROUNDS, TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
@@ -41,6 +44,17 @@ SCORED_TOLERANCES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 # Per-round noise is recorded for these too: the median step time ignores a slow stretch of a
 # round (another process waking up), which the gated mean throughput counts in full.
 NOISE_METRICS = (*GATED_METRICS, "train_step_ms_median")
+# The code in this checkout that runs the plans and judges their records (the workers run HEAD's
+# committed files, which the record's commit names): a run judged by other code is not reused.
+JUDGING_CODE = (
+    "bench/calibrate.py",
+    "bench/gate.py",
+    "bench/analysis.py",
+    "bench/stats.py",
+    "bench/runner.py",
+    "bench/turns.py",
+    "bench/trees.py",
+)
 # The line of the training loop that the planted copy slows; t1 is taken just before it.
 STEP_LINE = "            loss = self.stepper.train(batch)\n"
 
@@ -69,6 +83,11 @@ def build_parser() -> Parser:
     parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
     parser.add_argument("--pairing", choices=PAIRINGS, help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the cut calibration of the same --json: reuse its finished runs (kept beside it), run the rest",
+    )
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--json", type=Path, help="write the calibration record here (and .md, .png beside it)")
     out.add_argument(
@@ -217,6 +236,38 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     }
 
 
+def schedule(aa_runs: int, power_runs: int) -> list[tuple[str, int]]:
+    """(kind, index) of every run, the two kinds alternated: a calibration stopped early has some
+    of each, and a slow drift of the machine (other work starting) falls on both."""
+    runs = [("aa", i) for i in range(aa_runs)] + [("power", i) for i in range(power_runs)]
+    return sorted(runs, key=lambda run: (run[1] / (aa_runs if run[0] == "aa" else power_runs), run[0]))
+
+
+def run_schedule(
+    runs: list[tuple[str, int]],
+    measure_one: Callable[[int, str], dict[str, Any]],
+    partial: Partial,
+    on_run: Callable[[str, int, dict[str, Any], bool], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of the schedule: reused from ``partial`` if a cut calibration finished it, else
+    measured (``measure_one(n, kind)``, ``n`` its place, which seeds its plan) and appended.
+
+    Returns:
+        One result per run, with ``kind``; ``on_run(kind, index, result, reused)`` after each.
+    """
+    done = partial.done()
+    results = []
+    for n, (kind, i) in enumerate(runs):
+        reused = (kind, i) in done
+        result = done[kind, i] if reused else {"kind": kind, **measure_one(n, kind)}
+        if not reused:
+            partial.append((kind, i), result)
+        results.append(result)
+        if on_run is not None:
+            on_run(kind, i, result, reused)
+    return results
+
+
 def render(source: Path) -> int:
     """Write the .md and .png of a saved calibration record.
 
@@ -238,14 +289,18 @@ def check_paths(args: Any) -> None:
     flag, record = ("--from", args.source) if args.source is not None else ("--json", args.json)
     beside = [(f"{flag}'s Markdown", record.with_suffix(".md")), (f"{flag}'s plot", record.with_suffix(".png"))]
     if args.source is not None:
+        if args.resume:
+            raise ConfigError("--resume continues a calibration; --from renders a saved one: give one of them.")
         check_outputs(beside, [("--from", args.source)])
     else:
+        beside.append(("--json's partial record", partial_path(args.json)))
         check_outputs([("--json", args.json), *beside])
     for what, path in beside:  # written in place (not replaced), so a read-only one must be refused here
         check_writable_file(path, what)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.baseline import fingerprint
     from bench.gate import JOB_OPTIONS, ab_plan, calibrated_defaults, machine
 
     args = build_parser().parse_args(argv)
@@ -272,7 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     pairing = args.pairing or defaults["pairing"]
     options = {**JOB_OPTIONS, **({"train_seconds": args.train_seconds} if args.train_seconds else {})}
     commit = git_trees.resolve_ref("HEAD")
-    runs: list[dict[str, Any]] = []
+    measured = {
+        "commit": commit,
+        "preset": args.preset,
+        "path": args.path,
+        "rounds": rounds,
+        "tolerance": tolerance,
+        "cpus": cpus,
+        "pairing": pairing,
+        "job_options": options,
+        "planted_slowdown": args.planted_slowdown,
+        "aa_runs": args.aa_runs,
+        "power_runs": args.power_runs,
+    }
+    # Before the first run: the committed calibration (the defaults) must be the one the cut run read.
+    partial = Partial.beside(
+        args.json, Identity(code_digest(JUDGING_CODE), measured, fingerprint()), resume=args.resume
+    )
     record = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -288,35 +359,41 @@ def main(argv: list[str] | None = None) -> int:
         "target": TARGET,
         "note": args.note,
     }
+
+    def report(kind: str, i: int, result: dict[str, Any], reused: bool) -> None:
+        ratios = ", ".join(
+            f"{c['metric']} {c['measured']['estimate']:.3f}x [{c['measured']['low']:.3f}, {c['measured']['high']:.3f}]"
+            if c["measured"]
+            else f"{c['metric']} not measured"
+            for c in result["checks"]
+        )
+        label = "A/A" if kind == "aa" else "planted"
+        total = args.aa_runs if kind == "aa" else args.power_runs
+        print(
+            f"[{label} {i + 1}/{total}] {'FIRED' if result['fired'] else 'passed'}: {ratios} "
+            f"({result['seconds']:.0f} s{', reused' if reused else ''})",
+            flush=True,
+        )
+
+    planned = schedule(args.aa_runs, args.power_runs)
+    resumed = sum(run in partial.done() for run in planned)
     with trees(commit, args.planted_slowdown) as (plain, slow):
-        # Alternate the two kinds, so a calibration stopped early has some of each, and a slow
-        # drift of the machine (other work starting) falls on both.
-        schedule = [("aa", i) for i in range(args.aa_runs)] + [("power", i) for i in range(args.power_runs)]
-        schedule.sort(key=lambda run: (run[1] / (args.aa_runs if run[0] == "aa" else args.power_runs), run[0]))
-        for n, (kind, i) in enumerate(schedule):
+
+        def measure_one(n: int, kind: str) -> dict[str, Any]:
             head = plain if kind == "aa" else slow
             plan = ab_plan(
                 (plain, path), (head, path), args.preset, rounds, options=options, cpus=cpus, pairing=pairing, seed=n
             )
-            result = {"kind": kind, **one_run(plan, tolerance, n)}
-            runs.append(result)
-            ratios = ", ".join(
-                f"{c['metric']} {c['measured']['estimate']:.3f}x [{c['measured']['low']:.3f}, {c['measured']['high']:.3f}]"
-                if c["measured"]
-                else f"{c['metric']} not measured"
-                for c in result["checks"]
-            )
-            label = "A/A" if kind == "aa" else "planted"
-            total = args.aa_runs if kind == "aa" else args.power_runs
-            print(
-                f"[{label} {i + 1}/{total}] {'FIRED' if result['fired'] else 'passed'}: {ratios} ({result['seconds']:.0f} s)",
-                flush=True,
-            )
-            write_json_atomic(args.json, {**record, **summarise(runs, tolerance, rounds, cpus, pairing), "runs": runs})
+            return one_run(plan, tolerance, n)
+
+        runs = run_schedule(planned, measure_one, partial, report)
     summary = summarise(runs, tolerance, rounds, cpus, pairing)
     from bench.calibration_report import write
 
-    print("wrote", *write({**record, **summary, "runs": runs}, args.json))
+    final = {**record, **summary, "runs": runs, "resumed_runs": resumed}
+    write_json_atomic(args.json, final)
+    partial.finish()
+    print("wrote", *write(final, args.json))
     print(
         f"false alarms {summary['false_alarms']} of {summary['aa_runs']} (95% bound {summary['false_alarm_rate_upper95']:.1%}); "
         f"detected {summary['detected']} of {summary['power_runs']}; {summary['seconds_per_run']:.0f} s per run; "

@@ -33,6 +33,8 @@ def summary_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("machine", record["machine"]),
         ("commit", record["commit"]),
         ("command", f"`{record['command']}`"),
+        *([("resumed", f"{record['resumed_runs']} run(s) measured by the cut calibration it continued")]
+          if record.get("resumed_runs") else []),
     ]  # fmt: skip
 
 

@@ -1,12 +1,13 @@
 """Memory vs batch size, with the analytic footprint beside every reading; and disk per path.
 
-``python -m bench.memory [--preset small] [--paths alt,neu] [--batches 32,64,...] [--json F] [--markdown F]``
+``python -m bench.memory [--preset small] [--paths alt,neu] [--batches 32,64,...] [--json F [--resume]] [--markdown F]``
 
 Every (path, batch) is one job in a fresh worker process (bench/runner.py: run_worker), measured
 as the compare CLI measures it: validation, then training, each with memory-profiler's RSS
 sampler (growth above the phase's start) and, on a GPU, the framework allocator's peak. Beside
 each growth: what the model must hold at the least (bench/footprint.py). Disk: one epoch's logs
-and checkpoint per path, with the tracking each path uses.
+and checkpoint per path, with the tracking each path uses. With ``--json F`` each finished job
+is appended to ``F.partial.jsonl`` (bench/partial.py): a cut run continues with ``--resume``.
 """
 
 from __future__ import annotations

@@ -271,3 +271,56 @@ def test_memory_killed_mid_run_resumes_with_its_finished_jobs_unchanged(tmp_path
     assert result["records"][0] == finished[0]["record"]  # the cut run's measurement, value for value
     assert result["records"][1]["batch"] == 64 and "phases" in result["records"][1]
     assert result["reused_jobs"] == 1 and not partial.exists()
+
+
+# ---- calibrate ---------------------------------------------------------------------------
+
+
+def test_a_calibrations_schedule_alternates_the_two_kinds():
+    from bench.calibrate import schedule
+
+    assert schedule(4, 2) == [("aa", 0), ("power", 0), ("aa", 1), ("aa", 2), ("power", 1), ("aa", 3)]
+
+
+class Cut(Exception):
+    """Stands for the kill: the calibration stops after some runs."""
+
+
+def test_a_cut_calibration_resumes_with_its_finished_runs_and_measures_the_rest(tmp_path):
+    from bench.calibrate import run_schedule, schedule
+
+    planned = schedule(3, 2)
+    measured: list[int] = []
+
+    def measure_one(n: int, kind: str, cut_after: int | None = None) -> dict:
+        if cut_after is not None and len(measured) == cut_after:
+            raise Cut
+        measured.append(n)
+        return {"seed": n, "fired": kind == "power", "seconds": 40.0 + n}
+
+    uncut = run_schedule(planned, measure_one, Partial(None, {}))
+    measured.clear()
+    path = tmp_path / "C.partial.jsonl"
+    with pytest.raises(Cut):
+        run_schedule(planned, lambda n, kind: measure_one(n, kind, cut_after=2), Partial.open(path, ID, resume=False))
+    measured.clear()
+    reused: list[tuple[str, int]] = []
+
+    def on_run(kind: str, i: int, result: dict, was_reused: bool) -> None:
+        if was_reused:
+            reused.append((kind, i))
+
+    resumed = run_schedule(planned, measure_one, Partial.open(path, ID, resume=True), on_run)
+    assert resumed == uncut
+    assert reused == planned[:2] and measured == [2, 3, 4]  # the rest, each with its own seed
+
+
+def test_calibrate_refuses_a_cut_runs_record_without_resume(tmp_path):
+    from bench.calibrate import main
+
+    out = tmp_path / "C.json"
+    Partial.open(partial_path(out), ID, resume=False).close()
+    with pytest.raises(ConfigError, match="add --resume"):
+        main(["--aa-runs", "1", "--power-runs", "0", "--preset", "tiny", "--json", str(out)])
+    with pytest.raises(ConfigError, match="--from renders a saved one"):
+        main(["--from", str(out), "--resume"])
