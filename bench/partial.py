@@ -142,13 +142,17 @@ class Partial:
         here = identity.record()
         header = json_line({"schema": SCHEMA, "identity": here})
         lines, note = _read(path, what) if path.exists() else ([], None)
+        if note and not lines:  # the header is written whole (atomically): this is no partial record
+            raise ConfigError(
+                f"{what} {str(path)!r} is not a partial record (line 1 is not JSON); remove it or choose another --json."
+            )
         if lines and not resume:
             raise ConfigError(
                 f"{what} {str(path)!r} holds the finished jobs of a cut run: add --resume to continue it, "
                 "or remove the file to start afresh."
             )
         if not lines:
-            note = note or (f"no {what} at {str(path)!r}: starting afresh." if resume else None)
+            note = f"no {what} at {str(path)!r}: starting afresh." if resume else None
             write_text_atomic(path, header + "\n")
             return cls(path, {}, note)
         stored = json.loads(lines[0])

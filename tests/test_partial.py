@@ -65,6 +65,15 @@ def test_a_bad_line_before_the_last_is_refused(tmp_path):
         Partial.open(path, ID, resume=True)
 
 
+def test_a_file_that_is_no_partial_record_is_refused_not_replaced(tmp_path):
+    path = tmp_path / "R.partial.jsonl"
+    path.write_text("my notes")
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match="is not a partial record"):
+            Partial.open(path, ID, resume=resume)
+    assert path.read_text() == "my notes"
+
+
 @pytest.mark.parametrize(
     ("other", "reason"),
     [
