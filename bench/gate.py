@@ -11,12 +11,19 @@ machine cancels out, so CI needs no number from another machine.
 ``--baseline FILE`` gates a same-run ratio (NEU over ALT) against a stored one instead, for
 users who pin a machine: the file records knobs, per-round ratios, the machine's fingerprint
 and a clean commit, and a baseline that does not match is refused (exit 2).
+
+A REF that is HEAD's own commit, with nothing uncommitted, compares nothing (a shallow clone's
+``HEAD~1`` fallback did, and passed): it is refused unless ``--aa`` asks for that A/A check.
+For CI it writes JUnit XML (``--junit``), a Markdown summary (``--summary``, else appended to
+``$GITHUB_STEP_SUMMARY``) and, under GitHub Actions, ``::error::``/``::notice::`` lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import baseline as stored
-from diffusion.cli import ROUNDS, SEED, TRAIN_SECONDS, Parser, check_writable_file, run, write_json_atomic
+from diffusion.cli import (
+    ROUNDS,
+    SEED,
+    TRAIN_SECONDS,
+    Parser,
+    check_writable_file,
+    run,
+    write_json_atomic,
+    write_text_atomic,
+)
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import TrainingPath, parse_path
@@ -33,6 +49,7 @@ from diffusion.shapes import check as check_shape
 
 if TYPE_CHECKING:
     from bench.runner import CodeTree, Plan
+    from bench.turns import Starter
 
 RUN_SCHEMA = "pmt-bench/gate-run/2"
 GATED_METRICS = stored.GATED_METRICS
@@ -185,49 +202,102 @@ def ab_plan(
     return Plan(roles, preset, rounds, job_options=options, seed=seed, turn_seconds=PAIRINGS[pairing])
 
 
+EXIT_CODES = """\
+exit status:
+  0  every check passed (with --write-baseline: the baseline was written)
+  1  a regression: a check's 95% interval lies wholly below its floor, or a check could not be
+     measured (its workers failed)
+  2  bad input or refused, in one line on stderr, before anything is measured or written: a bad
+     argument, nothing to compare (REF is HEAD's own commit: --aa checks that on purpose), a REF
+     whose worker cannot take this checkout's job, a baseline that does not match"""
+
+# The --help text of each option whose default comes from the calibration in force, filled in
+# when help is asked for (GateParser).
+CALIBRATED_HELP = {
+    "rounds": "interleaved rounds (default at tiny: {rounds})",
+    "tolerance": "allowed loss, in [0, 1) (default at tiny: {tolerance:g}, i.e. {tolerance:.0%})",
+    "cpus": "pin every worker to this many cores, thread pools to match (default at tiny: {cpus})",
+    "pairing": "turns: both trees' workers live side by side, taking 50 ms turns; processes: one whole "
+    "worker after the other, for a REF that predates turns (default at tiny: {pairing})",
+}
+
+
+class GateParser(Parser):
+    """The gate's parser, whose --help states the defaults of the calibration in force.
+
+    They are read when help is asked for, not when arguments are parsed: reading a calibration
+    record loads SciPy (~1 s), which an argument error should not wait for.
+    """
+
+    def format_help(self) -> str:
+        try:
+            defaults = calibrated_defaults("tiny")
+            cpus = "all usable cores" if defaults["cpus"] is None else defaults["cpus"]
+            source = defaults["source"]
+            for action in self._actions:
+                if action.dest in CALIBRATED_HELP:
+                    text = CALIBRATED_HELP[action.dest].format(**{**defaults, "cpus": cpus})
+                    action.help = text.replace("%", "%%")  # argparse %-formats help
+        except ConfigError as exc:  # a broken record must not hide the rest of the help
+            source = f"none readable ({exc})"
+        self.epilog = (
+            f"--rounds, --tolerance, --cpus and --pairing default to the calibration in force at the preset;\n"
+            f"at tiny: {source}.\n\n{EXIT_CODES}"
+        )
+        return super().format_help()
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m bench.gate", description=__doc__.splitlines()[0])
+    parser = GateParser(
+        prog="python -m bench.gate",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--against",
         metavar="REF",
-        help="git ref to measure against (default: [tool.pmt-bench] gate-against in pyproject, else the merge base with main)",
+        help="git ref to measure against (default: [tool.pmt-bench] gate-against in pyproject, else the merge "
+        "base with main; with --aa, HEAD)",
     )
-    mode.add_argument("--baseline", type=Path, help="gate a same-run ratio against this stored baseline instead")
+    mode.add_argument(
+        "--baseline", type=Path, metavar="FILE", help="gate a same-run ratio against this stored baseline instead"
+    )
+    parser.add_argument(
+        "--aa",
+        action="store_true",
+        help="an A/A check on purpose: REF is HEAD's own commit (refused without it: nothing to compare)",
+    )
     parser.add_argument("--path", default="neu", help="path measured from both trees (default neu)")
     parser.add_argument(
         "--candidate", help="path this checkout runs instead (A/B: in place of --path; baseline: of its candidate)"
     )
     parser.add_argument("--preset", help="preset (default tiny; with --baseline, the baseline's)")
-    parser.add_argument("--rounds", type=ROUNDS, help="interleaved rounds (default: the calibrated, else 6)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        help="allowed loss (default: from a committed calibration that met its target, else a provisional 0.15)",
-    )
+    calibrated = "the calibration in force, shown by --help"
+    parser.add_argument("--rounds", type=ROUNDS, help=f"interleaved rounds (default: {calibrated})")
+    parser.add_argument("--tolerance", type=float, help=f"allowed loss, in [0, 1) (default: {calibrated})")
     parser.add_argument(
         "--train-seconds",
         type=TRAIN_SECONDS,
         default=JOB_OPTIONS["train_seconds"],
-        help="steady-state training per job",
+        help=f"steady-state training per job (default {JOB_OPTIONS['train_seconds']:g})",
     )
-    parser.add_argument(
-        "--cpus",
-        type=int,
-        help="pin every worker to this many cores, thread pools to match (default: the calibrated, else all)",
-    )
-    parser.add_argument(
-        "--pairing",
-        choices=PAIRINGS,
-        help="turns: both trees' workers live side by side, taking 50 ms turns; processes: one whole "
-        "worker after the other, for a REF that predates turns (default: the calibrated, else turns)",
-    )
-    parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds")
+    parser.add_argument("--cpus", type=int, help=f"pin every worker to this many cores (default: {calibrated})")
+    parser.add_argument("--pairing", choices=PAIRINGS, help=f"how the two sides run (default: {calibrated})")
+    parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds (default 0)")
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")
     parser.add_argument(
         "--allow-other-machine", action="store_true", help="with --baseline: gate even if the fingerprint differs"
     )
-    parser.add_argument("--json", type=Path, help="write the gate's measurements here")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the gate's measurements here")
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here: one test case per check")
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="write a Markdown summary here (default: appended to $GITHUB_STEP_SUMMARY when that is set)",
+    )
     return parser
 
 
@@ -278,19 +348,61 @@ def report(checks: list[Check]) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
+def round_detail(records: list[dict[str, Any]], ref: str, new: str, ratio_name: str) -> str:
+    """One round's gated ratios, for its progress line (pure)."""
+    from bench.analysis import role_ratios, worker_errors
+
+    parts = []
+    for metric in GATED_METRICS:
+        ratios = list(role_ratios(records, ref, new, metric).values())
+        parts.append(f"{metric} {ratios[0]:.3g}x" if ratios else f"{metric} -")
+    errors = worker_errors(records, ref, new)
+    return f"{ratio_name} " + ", ".join(parts) + (f"; failed: {errors[0]}" if errors else "")
+
+
+def measure(
+    plan: Plan, sides: tuple[str, str], ratio_name: str, *, start: Starter | None = None
+) -> list[dict[str, Any]]:
+    """``run_plan`` with a line per finished round on stderr (a bar on a terminal), so minutes
+    of measuring are not mistaken for a hang."""
+    from bench.progress import JobProgress
+    from bench.runner import run_plan
+
+    pending: dict[int, list[dict[str, Any]]] = {}
+    with JobProgress("gate", plan.rounds) as progress:
+
+        def finished(r: int, role: Any, record: dict[str, Any]) -> None:
+            pending.setdefault(r, []).append(record)
+            if len(pending[r]) == len(plan.roles):
+                detail = round_detail(pending.pop(r), *sides, ratio_name)
+                progress.done(f"round {r + 1}", record, detail=detail)
+
+        return run_plan(plan, start=start, on_job=finished)
+
+
 def ab_gate(
-    args: Any, preset: str, rounds: int, tolerance: float, cpus: int | None, pairing: str
-) -> tuple[int, dict[str, Any]]:
+    args: Any,
+    against: tuple[str, str],
+    preset: str,
+    rounds: int,
+    tolerance: float,
+    cpus: int | None,
+    pairing: str,
+    *,
+    start: Starter | None = None,
+) -> tuple[list[Check], dict[str, Any]]:
     """Measure --path from REF's tree and (or --candidate) from this checkout; check HEAD/REF.
 
     A REF whose worker cannot take turns is measured in whole processes instead, said so,
     unless turns were asked for by name (then it is refused, exit 2).
+
+    Args:
+        against: REF's name and commit, from ``bench.trees.resolve_against``.
+        start: starts a turn-taking worker (None: a real one; tests pass fakes).
     """
     from bench import trees
-    from bench.runner import run_plan
 
-    ref_name = args.against or trees.default_ref()
-    commit = trees.resolve_ref(ref_name)
+    ref_name, commit = against
     ref_path = parse_path(args.path)
     head_path = parse_path(args.candidate) if args.candidate else ref_path
     head = trees.head_tree()
@@ -318,12 +430,16 @@ def ab_gate(
             plan = dataclasses.replace(plan, turn_seconds=PAIRINGS["processes"])
             knobs = trees.probe(ref_tree, job_fields, [roles[0].spec])
         ref_knobs = knobs[roles[0].spec]
-        print(
-            f"gate: {head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} "
-            f"({roles[0].spec}), {preset}, {rounds} rounds "
+        subject = f"{head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} ({roles[0].spec})"
+        setup = (
+            f"{preset}, {rounds} rounds "
             + ("taking turns" if plan.turn_seconds is not None else "of whole processes")
             + f", tolerance {tolerance:.0%}, "
             f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
+        )
+        print(
+            f"gate: {subject}, {setup}"
+            + ("; an A/A check on purpose (--aa)" if args.aa else "")
             + ("; uncommitted changes are measured as HEAD" if head.label.endswith("+uncommitted") else ""),
             flush=True,
         )
@@ -332,7 +448,7 @@ def ab_gate(
                 f"{k} {v!r} -> {ref_path.knobs()[k]!r}" for k, v in ref_knobs.items() if ref_path.knobs().get(k) != v
             )
             print(f"note: {roles[0].spec!r} means other knobs at REF ({changed}); each tree runs its own", flush=True)
-        records = run_plan(plan)
+        records = measure(plan, ("ref", "head"), "HEAD/REF", start=start)
     checks = gate_checks(
         records,
         (("ref", ref_label), ("head", head.label)),
@@ -341,12 +457,15 @@ def ab_gate(
     )
     summary = {
         "mode": "against",
+        "aa": args.aa,
+        "subject": subject,
+        "setup": setup,
         "ref": {"name": ref_name, "commit": commit, "knobs": ref_knobs},
         "head": {"label": head.label, "commit": head.commit, "knobs": head_path.knobs()},
         "plan": plan.record(),
         "records": records,
     }
-    return report(checks), {**summary, "checks": [c.record() for c in checks]}
+    return checks, {**summary, "checks": [c.record() for c in checks]}
 
 
 def baseline_plan(preset: str, base: TrainingPath, candidate: TrainingPath, rounds: int, args: Any) -> Any:
@@ -397,15 +516,16 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
     return 0
 
 
-def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    from bench.runner import run_plan
-
+def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[list[Check], dict[str, Any]]:
     paths = data["paths"]
     base = parse_path(paths["base"]["spec"])
     candidate = parse_path(args.candidate or paths["candidate"]["spec"])
     rounds = args.rounds or data["rounds"]
     plan = baseline_plan(data["preset"], base, candidate, rounds, args)
-    records = run_plan(plan)
+    subject = f"{plan.roles[1].spec}/{paths['base']['spec']} against baseline {args.baseline}"
+    setup = f"{data['preset']}, {rounds} rounds of whole processes"
+    print(f"gate: {subject}, {setup}", flush=True)
+    records = measure(plan, ("base", "candidate"), f"{plan.roles[1].spec}/{paths['base']['spec']}")
     expected = {
         m: (e["ratio"], args.tolerance if args.tolerance is not None else e["tolerance"])
         for m, e in data["metrics"].items()
@@ -413,43 +533,177 @@ def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[int, dict[str, Any]]
     checks = gate_checks(
         records, (("base", paths["base"]["spec"]), ("candidate", plan.roles[1].spec)), expected, machine()
     )
-    summary = {"mode": "baseline", "baseline": str(args.baseline), "plan": plan.record(), "records": records}
-    return report(checks), {**summary, "checks": [c.record() for c in checks]}
+    summary = {
+        "mode": "baseline",
+        "baseline": str(args.baseline),
+        "subject": subject,
+        "setup": setup,
+        "plan": plan.record(),
+        "records": records,
+    }
+    return checks, {**summary, "checks": [c.record() for c in checks]}
+
+
+# ---- CI outputs: pure renderers of the checks, and where they go -------------------------------
+
+
+def junit_xml(checks: list[Check], *, subject: str, seconds: float) -> str:
+    """JUnit XML of a gate run: one test case per check; a regression is a failure and a check
+    that could not be measured an error, each with the check's message (interval included)."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(c.measured is not None and not c.passed for c in checks)
+    errors = sum(c.measured is None for c in checks)
+    counts = {"tests": str(len(checks)), "failures": str(failures), "errors": str(errors), "time": f"{seconds:.3f}"}
+    root = ET.Element("testsuites", name="bench.gate", **counts)
+    suite = ET.SubElement(root, "testsuite", name=f"bench.gate: {subject}", skipped="0", **counts)
+    for check in checks:
+        case = ET.SubElement(suite, "testcase", classname="bench.gate", name=f"{check.metric} {check.ratio_name}")
+        if check.measured is None:
+            ET.SubElement(case, "error", message=check.message, type="not measured").text = check.message
+        elif not check.passed:
+            ET.SubElement(case, "failure", message=check.message, type="regression").text = check.message
+        else:
+            ET.SubElement(case, "system-out").text = check.message
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def summary_markdown(checks: list[Check], *, subject: str, setup: str, seconds: float) -> str:
+    """A Markdown summary of a gate run: the verdict, what ran, and a table row per check."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    verdict = "passed" if all(c.passed for c in checks) else "FIRED"
+    where = checks[0].machine if checks else machine()
+    lines = [
+        f"### Regression gate {verdict}",
+        "",
+        f"{cell(subject)}: {setup}, {seconds:.0f} s on {where}.",
+        "",
+        "| check | ratio | estimate | 95% interval | rounds | floor | result |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for c in checks:
+        floor = f"{c.floor:.3g}x"
+        if c.measured is None:
+            lines.append(f"| `{c.metric}` | {c.ratio_name} | - | - | 0 | {floor} | NOT MEASURED |")
+            continue
+        m = c.measured
+        result = "ok" if c.passed else "**REGRESSION**"
+        lines.append(
+            f"| `{c.metric}` | {c.ratio_name} | {m['estimate']:.3g}x | [{m['low']:.3g}, {m['high']:.3g}] "
+            f"| {m['n']} | {floor} | {result} |"
+        )
+    lines += ["", *(f"- `{c.metric}`: {cell(c.values)}" for c in checks)]
+    return "\n".join(lines) + "\n"
+
+
+def annotation(level: str, title: str, message: str) -> str:
+    """A GitHub Actions workflow command (``::error title=...::message``), escaped as GitHub
+    reads it: a message may hold newlines and ``%``, a title also ``:`` and ``,``."""
+
+    def escape(text: str, *, prop: bool = False) -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+    return f"::{level} title={escape(title, prop=True)}::{escape(message)}"
+
+
+def on_github() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def step_summary(args: Any) -> Path | None:
+    """Where the Markdown summary goes: --summary, else GitHub's step summary file, else nowhere."""
+    if args.summary is not None:
+        return args.summary
+    named = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(named) if named and not args.write_baseline else None
+
+
+def write_ci_outputs(args: Any, checks: list[Check], summary: dict[str, Any], seconds: float) -> None:
+    """JUnit XML, the Markdown summary and (under GitHub Actions) one annotation per check."""
+    subject, setup = summary["subject"], summary["setup"]
+    if args.junit is not None:
+        write_text_atomic(args.junit, junit_xml(checks, subject=subject, seconds=seconds))
+    markdown = step_summary(args)
+    if markdown is not None:
+        text = summary_markdown(checks, subject=subject, setup=setup, seconds=seconds)
+        if args.summary is not None:
+            write_text_atomic(markdown, text)
+        else:  # GitHub's step summary collects every step's Markdown: add to it
+            with markdown.open("a") as f:
+                f.write(text)
+    if on_github():
+        for c in checks:
+            print(annotation("notice" if c.passed else "error", f"bench.gate {c.metric}", c.message), flush=True)
 
 
 def check_paths(args: Any) -> None:
-    """The record --json writes is neither the baseline (read, or written with --write-baseline)
-    nor a calibration record the defaults come from."""
+    """No output is an input or another output: the records --json, --junit and --summary write
+    are neither the baseline (read, or written with --write-baseline) nor a calibration record
+    the defaults come from."""
     baseline = [("--baseline", args.baseline)]
     calibrations = [("a calibration record in results/", p) for p in calibration_records(args.preset or "tiny")]
+    outputs = [("--json", args.json), ("--junit", args.junit), ("--summary", args.summary)]
+    summary = step_summary(args)
+    if args.summary is None and summary is not None:
+        outputs.append(("$GITHUB_STEP_SUMMARY", summary))
     if args.write_baseline:
-        check_outputs([*baseline, ("--json", args.json)], calibrations)
+        check_outputs([*baseline, *outputs], calibrations)
     else:
-        check_outputs([("--json", args.json)], [*baseline, *calibrations])
+        check_outputs(outputs, [*baseline, *calibrations])
+    for flag, path in outputs:
+        if path is not None:
+            check_writable_file(path, flag)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    check_paths(args)
+def check_arguments(args: Any) -> None:
+    """Every check of the arguments that needs neither a worker nor TensorFlow.
+
+    Raises:
+        ConfigError: naming the option, the rule and the value.
+    """
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     check_cpus(args.cpus, "--cpus")
-    if args.json is not None:
-        check_writable_file(args.json, "--json")
     for spec in (args.path, args.candidate):
         if spec is not None:
             parse_path(spec)
     if args.preset is not None:
         get_preset(args.preset)
-    for name in ("cpus", "pairing"):
-        if getattr(args, name) is not None and args.baseline is not None:
+    for name in ("cpus", "pairing", "aa"):
+        if getattr(args, name) not in (None, False) and args.baseline is not None:
             raise ConfigError(
                 f"--{name} applies to the A/B gate (--against); a stored baseline runs as it was measured."
             )
     if (args.write_baseline or args.allow_other_machine) and args.baseline is None:
         raise ConfigError("--write-baseline and --allow-other-machine must come with --baseline FILE.")
+    if args.write_baseline and (args.junit or args.summary):
+        raise ConfigError("--junit and --summary report a gate's checks; --write-baseline measures no check.")
 
-    start = time.perf_counter()
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return gate(args)
+    except ConfigError as exc:  # refused: one line on stderr (diffusion.cli.run), and CI's annotation
+        if on_github():
+            print(annotation("error", "bench.gate refused", str(exc)), flush=True)
+        raise
+
+
+def gate(args: Any, *, start: Starter | None = None) -> int:
+    """The gate for parsed arguments: the exit status of ``main``.
+
+    Args:
+        start: starts a turn-taking worker (None: a real one; tests pass fakes).
+    """
+    check_paths(args)
+    check_arguments(args)
+    began = time.perf_counter()
     if args.baseline is not None and args.write_baseline:
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
@@ -459,19 +713,26 @@ def main(argv: list[str] | None = None) -> int:
         data = stored.load(args.baseline, allow_other_machine=args.allow_other_machine)
         if args.preset is not None and args.preset != data["preset"]:
             raise ConfigError(f"--preset must be the baseline's {data['preset']!r}, but got {args.preset!r}.")
-        code, summary = baseline_gate(args, data)
+        checks, summary = baseline_gate(args, data)
     else:
+        from bench.trees import resolve_against
+
+        against = resolve_against(args.against, aa=args.aa)  # before any worker: nothing to compare is refused
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
         cpus = args.cpus if args.cpus is not None else defaults["cpus"]
         pairing = args.pairing or defaults["pairing"]
-        code, summary = ab_gate(args, preset, args.rounds or defaults["rounds"], tolerance, cpus, pairing)
+        rounds = args.rounds or defaults["rounds"]
+        checks, summary = ab_gate(args, against, preset, rounds, tolerance, cpus, pairing, start=start)
         summary["defaults_from"] = defaults["source"]
-    seconds = time.perf_counter() - start
+        summary["setup"] += f" (defaults from {defaults['source']})"
+    code = report(checks)
+    seconds = time.perf_counter() - began
     print(f"gate {'passed' if code == 0 else 'FIRED'} in {seconds:.0f} s")
     if args.json is not None:
         write_json_atomic(args.json, {"schema": RUN_SCHEMA, "seconds": seconds, "fired": code != 0, **summary})
+    write_ci_outputs(args, checks, summary, seconds)
     return code
 
 

@@ -63,13 +63,17 @@ class JobProgress:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.progress.stop()
 
-    def done(self, what: str, record: dict[str, Any]) -> None:
-        """One job finished: advance the bar, or print its line when output is not a terminal."""
+    def done(self, what: str, record: dict[str, Any], *, detail: str | None = None) -> None:
+        """One job finished: advance the bar, or print its line when output is not a terminal.
+
+        Args:
+            detail: what to show instead of the record's headline (a gate round's ratios).
+        """
         now = time.perf_counter()
         seconds, self._last = now - self._last, now
         self.count += 1
-        text = f"{what}: {headline(record)}"
-        self.progress.update(self.task, advance=1, description=self.name, last=text)
+        said = headline(record) if detail is None else detail
+        self.progress.update(self.task, advance=1, description=self.name, last=f"{what}: {said}")
         if not self.live:
-            line = f"[{self.count}/{self.total}] {self.name} {what} in {seconds:.1f} s: {headline(record)}"
+            line = f"[{self.count}/{self.total}] {self.name} {what} in {seconds:.1f} s: {said}"
             print(line, file=sys.stderr, flush=True)  # stdout stays the tables

@@ -33,9 +33,10 @@ class CannotTakeTurns(ConfigError):
     """A tree's worker cannot take turns the way this checkout asks (an older commit)."""
 
 
-def git(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``git ARGS`` in ``cwd``, by default this checkout (``ROOT``, read at call time)."""
     try:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(["git", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfigError(f"git is needed for an A/B gate, but `git {' '.join(args)}` failed: {exc}.") from None
 
@@ -48,8 +49,17 @@ def resolve_ref(ref: str) -> str:
     """
     proc = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise ConfigError(f"--against {ref!r} must name a commit of this repository, but git cannot resolve it.")
+        hint = ""
+        if is_shallow():  # HEAD~1 in a `git clone --depth 1`: say why it is missing
+            hint = " (this is a shallow clone, whose history stops short: `git fetch --deepen=1` fetches a parent)"
+        raise ConfigError(f"--against {ref!r} must name a commit of this repository, but git cannot resolve it{hint}.")
     return proc.stdout.strip()
+
+
+def is_shallow() -> bool:
+    """Whether this checkout is a shallow clone (``git clone --depth N``), whose oldest commits
+    have no parents here."""
+    return git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
 
 
 def default_ref() -> str:
@@ -70,6 +80,54 @@ def default_ref() -> str:
 
 def short(commit: str) -> str:
     return commit[:10]
+
+
+def nothing_to_compare(ref: str, commit: str, *, default: bool, shallow: bool) -> str:
+    """The refusal of a REF that is HEAD's own commit with nothing uncommitted: its cause and its fix.
+
+    Args:
+        default: REF was not named (it came from pyproject or the merge base with main).
+        shallow: a shallow clone that lacks HEAD's parent, so ``HEAD~1`` is no way out.
+    """
+    if shallow:
+        cause = "this is a shallow clone (git clone --depth 1), which has no parent of HEAD"
+        fix = (
+            "fetch one (git fetch --deepen=1, or clone with --depth 2) and gate --against HEAD~1, "
+            "gate --against a named ref you fetched, or against a stored --baseline FILE"
+        )
+    else:
+        named = "the default REF (gate-against in pyproject, else the merge base with main)" if default else repr(ref)
+        cause = f"{named} is HEAD itself"
+        fix = "gate --against HEAD~1 or another named ref, or against a stored --baseline FILE"
+    return (
+        f"REF {ref!r} resolves to HEAD's commit {short(commit)} and nothing is uncommitted: nothing to compare, "
+        f"as {cause}; {fix}; --aa runs this A/A check on purpose."
+    )
+
+
+def resolve_against(against: str | None, *, aa: bool) -> tuple[str, str]:
+    """REF's name and commit, checked by git alone (before any worker starts).
+
+    Args:
+        against: the REF named, or None for the default (``default_ref``; with ``aa``, HEAD).
+        aa: an A/A check on purpose: REF must then be HEAD's own commit.
+
+    Raises:
+        ConfigError: REF does not resolve; REF is HEAD's own commit with nothing uncommitted
+            and no ``aa`` (nothing to compare); ``aa`` with a REF that is another commit.
+    """
+    name = against or ("HEAD" if aa else default_ref())
+    commit = resolve_ref(name)
+    head = git("rev-parse", "--verify", "--quiet", "HEAD").stdout.strip()
+    if aa and commit != head:
+        raise ConfigError(
+            f"--aa runs HEAD against its own commit {short(head)}, but REF {name!r} is "
+            f"{short(commit)}; leave out --aa to gate against it."
+        )
+    if commit == head and not aa and is_clean():
+        no_parent = git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}").returncode != 0
+        raise ConfigError(nothing_to_compare(name, commit, default=against is None, shallow=no_parent and is_shallow()))
+    return name, commit
 
 
 def head_tree() -> CodeTree:
