@@ -2,6 +2,11 @@
 
 Every row is driven by the claim's registry fields (metric, beside, factor, product_of, kind,
 status); nothing here branches on a claim's id or a role's name.
+
+Two statements per row: the verdict at 95% per claim (``verdict``, ``ci``), and the verdict under
+simultaneous 95% coverage of every claim judged with an interval in the run (``simultaneous``:
+Bonferroni, each of the m intervals at ``1 - alpha/m``). In a sequential run (bench/sequential.py)
+the watched claims are judged at their look's level, whose alpha takes the place of 0.05.
 """
 
 from __future__ import annotations
@@ -12,18 +17,24 @@ import numpy as np
 
 from bench.claims import METRICS, SUITE_HINTS, Claim, load_claims
 from bench.stats import (
+    CONFIDENCE,
     Interval,
     Verdict,
+    check_confidence,
     claim_band,
     interval_of,
     median,
     paired_ratios,
     product_by_round,
+    share_interval,
     verdict,
     verdict_reason,
 )
 
 PerRound = dict[int, float]
+# The families whose speed claims a sequential run watches: measured in turns, round after round.
+# Memory and disk (M) are whole-process readings, not noisy, and do not hold the rounds open.
+WATCHED_FAMILIES = ("validation", "training")
 
 
 def metric_rounds(records: list[dict[str, Any]], role: str, metric: str) -> PerRound:
@@ -125,9 +136,14 @@ def judged_row(
     claimed: float | None = None,
     reason: str = "",
     per_round: PerRound | None = None,
+    confidence: float = CONFIDENCE,
     **values: Any,
 ) -> dict[str, Any]:
-    """A measured claim's row: the interval, the verdict under the rule, and why."""
+    """A measured claim's row: the interval, the verdict under the rule, and why.
+
+    ``confidence`` is the level ``interval`` was computed at (a sequential look's, or 0.95);
+    the row keeps it, as the simultaneous verdict spends its alpha (``add_simultaneous``).
+    """
     claimed = claim.claimed if claimed is None else claimed
     result = verdict(interval, claimed, claim.tolerance, kind=claim.kind, margin=claim.margin)
     why = verdict_reason(interval, claimed, result, kind=claim.kind)
@@ -143,6 +159,7 @@ def judged_row(
         verdict=f"{result.value} (exact)" if claim.kind == "exact" else result.value,
         reason="; ".join(reasons),
         rounds=interval.n,
+        confidence=confidence,
         **values,
     )
 
@@ -186,8 +203,10 @@ def assess_speed_claim(
     records: list[dict[str, Any]],
     roles: list[dict[str, Any]],
     knobs: dict[str, dict[str, Any]],
+    *,
+    confidence: float = CONFIDENCE,
 ) -> tuple[dict[str, Any], PerRound]:
-    """One speed-suite claim's row, and its per-round ratios (for products)."""
+    """One speed-suite claim's row at ``confidence``, and its per-round ratios (for products)."""
     assert claim.metric is not None  # validated by Claim for measured speed claims
     same = [k for k in claim.factor if knobs["base"][k] == knobs["candidate"][k]]
     if same:
@@ -214,9 +233,10 @@ def assess_speed_claim(
         reason += f"; {len(errors)} worker failure(s): {errors[0]}"
     row = judged_row(
         claim,
-        interval_of(np.array(list(ratios.values()))),
+        interval_of(np.array(list(ratios.values())), confidence),
         reason=reason,
         per_round=ratios,
+        confidence=confidence,
         base_value=reading["base_value"],
         candidate_value=reading["candidate_value"],
         beside=_reading(records, base_role, cand_role, claim.beside) if claim.beside else None,
@@ -224,7 +244,9 @@ def assess_speed_claim(
     return row, ratios
 
 
-def assess_product(claim: Claim, factor_ratios: dict[str, PerRound]) -> dict[str, Any]:
+def assess_product(
+    claim: Claim, factor_ratios: dict[str, PerRound], *, confidence: float = CONFIDENCE
+) -> dict[str, Any]:
     parts = [factor_ratios.get(p) or {} for p in claim.product_of]
     product = product_by_round(parts)
     if not product:
@@ -232,10 +254,128 @@ def assess_product(claim: Claim, factor_ratios: dict[str, PerRound]) -> dict[str
     rounds = sorted(product)
     return judged_row(
         claim,
-        interval_of(np.array([product[r] for r in rounds])),
+        interval_of(np.array([product[r] for r in rounds]), confidence),
         per_round=product,
+        confidence=confidence,
         reason=f"product of {' x '.join(claim.product_of)} per round, over rounds {', '.join(map(str, rounds))}",
     )
+
+
+def is_watched(claim: Claim) -> bool:
+    """Whether a sequential run watches the claim: a measured ratio of the speed suite in the V or T
+    family (a product of such factors included)."""
+    return (
+        claim.status == "measured"
+        and claim.suite == "speed"
+        and claim.kind == "ratio"
+        and claim.family in WATCHED_FAMILIES
+    )
+
+
+def watched_claims(
+    claims: list[Claim], roles: list[dict[str, Any]], base: dict[str, Any], candidate: dict[str, Any]
+) -> dict[str, Claim]:
+    """The claims a sequential run waits for, by id: watched (``is_watched``) and measurable in
+    this plan. A claim whose factor the two paths share, or whose ablation is not run, would
+    never be decided and would hold every run to its maximum; a product needs its factors."""
+    out: dict[str, Claim] = {}
+    for claim in sorted(claims, key=lambda c: bool(c.product_of)):
+        if not is_watched(claim):
+            continue
+        if claim.product_of:
+            if all(p in out for p in claim.product_of):
+                out[claim.id] = claim
+        elif not any(base[k] == candidate[k] for k in claim.factor) and claim_roles(claim, roles) is not None:
+            out[claim.id] = claim
+    return {c.id: out[c.id] for c in claims if c.id in out}
+
+
+def watched_ratios(
+    watched: dict[str, Claim], records: list[dict[str, Any]], roles: list[dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """Each watched claim's per-round ratios so far, in round order, as ``assess_claims`` judges
+    them: what ``bench.sequential.decide`` takes after every round."""
+    per_round: dict[str, PerRound] = {}
+    for claim_id, claim in sorted(watched.items(), key=lambda item: bool(item[1].product_of)):
+        if claim.product_of:
+            per_round[claim_id] = product_by_round([per_round.get(p) or {} for p in claim.product_of])
+            continue
+        pair = claim_roles(claim, roles)
+        assert claim.metric is not None and pair is not None  # watched_claims checked both
+        per_round[claim_id] = role_ratios(records, *pair, claim.metric)
+    return {c: np.array([ratios[r] for r in sorted(ratios)], float) for c, ratios in per_round.items()}
+
+
+def rounds_done(records: list[dict[str, Any]]) -> int:
+    """How many distinct rounds the records hold (a round whose workers all failed counts too)."""
+    return len({int(rec["round"]) for rec in records if "round" in rec})
+
+
+def simultaneous_interval(row: dict[str, Any], confidence: float) -> Interval | None:
+    """A judged row's interval again at ``confidence``, from what the row keeps: the per-round
+    ratios of a ``ratio`` row, or the trials of a Wilson ``share``. None for an interval that
+    cannot be rebuilt from the row (a share derived from ratios, or over seeds)."""
+    measured = row.get("measured")
+    if not measured:
+        return None
+    if row.get("kind", "ratio") == "ratio" and row.get("per_round"):
+        return interval_of(np.array(list(row["per_round"].values()), float), confidence)
+    if row.get("kind") == "share" and not row.get("per_round"):
+        trials = int(measured["n"])
+        successes = measured["estimate"] * trials
+        if trials >= 1 and abs(successes - round(successes)) < 1e-6:
+            return share_interval(round(successes), trials, confidence)
+    return None
+
+
+def in_family(row: dict[str, Any]) -> bool:
+    """Whether a row's verdict rests on an interval, and so counts in the simultaneous family."""
+    return row.get("kind", "ratio") in ("ratio", "share") and bool(row.get("measured")) and bool(row.get("ci"))
+
+
+def add_simultaneous(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every judged row with its verdict under simultaneous coverage of the run's table.
+
+    The family is every row judged on an interval (``in_family``), m of them. Each is judged
+    again at ``1 - alpha/m``, where alpha is what its own interval spends (1 - its
+    ``confidence``: 0.05, or a sequential look's alpha), so by the union bound all m intervals
+    cover together with probability >= 95% (a sequential run's looks included). A row judged
+    without an interval (exact, projection) keeps its verdict. Rows are returned new; the
+    inputs are not changed.
+
+    Each judged row gains ``simultaneous``: {verdict, ci, confidence, family}; verdict and ci
+    are None where the interval cannot be rebuilt from the row (``simultaneous_interval``).
+    """
+    family = sum(in_family(r) for r in rows)
+    out = []
+    for row in rows:
+        if not row.get("measured"):
+            out.append(row)
+            continue
+        if not in_family(row):
+            same = {"verdict": row["verdict"], "ci": row.get("ci"), "confidence": None, "family": family}
+            out.append({**row, "simultaneous": same})
+            continue
+        confidence = 1 - (1 - row.get("confidence", CONFIDENCE)) / family
+        interval = simultaneous_interval(row, confidence)
+        judged = None
+        if interval is not None:
+            claimed = row.get("claimed_here", row["claimed"])
+            judged = verdict(
+                interval,
+                claimed,
+                row.get("tolerance", 0.20),
+                kind=row.get("kind", "ratio"),
+                margin=row.get("margin", 0.10),
+            ).value
+        sim = {
+            "verdict": judged,
+            "ci": [interval.low, interval.high] if interval is not None else None,
+            "confidence": confidence,
+            "family": family,
+        }
+        out.append({**row, "simultaneous": sim})
+    return out
 
 
 def assess_claims(
@@ -245,6 +385,9 @@ def assess_claims(
     base: dict[str, Any],
     candidate: dict[str, Any],
     suite_rows: dict[str, dict[str, Any]] | None = None,
+    *,
+    confidence: float = CONFIDENCE,
+    stop: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every claim's row, in registry order; product rows see the factors measured before them.
 
@@ -253,35 +396,51 @@ def assess_claims(
         roles: the speed suite's roles (``Role.record()``), which name each ablation's knobs.
         base, candidate: the two paths' knobs.
         suite_rows: rows measured by other suites (the search suite), by claim id, or None.
+        confidence: the level the watched claims (``is_watched``) are judged at: 0.95 for a
+            fixed number of rounds, the stopping look's ``Schedule.confidence`` in a sequential
+            run. Other claims are judged at 0.95.
+        stop: why the speed suite's rounds stopped (``Decision.stop_note``), kept on its rows
+            beside ``n``, the rounds it ran; None for a fixed number of rounds.
+
+    Returns:
+        The rows; every judged row carries ``simultaneous`` (``add_simultaneous``), every
+        speed-suite row ``n`` and ``stop``.
     """
+    check_confidence(confidence)
     factor_ratios: dict[str, PerRound] = {}
     knobs = {"base": base, "candidate": candidate}
     ordered = sorted(claims, key=lambda c: bool(c.product_of))  # products after their factors
     rows = {}
     for claim in ordered:
+        level = confidence if is_watched(claim) else CONFIDENCE
         if claim.status == "pending":
             rows[claim.id] = claim_row(claim, verdict=Verdict.PENDING.value, reason=claim.reason)
         elif claim.status == "not applicable":
             rows[claim.id] = claim_row(claim, verdict=Verdict.NOT_APPLICABLE.value, reason=claim.reason)
         elif claim.suite == "speed" and records is not None and claim.product_of:
-            rows[claim.id] = assess_product(claim, factor_ratios)
+            rows[claim.id] = assess_product(claim, factor_ratios, confidence=level)
         elif claim.suite == "speed" and records is not None:
-            rows[claim.id], factor_ratios[claim.id] = assess_speed_claim(claim, records, roles, knobs)
+            rows[claim.id], factor_ratios[claim.id] = assess_speed_claim(claim, records, roles, knobs, confidence=level)
         elif suite_rows is not None and claim.id in suite_rows:
             rows[claim.id] = suite_rows[claim.id]
         elif claim.suite == "gpu":  # no GPU in this run: the row waits for a GPU record
             rows[claim.id] = claim_row(claim, verdict=Verdict.PENDING.value, reason=SUITE_HINTS["gpu"])
         else:
             rows[claim.id] = claim_row(claim, reason=f"not measured in this run: {SUITE_HINTS[claim.suite]}")
-    return [rows[c.id] for c in claims]
+        if claim.suite == "speed" and claim.status == "measured" and records is not None:
+            rows[claim.id] = {**rows[claim.id], "n": rounds_done(records), "stop": stop}
+    return add_simultaneous([rows[c.id] for c in claims])
 
 
 def ablation_metric(phase: str) -> str:
     return {"train": "train_samples_per_s", "validate": "val_pass_s"}[phase]
 
 
-def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each ablation role: its phase's metric against its reference role, paired by round."""
+def ablation_rows(
+    records: list[dict[str, Any]], roles: list[dict[str, Any]], *, confidence: float = CONFIDENCE
+) -> list[dict[str, Any]]:
+    """For each ablation role: its phase's metric against its reference role, paired by round,
+    with its interval at ``confidence`` (a sequential run's stopping look's, like its claims)."""
     rows = []
     for role in roles:
         name, reference = role["name"], role["reference"]
@@ -290,7 +449,7 @@ def ablation_rows(records: list[dict[str, Any]], roles: list[dict[str, Any]]) ->
         for phase in role["phases"]:
             metric = ablation_metric(phase)
             ratios = role_ratios(records, reference, name, metric)
-            interval = interval_of(np.array(list(ratios.values()))) if ratios else None
+            interval = interval_of(np.array(list(ratios.values())), confidence) if ratios else None
             errors = worker_errors(records, name)
             train = phase == "train"
             rows.append(
@@ -356,7 +515,8 @@ GPU_READINGS = {
 
 def gpu_claim_rows(record: dict[str, Any], claims: list[Claim] | None = None) -> list[dict[str, Any]]:
     """Rows of the GPU suite's claims from a ``bench.gpu`` record: CPU time / GPU time of one
-    reading. The repeats of the two devices are independent timings, paired by index."""
+    reading. The repeats of the two devices are independent timings, paired by index. The
+    simultaneous family is the record's own judged rows."""
     rows = []
     cpu, gpu = record.get("cpu") or {}, record["gpu"]
     for claim in claims or load_claims():
@@ -386,4 +546,4 @@ def gpu_claim_rows(record: dict[str, Any], claims: list[Claim] | None = None) ->
                 ),
             )
         )
-    return rows
+    return add_simultaneous(rows)

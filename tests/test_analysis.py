@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.analysis import ablation_rows, assess_claims
+from bench.analysis import (
+    ablation_rows,
+    add_simultaneous,
+    assess_claims,
+    judged_row,
+    rounds_done,
+    watched_claims,
+    watched_ratios,
+)
 from bench.claims import load_claims
 from bench.runner import ablation_roles, plan_roles
+from bench.sequential import Schedule, decide
+from bench.stats import Interval, interval_of, share_interval
 from diffusion.paths import ALT, NEU
 
 # role: (val_pass_s, samples per pass, train_samples_per_s, val growth MiB, train growth MiB)
@@ -203,3 +213,109 @@ def test_log_bytes_without_the_tracking_that_wrote_them_are_not_judged():
         rec.get("disk", {}).pop("tracking", None)
     row = verdicts(recs)["M3"]
     assert row["verdict"] == "not measured" and "carry tracking" in row["reason"]
+
+
+# --- simultaneous verdicts and sequential runs ---------------------------------------------------
+
+
+def ci(interval: Interval) -> list[float]:
+    return [interval.low, interval.high]
+
+
+def test_every_judged_row_carries_a_simultaneous_verdict_over_the_runs_family():
+    rows = verdicts(records())
+    family = [r for r in rows.values() if r["measured"] and r["kind"] in ("ratio", "share")]
+    assert len(family) == 12  # V1-V5, T1-T5, M1, M2: M3 and M4 are exact, nothing else ran
+    for row in family:
+        sim = row["simultaneous"]
+        assert sim["family"] == 12 and sim["confidence"] == pytest.approx(1 - 0.05 / 12)
+        assert sim["ci"][0] <= row["ci"][0] and row["ci"][1] <= sim["ci"][1], row["id"]
+    assert rows["M3"]["simultaneous"] == {
+        "verdict": "holds (exact)",
+        "ci": rows["M3"]["ci"],
+        "confidence": None,
+        "family": 12,
+    }
+    assert "simultaneous" not in rows["Q1"]  # not measured: nothing to judge
+
+
+def test_a_verdict_near_its_band_edge_can_be_inconclusive_under_simultaneous_coverage():
+    t3 = next(c for c in load_claims() if c.id == "T3")  # claimed 1.5: band 1.25 .. 1.8
+    ratios = dict(enumerate(1.70 * np.exp(0.05 * np.linspace(-1, 1, 6))))
+    row = judged_row(t3, interval_of(np.array(list(ratios.values()))), per_round=ratios)
+    far = judged_row(
+        t3, interval_of(np.full(6, 1.5) * np.exp(0.01 * np.arange(6))), per_round=dict(enumerate([1.5] * 6))
+    )
+    out = add_simultaneous([row] + [far] * 9)
+    assert out[0]["verdict"] == "holds"
+    assert out[0]["simultaneous"]["verdict"] == "inconclusive"
+    assert out[0]["simultaneous"]["family"] == 10 and out[0]["simultaneous"]["confidence"] == pytest.approx(0.995)
+    assert "simultaneous" not in row  # the input rows are left as they were
+
+
+def test_a_share_is_judged_again_on_its_trials_and_an_unrebuildable_interval_says_none():
+    h2 = next(c for c in load_claims() if c.id == "H2")
+    share = judged_row(h2, share_interval(30, 40))
+    derived = {**share, "per_round": {"0": 1.2, "1": 1.3, "2": 1.25}}  # a share derived from ratios
+    out = add_simultaneous([share, derived])
+    wider = share_interval(30, 40, 0.975)  # family of 2
+    assert out[0]["simultaneous"]["ci"] == pytest.approx([wider.low, wider.high])
+    assert out[1]["simultaneous"]["verdict"] is None and out[1]["simultaneous"]["ci"] is None
+
+
+def test_a_sequential_run_judges_watched_claims_at_its_looks_level_and_others_at_95():
+    recs = records(rounds=9)
+    rows = {
+        r["id"]: r
+        for r in assess_claims(
+            load_claims(), recs, ROLES, ALT.knobs(), NEU.knobs(), confidence=0.99, stop="decided: every claim decided"
+        )
+    }
+    for cid in ("V1", "V5", "T1", "T5"):
+        assert rows[cid]["confidence"] == pytest.approx(0.99)
+        assert rows[cid]["ci"] == pytest.approx(ci(interval_of(np.array(list(rows[cid]["per_round"].values())), 0.99)))
+        assert rows[cid]["simultaneous"]["confidence"] == pytest.approx(1 - 0.01 / 12)
+    assert rows["M1"]["confidence"] == pytest.approx(0.95)  # memory is not watched
+    assert rows["M1"]["simultaneous"]["confidence"] == pytest.approx(1 - 0.05 / 12)
+    for cid in ("V1", "T4", "M1", "M3"):
+        assert rows[cid]["n"] == 9 and rows[cid]["stop"] == "decided: every claim decided"
+    assert "n" not in rows["H1"] and "stop" not in rows["Q1"]
+
+
+def test_default_rows_are_judged_at_95_with_their_rounds_and_no_stop_reason():
+    rows = verdicts(records())
+    assert rows["T1"]["confidence"] == 0.95 and rows["T1"]["n"] == 6 and rows["T1"]["stop"] is None
+
+
+def test_watched_claims_are_the_measurable_v_and_t_ratios_with_their_products():
+    claims = load_claims()
+    watched = watched_claims(claims, ROLES, ALT.knobs(), NEU.knobs())
+    assert list(watched) == ["V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5"]
+    no_ablations = [r for r in ROLES if r["reference"] is None]
+    assert list(watched_claims(claims, no_ablations, ALT.knobs(), NEU.knobs())) == ["V1", "T1"]
+
+
+def test_watched_ratios_are_the_ratios_the_rows_are_judged_on():
+    recs = records(rounds=5, fail={"base+val_compile": 2})
+    claims = load_claims()
+    watched = watched_claims(claims, ROLES, ALT.knobs(), NEU.knobs())
+    got = watched_ratios(watched, recs, ROLES)
+    rows = verdicts(recs)
+    for cid, values in got.items():
+        assert values.tolist() == pytest.approx(list(rows[cid]["per_round"].values())), cid
+    assert len(got["V4"]) == 4 and len(got["V5"]) == 4 and len(got["V2"]) == 5
+    assert rounds_done(recs) == 5
+
+
+def test_the_looks_decision_and_the_rows_agree():
+    schedule = Schedule.spending(8)
+    recs = records(rounds=5)
+    claims = load_claims()
+    watched = watched_claims(claims, ROLES, ALT.knobs(), NEU.knobs())
+    decision = decide(schedule, 5, watched_ratios(watched, recs, ROLES), watched)
+    rows = {
+        r["id"]: r for r in assess_claims(claims, recs, ROLES, ALT.knobs(), NEU.knobs(), confidence=decision.confidence)
+    }
+    for cid, interval in decision.intervals.items():
+        assert rows[cid]["ci"] == pytest.approx([interval.low, interval.high]), cid
+        assert rows[cid]["verdict"] == decision.verdicts[cid].value, cid
