@@ -717,7 +717,9 @@ def gate(args: Any, *, start: Starter | None = None) -> int:
     else:
         from bench.trees import resolve_against
 
-        against = resolve_against(args.against, aa=args.aa)  # before any worker: nothing to compare is refused
+        same_path = args.candidate is None or parse_path(args.candidate).knobs() == parse_path(args.path).knobs()
+        # Before any worker starts: nothing to compare is refused.
+        against = resolve_against(args.against, aa=args.aa, same_path=same_path)
         preset = args.preset or "tiny"
         defaults = calibrated_defaults(preset)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]

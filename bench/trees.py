@@ -105,16 +105,19 @@ def nothing_to_compare(ref: str, commit: str, *, default: bool, shallow: bool) -
     )
 
 
-def resolve_against(against: str | None, *, aa: bool) -> tuple[str, str]:
+def resolve_against(against: str | None, *, aa: bool, same_path: bool = True) -> tuple[str, str]:
     """REF's name and commit, checked by git alone (before any worker starts).
 
     Args:
         against: the REF named, or None for the default (``default_ref``; with ``aa``, HEAD).
         aa: an A/A check on purpose: REF must then be HEAD's own commit.
+        same_path: both sides run the same path (False: HEAD runs a candidate path, which
+            is something to compare even on REF's own code).
 
     Raises:
-        ConfigError: REF does not resolve; REF is HEAD's own commit with nothing uncommitted
-            and no ``aa`` (nothing to compare); ``aa`` with a REF that is another commit.
+        ConfigError: REF does not resolve; REF is HEAD's own commit with nothing uncommitted,
+            the same path on both sides and no ``aa`` (nothing to compare); ``aa`` with a REF
+            that is another commit.
     """
     name = against or ("HEAD" if aa else default_ref())
     commit = resolve_ref(name)
@@ -124,7 +127,7 @@ def resolve_against(against: str | None, *, aa: bool) -> tuple[str, str]:
             f"--aa runs HEAD against its own commit {short(head)}, but REF {name!r} is "
             f"{short(commit)}; leave out --aa to gate against it."
         )
-    if commit == head and not aa and is_clean():
+    if commit == head and same_path and not aa and is_clean():
         no_parent = git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}").returncode != 0
         raise ConfigError(nothing_to_compare(name, commit, default=against is None, shallow=no_parent and is_shallow()))
     return name, commit

@@ -57,8 +57,8 @@ def test_head_against_itself_passes(tmp_path):
     out = tmp_path / "gate.json"
     # The gate's own job and turns, at 4 rounds, on one pinned core.
     result = bench(
-        "bench.gate", "--against", "HEAD", "--preset", "tiny", "--rounds", "4", "--tolerance", "0.10", "--cpus", "1",
-        "--json", str(out),
+        "bench.gate", "--against", "HEAD", "--aa", "--preset", "tiny", "--rounds", "4", "--tolerance", "0.10",
+        "--cpus", "1", "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok ") == 2 and "pinned to 1 core(s)" in result.stdout

@@ -103,7 +103,9 @@ def test_head_named_in_a_full_clone_is_refused_with_its_own_cause(monkeypatch, t
     with pytest.raises(ConfigError, match="nothing to compare, as 'HEAD' is HEAD itself; gate --against HEAD~1"):
         bench.trees.resolve_against("HEAD", aa=False)
     assert bench.trees.resolve_against("HEAD~1", aa=False)[1] == git(repo, "rev-parse", "HEAD~1")
-    # An uncommitted change is something to compare: HEAD with it against HEAD.
+    # Another path on HEAD's code is something to compare (the gate's own --candidate check).
+    assert bench.trees.resolve_against("HEAD", aa=False, same_path=False)[0] == "HEAD"
+    # So is an uncommitted change: HEAD with it against HEAD.
     (repo / "f").write_text("changed")
     assert bench.trees.resolve_against("HEAD", aa=False)[1] == git(repo, "rev-parse", "HEAD")
 
@@ -205,6 +207,13 @@ def test_aa_in_a_depth_1_clone_runs_head_against_itself(in_clone, tmp_path, caps
     record = json.loads(out.read_text())
     assert record["aa"] is True and record["ref"]["commit"] == git(in_clone, "rev-parse", "HEAD")
     assert [r["round"] for r in record["records"]] == [0, 0, 1, 1, 2, 2]
+
+
+def test_another_candidate_path_against_head_is_something_to_compare(in_clone, capsys):
+    assert run_gate("--against", "HEAD", "--candidate", "neu:train_compile=eager") == 0  # the fakes train alike
+    assert "HEAD " in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="nothing to compare"):
+        run_gate("--against", "HEAD", "--candidate", "neu")  # the same knobs as --path
 
 
 def test_aa_alone_means_against_head(in_clone, capsys):
