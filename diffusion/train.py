@@ -48,7 +48,11 @@ def build_parser() -> Parser:
         type=bounded(float, positive=True),
         help="stop after the first epoch whose validation loss is at or below this",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress: neither the bar (on a terminal) nor the line per epoch (when piped)",
+    )
     return parser
 
 
@@ -95,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     from diffusion.trainer import Trainer, fit
 
     trainer = Trainer(preset, path, seed=args.seed)
-    with TrainingProgress(args.epochs, trainer.steps_per_epoch, path.batch_size, disable=args.no_progress) as progress:
+    title = f"{format_path(path)} @ {preset.name}"
+    with TrainingProgress(
+        args.epochs, trainer.steps_per_epoch, path.batch_size, title=title, disable=args.no_progress
+    ) as progress:
         progress.start_at(trainer.epoch)
         try:
             result = fit(

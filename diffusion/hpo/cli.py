@@ -90,7 +90,11 @@ def build_parser() -> Parser:
         help="with --workers: replace a worker process after this many trials (default 5); TensorFlow "
         "keeps ~100 MiB of compiled-step state per trial that only a new process gives back",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress: neither the bar (on a terminal) nor the line per finished trial (when piped)",
+    )
 
     p = sub.add_parser(
         "worker", help="join an existing study as one process (e.g. a SLURM array task)", epilog=EXIT_CODES
@@ -180,31 +184,24 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
     print(storage_spec.line(), flush=True)
     quiet_frameworks()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from diffusion.hpo.search import counts, create_study, work_in_threads
     from diffusion.hpo.storage import open_storage
+    from diffusion.progress import TrialProgress
 
     storage = open_storage(storage_spec.url, workers=args.workers or args.n_jobs)
     study = create_study(args.study, storage, config)
     start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=args.no_progress,
-    ) as progress:
-        task = progress.add_task("trials", total=args.n_trials, status="")
+    with TrialProgress(args.n_trials, disable=args.no_progress) as progress:
 
-        def refresh() -> dict[str, int]:
-            c = counts(study)
-            progress.update(
-                task, completed=min(c["finished"], args.n_trials), status=summary_line(c, best_value(study))
-            )
+        def refresh(*, quiet: bool = False) -> dict[str, int]:
+            trials = study.get_trials(deepcopy=False)
+            c = counts(study, trials)
+            progress.update(trials, summary_line(c, best_value(study)), quiet=quiet)
             return c
 
+        before = refresh(quiet=True)  # a study resumed: its earlier trials count, without a line each
+        if before["finished"] and not args.no_progress:
+            print(f"the study holds {before['finished']} finished trial(s) already", file=sys.stderr, flush=True)
         if args.workers:
             env = worker_env(storage_spec)
             command = worker_command(args.study, args.n_trials, args.recycle)
@@ -242,6 +239,7 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
                 work_in_threads(study, config, args.n_trials, args.n_jobs)
             finally:
                 done.set()
+                poller.join()  # its last poll ends before the final one, so no line follows the summary
         c = refresh()
     wall = time.perf_counter() - start
     print(

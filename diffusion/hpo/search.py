@@ -246,11 +246,13 @@ def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any],
     return objective
 
 
-def counts(study: Any) -> dict[str, int]:
+def counts(study: Any, trials: list[Any] | None = None) -> dict[str, int]:
+    """Trials by state (lower-case names) and ``finished`` (complete + pruned); from ``trials``
+    when the caller has just polled them."""
     from optuna.trial import TrialState
 
     out = {s.name.lower(): 0 for s in TrialState}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in study.get_trials(deepcopy=False) if trials is None else trials:
         out[trial.state.name.lower()] += 1
     out["finished"] = out["complete"] + out["pruned"]
     return out
