@@ -75,14 +75,20 @@ class TrainingProgress:
             BarColumn(),
             TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
             TextColumn("{task.fields[rate]}"),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[loss]}"),
             TextColumn("{task.fields[val]}"),
             TimeElapsedColumn(),
             console=self.console,
             disable=not self.live,
         )
         self.task = self.progress.add_task(
-            "train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs, rate="", loss=float("nan"), val=""
+            "train",
+            total=epochs * steps_per_epoch,
+            epoch=1,
+            epochs=epochs,
+            rate="first step (tracing)",
+            loss="",
+            val="",
         )
         self._last: float | None = None  # None until the first step has run: it traces, and is left out
         self._window: list[float] = []
@@ -117,8 +123,8 @@ class TrainingProgress:
         self._last = now
         rate = self.rate
         epoch = min((step - 1) // self.steps_per_epoch + 1, self.epochs)
-        text = f"{rate:>7.0f} samples/s" if rate is not None else "  first step (tracing)"
-        self.progress.update(self.task, completed=step, epoch=epoch, rate=text, loss=loss)
+        text = f"{rate:>7.0f} samples/s" if rate is not None else ""
+        self.progress.update(self.task, completed=step, epoch=epoch, rate=text, loss=f"loss {loss:.4f}")
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         now = time.perf_counter()
