@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -255,11 +256,16 @@ def test_memory_cli_refuses_to_resume_another_plan(tmp_path):
 @pytest.mark.slow
 def test_memory_killed_mid_run_resumes_with_its_finished_jobs_unchanged(tmp_path):
     """SIGKILL the run itself (and its worker) after its first job; --resume measures only the rest."""
+    # From a copy of the code: an edit to this checkout between the two runs would change the
+    # code digest, and the resume would be refused (rightly).
+    code = tmp_path / "code"
+    for package in ("bench", "diffusion"):
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "M.json"
     partial = partial_path(out)
     argv = [PYTHON, "-m", "bench.memory", *memory_argv(out, "--train-seconds", "0.3")]
-    env = python_env()
-    cut = subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = {**python_env(), "PYTHONPATH": str(code)}
+    cut = subprocess.Popen(argv, cwd=code, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not (partial.exists() and len(partial.read_text().splitlines()) >= 2):
@@ -273,7 +279,7 @@ def test_memory_killed_mid_run_resumes_with_its_finished_jobs_unchanged(tmp_path
     finished = [json.loads(line) for line in partial.read_text().splitlines()[1:]]
     assert [job["key"] for job in finished] == [["neu", 32]]
 
-    again = subprocess.run([*argv, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*argv, "--resume"], cwd=code, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "batch 32: ok (reused)" in again.stderr and again.stderr.count(": ok") == 2
     result = json.loads(out.read_text())
