@@ -48,7 +48,7 @@ from diffusion.presets import get_preset
 from diffusion.shapes import check as check_shape
 
 if TYPE_CHECKING:
-    from bench.runner import CodeTree, Plan
+    from bench.runner import CodeTree, Plan, Runner
     from bench.turns import Starter
 
 RUN_SCHEMA = "pmt-bench/gate-run/2"
@@ -361,10 +361,21 @@ def round_detail(records: list[dict[str, Any]], ref: str, new: str, ratio_name: 
 
 
 def measure(
-    plan: Plan, sides: tuple[str, str], ratio_name: str, *, start: Starter | None = None
+    plan: Plan,
+    sides: tuple[str, str],
+    ratio_name: str,
+    *,
+    start: Starter | None = None,
+    runner: Runner | None = None,
 ) -> list[dict[str, Any]]:
     """``run_plan`` with a line per finished round on stderr (a bar on a terminal), so minutes
-    of measuring are not mistaken for a hang."""
+    of measuring are not mistaken for a hang.
+
+    Args:
+        sides: the reference and the measured role, whose ratios each round's line shows.
+        start, runner: a turn-taking worker's starter and a whole-process job's runner
+            (None: the real ones; tests pass fakes).
+    """
     from bench.progress import JobProgress
     from bench.runner import run_plan
 
@@ -377,7 +388,7 @@ def measure(
                 detail = round_detail(pending.pop(r), *sides, ratio_name)
                 progress.done(f"round {r + 1}", record, detail=detail)
 
-        return run_plan(plan, start=start, on_job=finished)
+        return run_plan(plan, start=start, on_job=finished, **({"runner": runner} if runner else {}))
 
 
 def ab_gate(

@@ -216,6 +216,22 @@ def test_another_candidate_path_against_head_is_something_to_compare(in_clone, c
         run_gate("--against", "HEAD", "--candidate", "neu")  # the same knobs as --path
 
 
+@pytest.mark.slow
+def test_aa_in_a_depth_1_clone_measures_for_real(shallow_clone, tmp_path):
+    junit = tmp_path / "gate.xml"
+    env = python_env()
+    env["PYTHONPATH"] = str(shallow_clone)
+    result = subprocess.run(
+        [PYTHON, "-m", "bench.gate", "--aa", "--preset", "tiny", "--rounds", "2", "--train-seconds", "0.2",
+         "--junit", str(junit)],
+        capture_output=True, text=True, timeout=600, cwd=shallow_clone, env=env,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # measured, whatever 2 rounds say
+    assert "an A/A check on purpose (--aa)" in result.stdout and "[2/2] gate round 2" in result.stderr
+    xml = JUnitXml.fromfile(str(junit))
+    assert (xml.tests, xml.errors) == (2, 0), result.stdout + result.stderr  # both checks measured
+
+
 def test_aa_alone_means_against_head(in_clone, capsys):
     assert run_gate("--aa") == 0
     assert "against REF HEAD = " in capsys.readouterr().out
@@ -386,6 +402,27 @@ def test_a_junit_file_in_a_missing_directory_is_one_line_exit_2_and_nothing_runs
     result = run_module("bench.gate", "--aa", "--junit", str(tmp_path / "no" / "gate.xml"), **blocked_tf)
     one_line_exit_2(result, "--junit")
     assert "does not exist" in result.stderr
+
+
+def test_whole_processes_get_a_line_per_round_too(capsys):
+    from bench.runner import CodeTree, Plan, Role
+    from diffusion.paths import parse_path
+
+    def run_job(job, root):  # REF takes 0.05 s a validation pass, HEAD 0.1: half as fast
+        slow = 2.0 if str(root) == "/head" else 1.0
+        return {"phases": {"train": {"train_samples_per_s": 1000.0 / slow}, "validate": {"val_pass_s": 0.05 * slow}}}
+
+    roles = (
+        Role("ref", parse_path("neu"), ("validate", "train"), tree=CodeTree(Path("/ref"), "REF x", "abc")),
+        Role(
+            "head", parse_path("neu"), ("validate", "train"), reference="ref", tree=CodeTree(Path("/head"), "HEAD", "d")
+        ),
+    )
+    records = bench.gate.measure(Plan(roles, "tiny", 2), ("ref", "head"), "HEAD/REF", runner=run_job)
+    assert len(records) == 4
+    lines = [x for x in capsys.readouterr().err.splitlines() if " gate round " in x]
+    assert [x.split(" in ")[0] for x in lines] == ["[1/2] gate round 1", "[2/2] gate round 2"]
+    assert all(x.endswith(": HEAD/REF train_samples_per_s 0.5x, val_pass_s 0.5x") for x in lines), lines
 
 
 def test_a_bar_instead_of_lines_on_a_terminal(in_clone, monkeypatch, capsys):
