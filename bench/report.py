@@ -46,6 +46,7 @@ VERDICT_COLOR = {  # the plot's colours, one per verdict, with a key
 }
 COLUMNS = ("id", "claim", "ALT", "NEU", "ratio [95% CI]", "claimed", "verdict", "n")
 OPEN_VERDICTS = ("pending", "not applicable")
+MARK = "†"  # a verdict that differs under simultaneous coverage of the whole table
 
 
 def fmt_value(value: float | None, unit: str | None = None) -> str:
@@ -74,6 +75,13 @@ def fmt_claimed(row: dict[str, Any]) -> str:
     return f"{value:.0%}" if row.get("kind") == "share" else f"{value:.3g}x"
 
 
+def simultaneous_differs(row: dict[str, Any]) -> bool:
+    """Whether the row's verdict under simultaneous coverage (``bench.analysis.add_simultaneous``)
+    differs from its own; False for records saved before rows carried one."""
+    sim = row.get("simultaneous") or {}
+    return sim.get("verdict") is not None and sim["verdict"] != row["verdict"]
+
+
 def claim_cells(row: dict[str, Any]) -> list[str]:
     unit = row.get("unit")
     return [
@@ -83,9 +91,45 @@ def claim_cells(row: dict[str, Any]) -> list[str]:
         fmt_value(row["candidate_value"], unit),
         fmt_interval(row["measured"], row.get("kind", "ratio")),
         fmt_claimed(row),
-        row["verdict"],
+        row["verdict"] + (f" {MARK}" if simultaneous_differs(row) else ""),
         str(row["rounds"] or "-"),
     ]
+
+
+def simultaneous_line(row: dict[str, Any]) -> str | None:
+    """The detail line of a row whose simultaneous verdict differs, or could not be formed."""
+    sim = row.get("simultaneous") or {}
+    if not sim or sim.get("confidence") is None:
+        return None
+    family = f"family of {sim['family']} claims, each interval at {sim['confidence']:.2%}"
+    if sim.get("verdict") is None:
+        return f"simultaneous verdict not formed ({family}): its interval cannot be rebuilt from the row"
+    if not simultaneous_differs(row):
+        return None
+    low, high = sim["ci"]
+    interval = f"[{low:.0%}, {high:.0%}]" if row.get("kind") == "share" else f"[{low:.3g}, {high:.3g}]"
+    return f"{MARK} simultaneous 95% over the table ({family}): {sim['verdict']}, {interval}"
+
+
+def stop_line(row: dict[str, Any]) -> str | None:
+    """Why a sequential run's rounds stopped, and the level its interval is at, if not 95%."""
+    if not row.get("stop"):
+        return None
+    level = row.get("confidence")
+    at = f"; interval at {level:.2%}, the look's level (95% over the looks)" if level and level != 0.95 else ""
+    return f"n = {row.get('n')} rounds, stopped: {row['stop']}{at}"
+
+
+def family_note(rows: list[dict[str, Any]]) -> str | None:
+    """The footnote a table needs when one of its verdicts carries the mark."""
+    marked = [r for r in rows if simultaneous_differs(r)]
+    if not marked:
+        return None
+    family = marked[0]["simultaneous"]["family"]
+    return (
+        f"{MARK} the verdict differs under simultaneous 95% coverage of the whole table (Bonferroni, "
+        f"family of {family} claims: every claim judged with an interval in this run); the row's details give it"
+    )
 
 
 def detail_lines(row: dict[str, Any]) -> list[str]:
@@ -103,6 +147,7 @@ def detail_lines(row: dict[str, Any]) -> list[str]:
         )
     if row.get("reason"):
         lines.append(row["reason"])
+    lines += [line for line in (stop_line(row), simultaneous_line(row)) if line]
     return lines
 
 
@@ -301,6 +346,9 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             continue
         compact = console.width < COMPACT_BELOW
         console.print(_claim_table(title, rows, compact=compact))
+        note = family_note(rows)
+        if note:
+            console.print(f"  {note}", overflow="fold")
         for row in rows:
             for line in (_compact_lines(row) if compact else []) + detail_lines(row):
                 console.print(f"  [dim]{row['id']}: {line}[/dim]", overflow="fold")
@@ -369,7 +417,13 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         *([f"Provenance: {result['provenance']}.", ""] if result.get("provenance") else []),
         "Verdict rule (README, 'What a run tells you'): direction first, then the claim's band; "
-        "fewer than 3 rounds give no verdict.",
+        "fewer than 3 rounds give no verdict."
+        + (
+            f" {MARK} marks a verdict that differs under simultaneous 95% coverage of every claim judged "
+            "with an interval in this run (Bonferroni: each of the m intervals at 1 - alpha/m)."
+            if any(r.get("simultaneous") for r in result["claims"])
+            else ""
+        ),
         "",
     ]
     for family, title in FAMILY_TITLES.items():
@@ -377,6 +431,8 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         if not rows:
             continue
         parts += [f"## {title}", "", _md_table(COLUMNS, [claim_cells(r) for r in rows]), ""]
+        note = family_note(rows)
+        parts += [note, ""] if note else []
         parts += [f"- {r['id']}: {line}" for r in rows for line in detail_lines(r)] + [""]
     open_rows = [r for r in result["claims"] if r["verdict"] in OPEN_VERDICTS]
     parts += [

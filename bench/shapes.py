@@ -49,6 +49,13 @@ CLAIM = Record(
         "beside": Maybe(
             Record({"metric": str, "base_value": Maybe(NUMBER), "candidate_value": Maybe(NUMBER)}, {"unit": Maybe(str)})
         ),
+        # Since sequential runs and simultaneous verdicts (bench.analysis); older records lack them.
+        "confidence": NUMBER,
+        "n": Maybe(int),
+        "stop": Maybe(str),
+        "simultaneous": Record(
+            {"verdict": Maybe(VERDICT), "family": int}, {"ci": Maybe(PAIR), "confidence": Maybe(NUMBER)}
+        ),
     },
 )
 ABLATION = Record(

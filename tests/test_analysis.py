@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from bench.analysis import (
     ablation_rows,
@@ -15,6 +16,7 @@ from bench.analysis import (
     watched_ratios,
 )
 from bench.claims import load_claims
+from bench.report import claim_cells, detail_lines, family_note, markdown, render
 from bench.runner import ablation_roles, plan_roles
 from bench.sequential import Schedule, decide
 from bench.stats import Interval, interval_of, share_interval
@@ -319,3 +321,76 @@ def test_the_looks_decision_and_the_rows_agree():
     for cid, interval in decision.intervals.items():
         assert rows[cid]["ci"] == pytest.approx([interval.low, interval.high]), cid
         assert rows[cid]["verdict"] == decision.verdicts[cid].value, cid
+
+
+# --- rendering the simultaneous mark (bench.report) ------------------------------------------------
+
+
+def near_edge_rows() -> dict[str, dict]:
+    """T3 holds at 95% but not under the family of 10; T1 holds under both."""
+    claims = {c.id: c for c in load_claims()}
+    edge = dict(enumerate(1.70 * np.exp(0.05 * np.linspace(-1, 1, 6))))
+    steady = dict(enumerate(2.4 * np.exp(0.01 * np.linspace(-1, 1, 6))))
+    rows = [judged_row(claims["T3"], interval_of(np.array(list(edge.values()))), per_round=edge)]
+    rows += [judged_row(claims["T1"], interval_of(np.array(list(steady.values()))), per_round=steady)] * 9
+    return {r["id"]: r for r in add_simultaneous(rows)}
+
+
+def a_result(claims: list[dict]) -> dict:
+    return {
+        "base": {"spec": "alt"},
+        "candidate": {"spec": "neu"},
+        "suite": "speed",
+        "preset": "tiny",
+        "rounds": 6,
+        "wall_s": 1.0,
+        "claims": claims,
+        "ablations": [],
+        "environment": {},
+    }
+
+
+def test_a_verdict_that_differs_under_simultaneous_coverage_is_marked_with_its_family():
+    rows = near_edge_rows()
+    assert claim_cells(rows["T3"])[6] == "holds †"
+    assert claim_cells(rows["T1"])[6] == "holds"
+    line = detail_lines(rows["T3"])[-1]
+    assert line.startswith("† simultaneous 95% over the table (family of 10 claims, each interval at 99.50%)")
+    assert "inconclusive" in line
+    assert "family of 10 claims" in family_note(list(rows.values()))
+
+
+def test_markdown_and_terminal_tables_both_carry_the_mark_and_its_footnote():
+    rows = near_edge_rows()
+    text = markdown(a_result([rows["T3"], rows["T1"]]))
+    assert "| holds † |" in text and "family of 10 claims: every claim judged" in text
+    assert "- T3: † simultaneous 95% over the table" in text
+    console = Console(record=True, width=160)
+    render(a_result([rows["T3"], rows["T1"]]), console)
+    shown = console.export_text()
+    assert "holds †" in shown and "family of 10 claims: every claim judged" in shown
+
+
+def test_rows_saved_before_simultaneous_verdicts_render_without_a_mark():
+    old = {k: v for k, v in near_edge_rows()["T3"].items() if k not in ("simultaneous", "confidence")}
+    assert claim_cells(old)[6] == "holds"
+    assert not any("simultaneous" in line for line in detail_lines(old))
+    assert family_note([old]) is None and "†" not in markdown(a_result([old]))
+
+
+def test_a_sequential_rows_stop_reason_and_level_are_in_its_details():
+    row = {**near_edge_rows()["T1"], "n": 9, "stop": "decided: every claim decided at n = 9", "confidence": 0.9893}
+    assert "n = 9 rounds, stopped: decided: every claim decided at n = 9; interval at 98.93%" in detail_lines(row)[-1]
+
+
+def test_rows_with_simultaneous_verdicts_fit_the_saved_claim_shape():
+    from bench.shapes import CLAIM
+    from diffusion.errors import ConfigError
+    from diffusion.shapes import check
+
+    rows = assess_claims(load_claims(), records(), ROLES, ALT.knobs(), NEU.knobs(), confidence=0.99, stop="budget")
+    for row in rows:
+        check(row, CLAIM, "a row")
+    bad = {**rows[0], "simultaneous": {"verdict": "maybe", "family": 12}}
+    with pytest.raises(ConfigError, match="simultaneous"):
+        check(bad, CLAIM, "a row")
