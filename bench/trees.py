@@ -71,11 +71,20 @@ def default_ref() -> str:
     named = config.get("tool", {}).get("pmt-bench", {}).get("gate-against")
     if isinstance(named, str) and named:
         return named
+    found = []
     for branch in MAIN_BRANCHES:
         proc = git("merge-base", "HEAD", branch)
         if proc.returncode == 0 and proc.stdout.strip():
             return proc.stdout.strip()
-    raise ConfigError("--against must be given: there is no branch main to take the merge base with.")
+        if git("rev-parse", "--verify", "--quiet", f"{branch}^{{commit}}").returncode == 0:
+            found.append(branch)
+    if not found:
+        raise ConfigError("--against must be given: there is no branch main to take the merge base with.")
+    # A shallow clone cuts the history where the merge base would be.
+    why = (
+        "this shallow clone's history stops short of it: git fetch --unshallow" if is_shallow() else "no shared history"
+    )
+    raise ConfigError(f"--against must be given: HEAD and {found[0]} have no merge base here ({why}).")
 
 
 def short(commit: str) -> str:

@@ -110,6 +110,36 @@ def test_head_named_in_a_full_clone_is_refused_with_its_own_cause(monkeypatch, t
     assert bench.trees.resolve_against("HEAD", aa=False)[1] == git(repo, "rev-parse", "HEAD")
 
 
+def test_a_shallow_branch_clone_without_the_merge_base_says_so(monkeypatch, tmp_path):
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    for name in ("a", "b"):
+        (origin / name).write_text(name)
+        git(origin, "add", name)
+        git(origin, "commit", "-qm", name)
+    git(origin, "checkout", "-q", "-b", "feature", "HEAD~1")
+    (origin / "c").write_text("c")
+    git(origin, "add", "c")
+    git(origin, "commit", "-qm", "c")
+    clone = tmp_path / "clone"
+    git(
+        origin,
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--no-single-branch",
+        "--branch",
+        "feature",
+        f"file://{origin}",
+        str(clone),
+    )
+    monkeypatch.setattr(bench.trees, "ROOT", clone)
+    with pytest.raises(ConfigError, match="HEAD and origin/main have no merge base here .*shallow clone.*--unshallow"):
+        bench.trees.resolve_against(None, aa=False)
+
+
 def test_the_default_ref_that_is_head_says_it_was_the_default():
     message = bench.trees.nothing_to_compare("0123abc", "0123abc" + "0" * 33, default=True, shallow=False)
     assert "the default REF (gate-against in pyproject, else the merge base with main) is HEAD itself" in message
