@@ -204,3 +204,35 @@ def test_verdict_rejects_nonsense_claims():
         verdict(iv(1, 1), claimed=1.0, tolerance=1.5)
     with pytest.raises(ValueError, match="kind"):
         verdict(iv(1, 1), claimed=1.0, kind="vibes")
+
+
+# --- the level of an interval ---------------------------------------------------------------------
+
+
+def test_interval_at_another_level_uses_that_levels_t_quantile():
+    # logs 0, ln 2, ln 4: t(0.995, 2) = 9.9248
+    got = interval_of(np.array([1.0, 2.0, 4.0]), 0.99)
+    half = 9.924843200918276 * np.log(2) / np.sqrt(3)
+    assert got.low == pytest.approx(2.0 * np.exp(-half)) and got.high == pytest.approx(2.0 * np.exp(half))
+    assert interval_of(np.array([1.0, 2.0, 4.0])) == interval_of(np.array([1.0, 2.0, 4.0]), 0.95)
+
+
+def test_a_higher_level_widens_ratio_and_share_intervals():
+    base, cand = np.array([10.0, 11.0, 9.0, 10.5]), np.array([20.0, 23.0, 17.0, 21.0])
+    narrow, wide = ratio_interval(base, cand), ratio_interval(base, cand, confidence=0.995)
+    assert wide.low < narrow.low and narrow.high < wide.high
+    assert share_interval(30, 40, 0.995).low < share_interval(30, 40).low
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 95.0, -0.5])
+def test_a_level_outside_0_1_is_refused(level):
+    with pytest.raises(ValueError, match="confidence"):
+        interval_of(np.array([1.0, 2.0, 3.0]), level)
+    with pytest.raises(ValueError, match="confidence"):
+        share_interval(3, 4, level)
+
+
+def test_nan_and_infinite_ratios_are_refused():
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="positive"):
+            interval_of(np.array([1.0, bad, 2.0]))
