@@ -255,10 +255,11 @@ def decide(
     undecided = tuple(c for c, v in verdicts.items() if v not in DECIDED)
     k, looks = schedule.looks.index(n) + 1, len(schedule.looks)
     where = f"n = {n}, look {k} of {looks} at {confidence:.2%}"
+    still = f"{len(undecided)} open ({', '.join(undecided)})"
     if not undecided:
         reason, detail = DECIDED_STOP, f"every claim decided at {where}"
     elif n == schedule.max_rounds:
-        reason, detail = MAX_ROUNDS_STOP, f"{len(undecided)} open at the last look ({where})"
+        reason, detail = MAX_ROUNDS_STOP, f"{still} at the last look ({where})"
     else:
         following = schedule.next_look(n)
         assert following is not None  # n is a look and not the last
@@ -268,7 +269,7 @@ def decide(
             if projected > budget_s:
                 reason = BUDGET_STOP
                 detail = (
-                    f"{len(undecided)} open at {where}; the next look ({following} rounds) "
+                    f"{still} at {where}; the next look ({following} rounds) "
                     f"would end at ~{projected:.0f} s of {budget_s:.0f} s"
                 )
     return Decision(bool(reason), reason, n, confidence, intervals, verdicts, undecided, detail)

@@ -116,7 +116,7 @@ def test_an_open_claim_at_an_early_look_goes_on():
 def test_the_last_look_stops_with_max_rounds_and_names_the_open_claims():
     decision = decide(SCHEDULE, 12, {"T1": steady(12.0, 12), "T3": steady(1.8, 12, 0.2)}, CLAIMS)
     assert decision.stop and decision.reason == MAX_ROUNDS_STOP
-    assert decision.undecided == ("T3",) and "1 open at the last look" in decision.detail
+    assert decision.undecided == ("T3",) and "1 open (T3) at the last look" in decision.detail
 
 
 def test_a_next_look_past_the_budget_stops_at_this_look():
