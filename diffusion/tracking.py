@@ -4,10 +4,17 @@ Levels, each writing what the one before writes and more:
 
 - ``none``: nothing (the history lives only in the returned ``FitResult``).
 - ``jsonl``: one JSON line per epoch in ``metrics.jsonl`` (ALT).
-- ``tensorboard``: that line, plus TensorBoard event files in ``tensorboard/``: per-epoch
-  scalars (train loss, val loss and its stderr, samples/s, validation pass time, input-wait
-  share, learning rate) and the training loss every ``STEP_EVERY`` steps (NEU).
-- ``histograms``: that, plus a histogram of every weight per epoch (Keras's ``histogram_freq=1``).
+- ``tensorboard``: that line, plus TensorBoard event files laid out as Keras's TensorBoard
+  callback writes them: runs ``tensorboard/train/`` and ``tensorboard/validation/``, each with
+  ``epoch_loss`` (so TensorBoard draws train and validation loss on one chart), train's
+  learning rate, samples/s and input-wait share, validation's loss stderr and pass time, and
+  train's ``batch_loss`` every ``STEP_EVERY`` steps (NEU).
+- ``histograms``: that, plus a histogram of every weight per epoch in ``train/`` (Keras's
+  ``histogram_freq=1``).
+
+One difference from Keras: every event's step is the global optimizer step, the epoch scalars'
+too (Keras steps those by epoch). Resume relies on it: TensorBoard's reader drops a file's
+events from a ``SessionLog.START``'s step on, across all tags, so one unit per file.
 
 Event files are written through the ``tensorboard`` package's own record writer and protocol
 buffers, not ``tf.summary``: in TensorFlow 2.21 ``tf.summary.scalar`` itself raises
@@ -15,8 +22,8 @@ buffers, not ``tf.summary``: in TensorFlow 2.21 ``tf.summary.scalar`` itself rai
 this way the JAX backend writes the same files without importing TensorFlow.
 
 Resume: the log never runs ahead of the checkpoint in what a reader sees. ``metrics.jsonl`` is
-cut back to the checkpoint's epoch; TensorBoard gets a new event file that opens with a
-``SessionLog.START`` one step after the checkpoint, which TensorBoard's reader takes as "drop
+cut back to the checkpoint's epoch; each TensorBoard run gets a new event file that opens with
+a ``SessionLog.START`` one step after the checkpoint, which TensorBoard's reader takes as "drop
 what earlier files logged from this step on" (what a kill between log and checkpoint left).
 """
 
@@ -43,17 +50,21 @@ TENSORBOARD_DIR = "tensorboard"
 # Per-step loss every N optimizer steps: the loss curve inside an epoch at ~1/10 the volume of
 # every step (Keras's TensorBoard(update_freq=N) habit).
 STEP_EVERY = 10
-# Per-epoch scalars: event tag -> key of the epoch record.
-EPOCH_SCALARS: dict[str, str] = {
-    "epoch/train_loss": "train_loss",
-    "epoch/val_loss": "val_loss",
-    "epoch/val_loss_stderr": "val_loss_stderr",
-    "epoch/train_samples_per_s": "train_samples_per_s",
-    "epoch/val_pass_s": "val_pass_s",
-    "epoch/input_wait_share": "input_wait_share",
-    "epoch/learning_rate": "learning_rate",
+# TensorBoard runs (subfolders of tensorboard/), named as Keras's TensorBoard callback names them.
+TRAIN_RUN, VALIDATION_RUN = "train", "validation"
+RUNS = (TRAIN_RUN, VALIDATION_RUN)
+# Per-epoch scalars: (run, tag) -> key of the epoch record. The same tag in both runs is what
+# puts train and validation loss on one chart.
+EPOCH_SCALARS: dict[tuple[str, str], str] = {
+    (TRAIN_RUN, "epoch_loss"): "train_loss",
+    (VALIDATION_RUN, "epoch_loss"): "val_loss",
+    (VALIDATION_RUN, "epoch_loss_stderr"): "val_loss_stderr",
+    (TRAIN_RUN, "epoch_samples_per_s"): "train_samples_per_s",
+    (VALIDATION_RUN, "epoch_pass_s"): "val_pass_s",
+    (TRAIN_RUN, "epoch_input_wait_share"): "input_wait_share",
+    (TRAIN_RUN, "epoch_learning_rate"): "learning_rate",
 }
-STEP_TAG = "step/train_loss"
+STEP_TAG = "batch_loss"  # in the train run: Keras's name for the loss every `update_freq` batches
 HISTOGRAM_BINS = 30  # tf.summary.histogram's default bucket count
 WRITES_EVENTS = ("tensorboard", "histograms")
 
@@ -134,70 +145,42 @@ class JsonlLog:
         pass
 
 
-class TensorBoardLog:
-    """TensorBoard event files: scalars per epoch and every ``STEP_EVERY`` steps, optional weight histograms.
-
-    Args:
-        logdir: the event files' directory (``tensorboard --logdir`` it or any folder above).
-        histograms: also write a histogram of every weight per epoch.
-    """
+class EventFile:
+    """One TensorBoard run's event file of this process, written through the tensorboard
+    package's record writer and protocol buffers."""
 
     _serial = itertools.count()
 
-    def __init__(self, logdir: Path, *, histograms: bool) -> None:
-        check_tracking("tensorboard")
+    def __init__(self, rundir: Path, *, resumed: bool, global_step: int) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.record_writer import RecordWriter
 
-        self._event_pb2, self._summary_pb2, self._record_writer = event_pb2, summary_pb2, RecordWriter
-        self.logdir, self.histograms = logdir, histograms
-        self._file: BinaryIO | None = None
-
-    def start(self, *, resumed_epoch: int | None, global_step: int) -> list[dict[str, Any]]:
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        if resumed_epoch is None:
-            for old in self.logdir.glob("*tfevents*"):
-                old.unlink()
+        self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        rundir.mkdir(parents=True, exist_ok=True)
         # One new file per process, named as TensorFlow names them (the reader sorts by name).
         name = f"events.out.tfevents.{time.time():010.0f}.{socket.gethostname()}.{os.getpid()}.{next(self._serial)}.v2"
-        self._file = (self.logdir / name).open("ab")
-        self._writer = self._record_writer(self._file)
-        self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-        if resumed_epoch is not None:
-            start = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
-            self._write(self._event_pb2.Event(wall_time=time.time(), step=global_step + 1, session_log=start))
+        self._file: BinaryIO | None = (rundir / name).open("ab")
+        self._writer = RecordWriter(self._file)
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if resumed:
+            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._write(event_pb2.Event(wall_time=time.time(), step=global_step + 1, session_log=start))
         self.flush()
-        return []
 
     def _write(self, event: Any) -> None:
         self._writer.write(event.SerializeToString())
 
-    def _summary(self, step: int, values: list[Any]) -> None:
+    def summary(self, step: int, values: list[Any]) -> None:
         summary = self._summary_pb2.Summary(value=values)
         self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
-    def on_step(self, step: int, loss: float) -> None:
-        if step % STEP_EVERY == 0:
-            self._summary(step, [self._summary_pb2.Summary.Value(tag=STEP_TAG, simple_value=loss)])
+    def scalar(self, tag: str, value: float) -> Any:
+        return self._summary_pb2.Summary.Value(tag=tag, simple_value=value)
 
-    def on_epoch(self, record: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
-        values = [
-            self._summary_pb2.Summary.Value(tag=tag, simple_value=float(record[key]))
-            for tag, key in EPOCH_SCALARS.items()
-            if record.get(key) is not None
-        ]
-        if self.histograms:
-            values += [
-                self._summary_pb2.Summary.Value(tag=f"weights/{name}", histo=self._histogram(array))
-                for name, array in weights.items()
-            ]
-        self._summary(int(record["global_step"]), values)
-        self.flush()
-
-    def _histogram(self, array: np.ndarray) -> Any:
+    def histogram(self, tag: str, array: np.ndarray) -> Any:
         values = np.asarray(array, dtype=np.float64).ravel()
         counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
-        return self._summary_pb2.HistogramProto(
+        histo = self._summary_pb2.HistogramProto(
             min=float(values.min()),
             max=float(values.max()),
             num=float(values.size),
@@ -206,6 +189,7 @@ class TensorBoardLog:
             bucket_limit=edges[1:].tolist(),
             bucket=counts.astype(float).tolist(),
         )
+        return self._summary_pb2.Summary.Value(tag=tag, histo=histo)
 
     def flush(self) -> None:
         # fsync: the epoch's events are on disk before its checkpoint is, so a kill never
@@ -219,6 +203,56 @@ class TensorBoardLog:
             self.flush()
             self._file.close()
             self._file = None
+
+
+class TensorBoardLog:
+    """TensorBoard event files in Keras's layout: runs ``train/`` and ``validation/`` with
+    scalars per epoch, ``batch_loss`` every ``STEP_EVERY`` steps, optional weight histograms.
+
+    Args:
+        logdir: the runs' parent directory (``tensorboard --logdir`` it or any folder above).
+        histograms: also write a histogram of every weight per epoch.
+    """
+
+    def __init__(self, logdir: Path, *, histograms: bool) -> None:
+        check_tracking("tensorboard")
+        self.logdir, self.histograms = logdir, histograms
+        self._runs: dict[str, EventFile] = {}
+
+    def start(self, *, resumed_epoch: int | None, global_step: int) -> list[dict[str, Any]]:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        if resumed_epoch is None:
+            for old in self.logdir.rglob("*tfevents*"):  # the runs' and an older flat layout's
+                old.unlink()
+        resumed = resumed_epoch is not None
+        self._runs = {run: EventFile(self.logdir / run, resumed=resumed, global_step=global_step) for run in RUNS}
+        return []
+
+    def on_step(self, step: int, loss: float) -> None:
+        if step % STEP_EVERY == 0:
+            train = self._runs[TRAIN_RUN]
+            train.summary(step, [train.scalar(STEP_TAG, loss)])
+
+    def on_epoch(self, record: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        for run, events in self._runs.items():
+            values = [
+                events.scalar(tag, float(record[key]))
+                for (where, tag), key in EPOCH_SCALARS.items()
+                if where == run and record.get(key) is not None
+            ]
+            if self.histograms and run == TRAIN_RUN:
+                values += [events.histogram(f"weights/{name}", array) for name, array in weights.items()]
+            if values:
+                events.summary(int(record["global_step"]), values)
+        self.flush()
+
+    def flush(self) -> None:
+        for events in self._runs.values():
+            events.flush()
+
+    def close(self) -> None:
+        for events in self._runs.values():
+            events.close()
 
 
 class Tracking:
