@@ -82,9 +82,20 @@ TRAIN_SECONDS = bounded(float, positive=True, high=300.0, why=" (a worker is kil
 ROUNDS = bounded(int, low=1, high=100, why=" (each round runs every job once; 100 take hours)")
 
 
+# For the --help of every CLI that loads a backend.
+FRAMEWORK_LOGS = (
+    "TensorFlow's start-up log lines (absl, oneDNN, CPU features) are hidden: "
+    "TF_CPP_MIN_LOG_LEVEL=0 shows them, 3 hides C++ errors too"
+)
+
+
 def quiet_frameworks() -> None:
-    """Hide TensorFlow's C++ start-up chatter; warnings and errors still show."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Hide TensorFlow's C++ start-up chatter (its INFO and WARNING lines: absl's notice, oneDNN's,
+    the CPU-feature guard's); its errors still show. A ``TF_CPP_MIN_LOG_LEVEL`` the user set
+    wins (``0`` shows everything); an empty one counts as unset. Call before TensorFlow loads:
+    the C++ logger reads the variable once, at import."""
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 
 def check_writable_dir(path: Path, what: str) -> Path:

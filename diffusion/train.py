@@ -12,6 +12,7 @@ from typing import Any
 
 from diffusion.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint
 from diffusion.cli import (
+    FRAMEWORK_LOGS,
     SEED,
     Parser,
     bounded,
@@ -30,7 +31,7 @@ from diffusion.tracking import METRICS_NAME, check_tracking
 
 # --epochs stops at 10000, thousands of times any run here (default 3): a larger count is a typo.
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m diffusion.train", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m diffusion.train", description=__doc__.splitlines()[0], epilog=FRAMEWORK_LOGS)
     parser.add_argument("--path", default="neu", help="path spec, e.g. alt, neu, neu:train_compile=xla (default neu)")
     parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
     parser.add_argument(
@@ -38,15 +39,17 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory: checkpoint and metrics")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--json", type=Path, help="write a summary record here")
+    parser.add_argument("--json", type=Path, help="write a summary record here (default: none)")
     parser.add_argument("--seed", type=SEED, default=0, help="seeds weights and batch order (default 0)")
     parser.add_argument(
-        "--config", type=Path, help="best.json from `python -m diffusion.hpo best`: its parameters apply"
+        "--config",
+        type=Path,
+        help="best.json from `python -m diffusion.hpo best`: its parameters apply (default: the preset's and path's)",
     )
     parser.add_argument(
         "--target-loss",
         type=bounded(float, positive=True),
-        help="stop after the first epoch whose validation loss is at or below this",
+        help="stop after the first epoch whose validation loss is at or below this (default: run every epoch)",
     )
     parser.add_argument(
         "--no-progress",

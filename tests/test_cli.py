@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -180,3 +181,23 @@ def test_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     history = json.loads(summary_path.read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, done + 2))
+
+
+@pytest.mark.parametrize(("set_by_user", "level"), [(None, "2"), ("", "2"), ("0", "0"), ("3", "3")])
+def test_tensorflow_start_up_logging_is_quiet_unless_the_user_set_a_level(monkeypatch, set_by_user, level):
+    from diffusion.cli import quiet_frameworks
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", set_by_user or "")  # recorded, so the test leaves it as it was
+    if set_by_user is None:
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    quiet_frameworks()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == level
+
+
+@pytest.mark.parametrize("command", [["diffusion.train"], ["diffusion.hpo", "run"], ["diffusion.hpo", "worker"]])
+def test_help_says_how_to_see_tensorflow_logging_again(blocked_tf, command):
+    result = subprocess.run(
+        [PYTHON, "-m", *command, "--help"], capture_output=True, text=True, timeout=60, env=python_env(**blocked_tf)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TF_CPP_MIN_LOG_LEVEL=0 shows them" in " ".join(result.stdout.split())

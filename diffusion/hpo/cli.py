@@ -18,7 +18,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import SEED, Parser, bounded, check_writable_file, quiet_frameworks, run, write_json_atomic
+from diffusion.cli import (
+    FRAMEWORK_LOGS,
+    SEED,
+    Parser,
+    bounded,
+    check_writable_file,
+    quiet_frameworks,
+    run,
+    write_json_atomic,
+)
 from diffusion.errors import ConfigError, StudyNotFound
 from diffusion.hpo.search import PRUNERS, SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe, has_secret, redact, resolve_storage
@@ -73,7 +82,9 @@ def build_parser() -> Parser:
             help="no pruning before this epoch (default 3)",
         )
 
-    p = sub.add_parser("run", help="run a study on this machine with threads or worker processes")
+    p = sub.add_parser(
+        "run", help="run a study on this machine with threads or worker processes", epilog=FRAMEWORK_LOGS
+    )
     common(p)
     search(p)
     group = p.add_mutually_exclusive_group()
@@ -81,7 +92,9 @@ def build_parser() -> Parser:
         "--n-jobs", type=bounded(int, low=1, high=256), default=1, help="threads in this process (default 1)"
     )
     group.add_argument(
-        "--workers", type=bounded(int, low=1, high=1000), help="separate worker processes joining the study"
+        "--workers",
+        type=bounded(int, low=1, high=1000),
+        help="separate worker processes joining the study (default: none, trials run in threads of this process)",
     )
     p.add_argument(
         "--recycle",
@@ -97,16 +110,22 @@ def build_parser() -> Parser:
     )
 
     p = sub.add_parser(
-        "worker", help="join an existing study as one process (e.g. a SLURM array task)", epilog=EXIT_CODES
+        "worker",
+        help="join an existing study as one process (e.g. a SLURM array task)",
+        epilog=f"{EXIT_CODES}. {FRAMEWORK_LOGS}",
     )
     common(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--max-trials", type=TRIALS, help="exit after this many trials (memory: see `run --recycle`)")
+    group.add_argument(
+        "--max-trials",
+        type=TRIALS,
+        help="exit after this many trials (memory: see `run --recycle`; default: when the study is done)",
+    )
     group.add_argument(
         "--recycle",
         type=TRIALS,
         help="run trials in a fresh child process, replaced after this many trials, until the study is done "
-        "(memory: see `run --recycle`)",
+        "(memory: see `run --recycle`; default: trials run in this process)",
     )
 
     p = sub.add_parser("sbatch", help="print a SLURM array script that starts W workers on a shared storage")
