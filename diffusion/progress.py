@@ -181,7 +181,8 @@ def trial_line(trial: Any, finished: int, total: int, best: float | None) -> str
     took = f", {_seconds(seconds)}" if seconds is not None else ""
     steps = sorted(trial.intermediate_values)
     if state == "COMPLETE":
-        what = f"complete: val loss {trial.value:.4f} after {len(steps)} epochs{took}"
+        epochs = f"{len(steps)} epoch" + ("" if len(steps) == 1 else "s")
+        what = f"complete: val loss {trial.value:.4f} after {epochs}{took}"
     elif state == "PRUNED" and trial.user_attrs.get("pruned_reason"):
         what = f"pruned: loss not finite{took}"
     elif state == "PRUNED" and steps:

@@ -129,6 +129,10 @@ def trial(number: int, state: str, *, value: float | None = None, epochs: int = 
             dict(number=6, state="PRUNED", epochs=1, pruned_reason="loss became nan at step 7"),
             "[2/8] trial 6 pruned: loss not finite; best 0.2500",
         ),
+        (
+            dict(number=3, state="COMPLETE", value=0.25, epochs=1),
+            "[2/8] trial 3 complete: val loss 0.2500 after 1 epoch; best 0.2500",
+        ),
         (dict(number=7, state="FAIL"), "[2/8] trial 7 failed; best 0.2500"),
     ],
 )
