@@ -63,7 +63,7 @@ def compare_refusal(preset: str, storage: str, compared: dict[Any, dict[str, Any
             f"`pytest-benchmark --storage {storage} list` lists them."
         )
     for path, benchmarks in compared.items():
-        presets = {b.get("params", {}).get("preset") for b in benchmarks.values()}
+        presets = {(b.get("params") or {}).get("preset") for b in benchmarks.values()}
         if preset not in presets:
             other = ", ".join(sorted(str(p) for p in presets))
             return (

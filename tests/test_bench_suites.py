@@ -70,6 +70,8 @@ def test_a_comparison_with_a_run_of_another_preset_is_refused_and_one_of_this_pr
         "tiny", "S", {"m/0002_abc.json": small}, True
     )
     assert compare_refusal("tiny", "S", {"m/0001_abc.json": tiny}, True) is None
+    unparametrised = {"test_y": {"params": None}}
+    assert "saved at preset None" in compare_refusal("tiny", "S", {"m/0003_abc.json": unparametrised}, True)
 
 
 def test_gate_against_storage_holding_only_a_small_run_fails_before_benchmarking(tmp_path, blocked_tf):
