@@ -192,6 +192,12 @@ def summary_line(c: dict[str, int], best: float | None) -> str:
     )
 
 
+def bar_status(c: dict[str, int], best: float | None) -> str:
+    """The bar's short status (the bar itself shows finished of total), so the bar keeps its width at 80 columns."""
+    best_text = f"{best:.4f}" if best is not None else "-"
+    return f"best {best_text}, running {c['running']}, pruned {c['pruned']}, failed {c['fail']}"
+
+
 def best_value(study: Any) -> float | None:
     try:
         return study.best_value
@@ -215,7 +221,7 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
         def refresh(*, quiet: bool = False) -> dict[str, int]:
             trials = study.get_trials(deepcopy=False)
             c = counts(study, trials)
-            progress.update(trials, summary_line(c, best_value(study)), quiet=quiet)
+            progress.update(trials, bar_status(c, best_value(study)), quiet=quiet)
             return c
 
         before = refresh(quiet=True)  # a study resumed: its earlier trials count, without a line each
