@@ -37,19 +37,44 @@ OLD_SCHEMAS = ("pmt-bench/compare/1",)
 GPU_SCHEMA = "pmt-bench/gpu/1"  # bench.gpu's records, which --from renders too
 
 
-# The suites' upper bounds: each is many times the default, and past it a run takes days.
+# A day: past it a run would hold a machine for longer than any CI job or SLURM slot allows.
+BUDGET_MINUTES = bounded(float, positive=True, high=24 * 60.0, why=" (a day)")
+SPEED_ROUNDS, SCALING_ROUNDS = 16, 5
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     parser.add_argument("base", nargs="?", help="base path spec (default alt)")
     parser.add_argument("candidate", nargs="?", help="candidate path spec (default neu)")
-    parser.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)} (default small)")
-    parser.add_argument("--rounds", type=ROUNDS, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--preset", default="seed", help=f"one of {', '.join(PRESETS)} (default seed: the report's model)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=ROUNDS,
+        help=f"rounds at most: the speed suite stops earlier once every V/T claim is decided (default "
+        f"{SPEED_ROUNDS}); the scaling suite runs them all (default {SCALING_ROUNDS})",
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=BUDGET_MINUTES,
+        default=14.0,
+        help="wall time for the speed suite; no round starts that would not end in it (default 14)",
+    )
     parser.add_argument(
         "--train-seconds", type=TRAIN_SECONDS, default=2.5, help="steady-state training time per job (default 2.5)"
     )
     parser.add_argument("--no-ablations", action="store_true", help="measure only base and candidate")
     parser.add_argument("--no-disk", action="store_true", help="skip M3/M4 (a one-epoch fit per path; slow at seed)")
     parser.add_argument("--both-ways", action="store_true", help="also measure the candidate with each knob set back")
+    parser.add_argument(
+        "--xla", action="store_true", help="also measure the candidate with XLA (beyond the report; no claim reads it)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a cut run from the finished jobs kept beside --json (the same command, the same code)",
+    )
     parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds (default 0)")
     parser.add_argument("--json", type=Path, help="write the result record here")
     parser.add_argument("--markdown", type=Path, help="write Markdown tables here, and a PNG plot beside them")
@@ -142,38 +167,67 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
 SUITES = ("speed", "hpo", "scaling", "quality", "all")
 
 
-def measure_speed(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
-    """The speed suite: base, candidate and ablations in fresh workers over interleaved rounds."""
-    from bench.analysis import ablation_rows, path_summary
+def measure_speed(args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any]) -> dict[str, Any]:
+    """The speed suite (bench/speed.py): memory in whole processes, then V/T in frozen turns,
+    round after round until every V/T claim is decided, the budget is spent or --rounds is reached."""
+    from bench.analysis import ablation_rows, path_summary, rounds_done
+    from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
-    from bench.runner import Plan, plan_roles, run_plan
+    from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure
 
-    roles = plan_roles(base, candidate, ablations=not args.no_ablations, both_ways=args.both_ways)
-    plan = Plan(
-        tuple(roles),
+    plan = SpeedPlan(
+        base,
+        candidate,
         args.preset,
-        args.rounds,
-        job_options={"train_seconds": args.train_seconds},
+        max_rounds=args.rounds or SPEED_ROUNDS,
+        budget_s=args.budget_minutes * 60,
+        train_seconds=args.train_seconds,
+        ablations=not args.no_ablations,
+        both_ways=args.both_ways,
+        xla=args.xla,
+        disk=not args.no_disk,
         seed=args.seed,
-        disk_roles=() if args.no_disk else ("base", "candidate"),
     )
-    with JobProgress("speed", args.rounds * len(roles)) as progress:
-
-        def on_job(r: int, role: Any, record: dict[str, Any]) -> None:
-            progress.done(f"round {r + 1}/{args.rounds} {role.name}", record)
-
-        records = run_plan(plan, on_job=on_job)
+    roles = plan.roles()
     role_dicts = [r.record() for r in roles]
+    identity = run_identity(plan.record(), "bench/speed.py")
+    memory, turns = (Partial.beside(args.json, identity, resume=args.resume, part=part) for part in ("memory", "speed"))
+    kept += [memory, turns]
+    reused = len(memory.done()) + len(turns.done())
+    total = MEMORY_ROUNDS * 2 + plan.max_rounds * len(roles) - reused
+    with JobProgress("speed" + (f" ({reused} jobs reused)" if reused else ""), total) as progress:
+
+        def on_job(stage: str, role: Any, record: dict[str, Any]) -> None:
+            progress.done(f"{stage} {role.name}", record)
+
+        sequential = Sequential(claims, role_dicts, base.knobs(), candidate.knobs(), max_rounds=plan.max_rounds)
+        measured = measure(plan, rule=sequential.rule, on_job=on_job, kept=(memory, turns))
+    records = measured["records"]
+    turn_records = [rec for rec in records if rec.get("measured_for") != "memory"]
+    if sequential.decision is None or sequential.decision.n != rounds_done(turn_records):
+        sequential.judge(turn_records)  # the last round: the rule is not asked after it
     ok = [rec for rec in records if "environment" in rec]
     if not ok:
         raise ConfigError(f"every worker failed; first: {records[0].get('error') if records else 'none ran'}")
     return {
         "records": records,
         "roles": role_dicts,
-        "ablations": ablation_rows(records, role_dicts),
+        "ablations": ablation_rows(records, role_dicts, **judging(sequential.record(), ablations=True)),
         "environment": ok[0]["environment"],
         "summary": {"base": path_summary(records, "base"), "candidate": path_summary(records, "candidate")},
+        "sequential": {
+            **{k: measured[k] for k in ("rounds", "memory_rounds", "reused", "wall_s")},
+            **sequential.record(),
+        },
     }
+
+
+def judging(sequential: dict[str, Any] | None, *, ablations: bool = False) -> dict[str, Any]:
+    """The level (and, for claim rows, the stop) a run's speed rows are judged at: the look its
+    sequential rule stopped at; 95% for a record from before the rule."""
+    if not sequential or sequential.get("confidence") is None:
+        return {}
+    return {"confidence": sequential["confidence"], **({} if ablations else {"stop": sequential["stop"]})}
 
 
 def measure_search(args: Any) -> dict[str, Any]:
@@ -192,10 +246,11 @@ def measure_search(args: Any) -> dict[str, Any]:
         return measure_hpo(plan, on_run=on_run)
 
 
-def measure_scaling(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
+def measure_scaling(args: Any, base: Any, candidate: Any, kept: list[Any]) -> dict[str, Any]:
     """The scaling suite: both paths at 1, 2, 4, ... cores by CPU affinity, interleaved rounds."""
     import os
 
+    from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
     from bench.runner import Plan, run_plan
     from bench.scaling import core_counts, scaling_roles, scaling_table
@@ -204,11 +259,24 @@ def measure_scaling(args: Any, base: Any, candidate: Any) -> dict[str, Any]:
     paths = {format_path(base): base, format_path(candidate): candidate}
     roles = scaling_roles(paths, counts)
     plan = Plan(
-        tuple(roles), args.preset, args.rounds, job_options={"train_seconds": args.train_seconds}, seed=args.seed
+        tuple(roles),
+        args.preset,
+        args.rounds or SCALING_ROUNDS,
+        job_options={"train_seconds": args.train_seconds},
+        seed=args.seed,
     )
-    with JobProgress("scaling", args.rounds * len(roles)) as progress:
-        records = run_plan(plan, on_job=lambda r, role, rec: progress.done(f"round {r + 1} {role.name}", rec))
+    partial = Partial.beside(
+        args.json, run_identity(plan.record(), "bench/scaling.py"), resume=args.resume, part="scaling"
+    )
+    kept.append(partial)
+    done = partial.done()
+    with JobProgress(
+        "scaling" + (f" ({len(done)} jobs reused)" if done else ""), plan.rounds * len(roles) - len(done)
+    ) as progress:
+        on_job = partial.on_job(lambda r, role, rec: progress.done(f"round {r + 1} {role.name}", rec))
+        records = run_plan(plan, done=done, on_job=on_job)
     return {
+        "rounds": plan.rounds,
         "counts": counts,
         "paths": list(paths),
         "roles": [r.record() for r in roles],
@@ -241,7 +309,9 @@ def measure_quality_suite(args: Any, base_spec: str, cand_spec: str) -> dict[str
     return {**raw, "ttq_summary": ttq_summary(raw), "verification": verification_summary(raw)}
 
 
-def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
+def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[str, Any]:
+    """Run the chosen suites; ``kept`` gains their partial records (bench/partial.py), which
+    the caller removes once the result is written."""
     from bench.analysis import assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
@@ -252,9 +322,9 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
     claims = load_claims(args.claims)
     base, candidate = parse_path(base_spec), parse_path(cand_spec)
     start = time.perf_counter()
-    speed = measure_speed(args, base, candidate) if args.suite in ("speed", "all") else None
+    speed = measure_speed(args, claims, base, candidate, kept) if args.suite in ("speed", "all") else None
     search = measure_search(args) if args.suite in ("hpo", "all") else None
-    scaling = measure_scaling(args, base, candidate) if args.suite in ("scaling", "all") else None
+    scaling = measure_scaling(args, base, candidate, kept) if args.suite in ("scaling", "all") else None
     quality = measure_quality_suite(args, base_spec, cand_spec) if args.suite in ("quality", "all") else None
     if args.json is not None:
         # Raw measurements first: an error in the analysis below must not cost the measuring time.
@@ -272,7 +342,7 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "suite": args.suite,
         "preset": args.preset,
-        "rounds": args.rounds if speed or scaling else 0,
+        "rounds": speed["sequential"]["rounds"] if speed else (scaling["rounds"] if scaling else 0),
         "wall_s": time.perf_counter() - start,
         "base": {
             "spec": format_path(base),
@@ -292,7 +362,9 @@ def measure(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
             base.knobs(),
             candidate.knobs(),
             suite_rows=suite_rows,
+            **judging(speed["sequential"] if speed else None),
         ),
+        "sequential": speed["sequential"] if speed else None,
         "ablations": speed["ablations"] if speed else [],
         "environment": (speed or {}).get("environment") or environment(preset=args.preset),
         "records": speed["records"] if speed else [],
@@ -335,8 +407,11 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
                 **(scaling_rows(result["scaling"], claims) if result.get("scaling") else {}),
                 **(quality_rows(result["quality"], claims) if result.get("quality") else {}),
             },
+            **judging(result.get("sequential")),
         ),
-        "ablations": ablation_rows(records, roles) if records else [],
+        "ablations": ablation_rows(records, roles, **judging(result.get("sequential"), ablations=True))
+        if records
+        else [],
         "reassessed": {
             "from_schema": result["schema"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -347,13 +422,23 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
 
 def check_paths(args: Any) -> None:
     """No file this run writes is one it reads (the record, the registry) or another it writes."""
+    from bench.partial import partial_path
     from bench.report import scaling_plot_name
 
     png = args.markdown.with_suffix(".png") if args.markdown is not None else None
     raw = args.json.with_suffix(".raw.json") if args.json is not None and args.source is None else None
+    partials = (
+        []
+        if args.json is None or args.source is not None
+        else [
+            (f"--json's partial record ({part})", partial_path(args.json, part))
+            for part in ("memory", "speed", "scaling")
+        ]
+    )
     outputs = [
         ("--json", args.json),
         ("--json's raw record", raw),
+        *partials,
         ("--markdown", args.markdown),
         ("--markdown's plot", png),
         ("--markdown's scaling plot", png.with_name(scaling_plot_name(png.name)) if png is not None else None),
@@ -378,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             check_writable_file(path, what)
     if args.markdown is not None:
         check_writable_file(args.markdown.with_suffix(".png"), "--markdown plot")
+    if args.resume and (args.source is not None or args.json is None):
+        raise ConfigError("--resume continues a cut measurement: give the same command with its --json, not --from.")
     if args.reassess and args.source is None:
         raise ConfigError("--reassess re-judges a saved result: give it with --from FILE.")
     if args.claims is not None:
@@ -385,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
 
         load_claims(args.claims)
 
+    kept: list[Any] = []
     if args.source is not None:
         result = load_result(args.source, reassess=args.reassess)
         if args.reassess:
@@ -393,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             if given is not None and parse_path(given).knobs() != result[key]["knobs"]:
                 raise ConfigError(f"{key} {given!r} does not match the saved result's {result[key]['spec']!r}.")
     else:
-        result = measure(args, args.base or "alt", args.candidate or "neu")
+        result = measure(args, args.base or "alt", args.candidate or "neu", kept)
 
     if result.get("schema") == GPU_SCHEMA:
         from bench.gpu_report import markdown, plot, render
@@ -402,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json is not None:
         write_json_atomic(args.json, result)
+    for partial in kept:  # the result holds every finished job now
+        partial.finish()
     if args.markdown is not None:
         png = args.markdown.with_suffix(".png")
         plot(result, png)

@@ -99,7 +99,7 @@ class Schedule:
         spend: str = "rounds",
     ) -> Schedule:
         """A schedule with up to ``looks`` looks spread evenly from ``first`` to ``max_rounds``,
-        at least ``gap`` rounds apart (8 rounds: 5, 8; 12: 5, 8, 12; 16: 5, 9, 12, 16).
+        at least ``gap`` rounds apart (8 rounds: 5, 8; 12: 5, 9, 12; 16: 5, 9, 12, 16).
 
         Spending ``rounds`` (the default) gives each look alpha in proportion to its rounds,
         ``alpha * n_k / sum(n)``: more alpha later. The early looks are there to let claims

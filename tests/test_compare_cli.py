@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,27 +23,67 @@ def bench(module: str, *args: str, timeout: float = 900, **env: str) -> subproce
     )
 
 
+TINY = ("alt", "neu", "--preset", "tiny", "--rounds", "3", "--train-seconds", "0.5")
+
+
+def kept_jobs(path: Path) -> list[dict]:
+    """The whole job lines of a partial record (its first line is the run's identity)."""
+    lines = path.read_text().splitlines()[1:] if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    """One real comparison at tiny: 3 rounds of ALT, NEU and every ablation in fresh workers."""
+    """One real comparison at tiny, 3 rounds (ALT and NEU in whole processes for memory, then
+    every role in frozen turns), SIGKILLed with its workers once its first jobs of turns are
+    kept, then resumed with --resume: the record every test here reads."""
     out = tmp_path_factory.mktemp("compare") / "result.json"
-    result = bench(
-        "bench.compare", "alt", "neu", "--preset", "tiny", "--rounds", "3", "--train-seconds", "0.5", "--json", str(out)
-    )
+    command = [PYTHON, "-m", "bench.compare", *TINY, "--json", str(out)]
+    speed = out.with_name("result.speed.partial.jsonl")
+    with out.with_suffix(".cut.stderr").open("w") as stderr:
+        cut = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=python_env(), cwd=ROOT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while len(kept_jobs(speed)) < 2 and cut.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert cut.poll() is None, out.with_suffix(".cut.stderr").read_text()[-3000:]
+        os.killpg(cut.pid, signal.SIGKILL)  # the run and its workers, at once
+        cut.wait()
+    kept = {"memory": kept_jobs(out.with_name("result.memory.partial.jsonl")), "speed": kept_jobs(speed)}
+    out.with_suffix(".kept.json").write_text(json.dumps(kept))
+    assert not out.exists()
+    result = bench("bench.compare", *TINY, "--json", str(out), "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     out.with_suffix(".stderr").write_text(result.stderr)
     return out
 
 
 @pytest.mark.slow
-def test_a_piped_run_prints_a_line_per_finished_job(saved):
-    lines = [line for line in saved.with_suffix(".stderr").read_text().splitlines() if line.startswith("[")]
-    roles = len(json.loads(saved.read_text())["roles"])
-    assert len(lines) == 3 * roles
-    assert lines[0].startswith(f"[1/{3 * roles}] speed round 1/3 ")
-    assert all(" in " in line and ("samples/s" in line or "val pass" in line) for line in lines)
+def test_a_compare_cut_by_sigkill_resumes_with_the_jobs_it_finished(saved):
+    kept = json.loads(saved.with_suffix(".kept.json").read_text())
+    result = json.loads(saved.read_text())
+    roles = [role["name"] for role in result["roles"]]
+    records = {(rec["round"], rec["role"], rec.get("measured_for")): rec for rec in result["records"]}
+    assert len(records) == len(result["records"]) == 3 * len(roles) + 3 * 2  # turns, then memory of ALT and NEU
+    assert len(kept["memory"]) == 6  # every memory job ends before the turns start
+    for job in kept["memory"]:
+        r, role = job["key"]
+        assert records[r, role, "memory"]["phases"].keys() == job["record"]["phases"].keys()
+        assert records[r, role, "memory"]["setup"] == job["record"]["setup"]  # reused, not measured again
+    whole = {
+        r
+        for r in {job["key"][0] for job in kept["speed"]}
+        if sum(job["key"][0] == r for job in kept["speed"]) == len(roles)
+    }
+    for job in kept["speed"]:
+        r, role = job["key"]
+        if r in whole:  # a round kept whole is reused; one cut mid-way is measured again whole
+            assert records[r, role, None] == {**job["record"]}, (r, role)
+    assert not list(saved.parent.glob("*.partial.jsonl"))  # removed once the result was written
+    assert f"speed ({6 + len(whole) * len(roles)} jobs reused)" in saved.with_suffix(".stderr").read_text()
 
 
+ONE_KNOB = [("loader", "train"), ("train_compile", "train"), ("clip_norm", "train")]
+ONE_KNOB += [("val_batches", "validate"), ("val_batch_size", "validate"), ("val_compile", "validate")]
 SPEED_AND_MEMORY = ("V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5", "M1", "M2")
 DECIDED = ("holds", "refuted", "refuted (reversed)", "exceeded")
 
@@ -87,7 +130,7 @@ def test_compare_reads_what_the_report_claims_not_what_is_easy(saved):
     assert (rows["M1"]["metric"], rows["M1"]["beside"]["metric"]) == ("train_rss_growth_mib", "train_peak_rss_mib")
     assert sorted(rows["V5"]["per_round"]) == ["0", "1", "2"]
     ablations = {(a["role"], a["phase"]) for a in result["ablations"]}
-    assert ("candidate+xla", "train") in ablations
+    assert ablations == {(f"base+{knob}", phase) for knob, phase in ONE_KNOB}  # XLA only with --xla
 
 
 @pytest.mark.slow

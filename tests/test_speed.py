@@ -1,0 +1,132 @@
+"""The speed suite's plan and loop (bench/speed.py), with fake workers: no process starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.analysis import assess_claims
+from bench.claims import load_claims
+from bench.sequential import Schedule
+from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure, memory_only
+from diffusion.paths import parse_path
+
+ALT, NEU = parse_path("alt"), parse_path("neu")
+# Each role's (train samples/s, validation pass s, validation samples/s), set so that every V/T
+# claim holds exactly as the report states it (V1 8x, V2 2.5x, ..., T4 1.1x).
+RATES = {
+    "base": (50.0, 5.0, 320.0),
+    "candidate": (120.0, 0.625, 2560.0),
+    "base+val_batches": (None, 2.0, 320.0),
+    "base+val_batch_size": (None, 10.0, 640.0),
+    "base+val_compile": (None, 5.0 / 1.5, 480.0),
+    "base+loader": (65.0, None, None),
+    "base+train_compile": (75.0, None, None),
+    "base+clip_norm": (55.0, None, None),
+}
+
+
+def plan(**changes) -> SpeedPlan:
+    return SpeedPlan(ALT, NEU, "tiny", **{"max_rounds": 16, "budget_s": 1e6, **changes})
+
+
+def test_the_plan_leaves_xla_out_unless_asked_and_measures_memory_of_base_and_candidate_only():
+    names = [role.name for role in plan().roles()]
+    assert sorted(names) == sorted(RATES)
+    assert "candidate+xla" in [role.name for role in plan(xla=True).roles()]
+    memory = plan().memory()
+    assert [role.name for role in memory.roles] == ["base", "candidate"] and memory.rounds == MEMORY_ROUNDS
+    assert memory.disk_roles == ("base", "candidate") and plan(disk=False).memory().disk_roles == ()
+    turns = plan().turns()
+    assert turns.freeze is True and turns.turn_seconds is not None and turns.rounds == 16
+
+
+def test_a_memory_record_keeps_memory_cpu_and_disk_and_drops_its_timings():
+    record = {
+        "phases": {"train": {"train_samples_per_s": 5.0, "rss_growth_mib": 12.0, "cores_busy": 1.5}},
+        "disk": {"log_bytes": 10},
+    }
+    kept = memory_only(record)
+    assert kept["phases"] == {"train": {"rss_growth_mib": 12.0, "cores_busy": 1.5}} and kept["disk"] == {
+        "log_bytes": 10
+    }
+    assert kept["measured_for"] == "memory" and memory_only({"error": "x"}) == {"error": "x"}
+
+
+class FakeTurns:
+    """A turn-taking worker whose record reads its role's ``RATES``."""
+
+    def __init__(self, job, root) -> None:
+        self.name = next(name for name, role in ROLES.items() if role.spec == job.spec)
+
+    def ask(self, request):
+        if request is None or request["turn"] != "finish":
+            return {"ready": True} if request is None else {"steps": 5, "seconds": 1.0}
+        train, val_pass, val_rate = RATES[self.name]
+        phases = {}
+        if train is not None:
+            phases["train"] = {"train_samples_per_s": train}
+        if val_pass is not None:
+            phases["validate"] = {"val_pass_s": val_pass, "val_samples_per_s": val_rate}
+        return {"record": {"phases": phases, "environment": {}}}
+
+    def freeze(self) -> None:
+        pass
+
+    def thaw(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+ROLES = {role.name: role for role in plan().roles()}
+
+
+def fake_memory(job, root):
+    phase = {"rss_growth_mib": 100.0, "peak_rss_mib": 900.0, "train_samples_per_s": 1.0, "val_pass_s": 9.0}
+    return {"phases": {"validate": dict(phase), "train": dict(phase)}, "environment": {}}
+
+
+def test_rounds_stop_at_the_first_look_where_every_claim_is_decided_and_rows_say_so():
+    claims = load_claims()
+    roles = [role.record() for role in plan().roles()]
+    sequential = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    out = measure(plan(), rule=sequential.rule, runner=fake_memory, start=FakeTurns)
+    assert sequential.schedule == Schedule.spending(16)
+    assert out["rounds"] == 5 and out["stop"].startswith("decided: every claim decided at n = 5, look 1 of 4")
+    turns = [rec for rec in out["records"] if rec.get("measured_for") != "memory"]
+    memory = [rec for rec in out["records"] if rec.get("measured_for") == "memory"]
+    assert len(turns) == 5 * len(roles) and len(memory) == 2 * MEMORY_ROUNDS
+    assert all("train_samples_per_s" not in rec["phases"]["train"] for rec in memory)  # speed is the turns' alone
+    rows = {
+        row["id"]: row
+        for row in assess_claims(
+            claims,
+            out["records"],
+            roles,
+            ALT.knobs(),
+            NEU.knobs(),
+            confidence=sequential.decision.confidence,
+            stop=sequential.decision.stop_note,
+        )  # fmt: skip
+    }
+    for cid in ("V1", "V2", "V3", "V4", "V5", "T1", "T2", "T3", "T4", "T5"):
+        assert rows[cid]["verdict"] == "holds" and rows[cid]["n"] == 5, (cid, rows[cid])
+        assert rows[cid]["confidence"] == pytest.approx(Schedule.spending(16).confidence(5))
+    assert rows["M1"]["verdict"] == "holds" and rows["M1"]["rounds"] == MEMORY_ROUNDS  # whole-process, at 95%
+
+
+def test_the_looks_are_fixed_from_the_rounds_the_budget_holds_after_the_first_round():
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    one_round = [{"round": 0, "role": "base", "phases": {}}]
+    fits = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    fits.judge(one_round, elapsed_s=100.0, budget_s=1250.0)  # 12 rounds fit
+    assert fits.schedule == Schedule.spending(12) and fits.schedule.looks == (5, 9, 12)
+    short = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    short.judge(one_round, elapsed_s=100.0, budget_s=450.0)  # 4 fit: one look, the plain 95% interval
+    assert short.schedule.looks == (4,) and short.schedule.alphas == (pytest.approx(0.05),)
+    capped = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=6)
+    capped.judge(one_round, elapsed_s=1.0, budget_s=1e6)
+    assert capped.schedule.max_rounds == 6
+    record = capped.record()
+    assert record["looks"] == [6] and "T1" in record["watched"] and "M1" not in record["watched"]
