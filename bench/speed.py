@@ -38,6 +38,11 @@ MEMORY_JOB = {"train_seconds": 0.5, "min_steps": 4, "val_passes": 1}
 # Long against a step's cache refill after another role's turn, short against the seconds
 # over which the machine drifts; a turn overruns by at most one step (ALT at seed: ~1.2 s).
 TURN_SECONDS = 0.25
+# Per role and round: two timed validation passes (each a turn), and training until
+# ``train_seconds`` and 4 steps. Rounds, not passes or steps within one process, are what the
+# interval counts; at seed ALT's validation pass is ~5 s and its step ~1.2 s, and the budget
+# buys more rounds when each is short.
+TURN_JOB = {"val_passes": 2, "min_steps": 4}
 XLA_KNOBS = ("train_compile", "val_compile")  # the role ``ablation_roles`` adds beyond the report
 
 
@@ -88,7 +93,7 @@ class SpeedPlan:
             tuple(self.roles()),
             self.preset,
             self.max_rounds,
-            job_options={"train_seconds": self.train_seconds},
+            job_options={"train_seconds": self.train_seconds, **TURN_JOB},
             seed=self.seed,
             turn_seconds=TURN_SECONDS,
             freeze=True,

@@ -165,10 +165,11 @@ def turn_round(
 
     With ``freeze``, only the worker whose turn it is runs: the others are stopped
     (``Worker.freeze``, SIGSTOP of its process group), so no background thread of theirs
-    (a prefetching loader) banks work off its clock or takes CPU from the turn's owner; and
-    the workers start one after the other, each frozen once it is ready, so set-up and the
-    first (traced) step are timed alone too. Without it (the gate's calibrated mode) the
-    workers start side by side and idle ones stay alive.
+    (a prefetching loader) banks work off its clock or takes CPU from the turn's owner. Set-up
+    (imports, data, model; not a claim's figure) runs side by side, each worker frozen once it
+    is ready; then each worker's first (traced) pass and steps run alone (the ``warm`` turn),
+    so the compile times beside the verdicts are timed without a neighbour. Without it (the
+    gate's calibrated mode) the workers start side by side and idle ones stay alive.
     """
     live: dict[str, Worker] = {}
     done: dict[str, dict[str, Any]] = {}
@@ -204,8 +205,12 @@ def turn_round(
         if freeze:
             for role in order:
                 live[role.name] = start(jobs[role.name], role.root)
+            for role in order:  # set-up runs side by side; each is frozen once it is ready
                 if ask(role.name, None) is not None:
                     live[role.name].freeze()
+            for role in order:  # the first (traced) pass and steps run alone
+                if role.name in live:
+                    ask(role.name, {"turn": "warm"})
         else:
             for role in order:
                 live[role.name] = start(jobs[role.name], role.root)

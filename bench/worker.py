@@ -3,7 +3,8 @@
 ``python -m bench.worker JOB_JSON OUT_JSON`` measures the job's phases one after the other
 and writes the record. ``python -m bench.worker --turns JOB_JSON`` takes turns instead: it
 sets up, says ``{"ready": true, "protocol": TURNS_PROTOCOL}`` on stdout, then answers one JSON request per stdin line
-(``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
+(``{"turn": "warm"}``: the first traced pass and steps, optional, else done before the first
+turn; ``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
 with one JSON line, the last one ``{"record": ...}`` (bench/turns.py drives it).
 
 Fresh processes keep thread pools, allocator state, caches and peak memory of one
@@ -74,7 +75,9 @@ def take_turns(job_json: str) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         turn = request.get("turn")
-        if turn == "validate":
+        if turn == "warm":
+            say(taker.warm_up())
+        elif turn == "validate":
             say(taker.validate())
         elif turn == "train":
             say(taker.train(float(request["seconds"])))
@@ -82,7 +85,7 @@ def take_turns(job_json: str) -> int:
             say({"record": taker.record()})
             return 0
         else:
-            raise SystemExit(f"unknown turn {turn!r}; valid turns: validate, train, finish.")
+            raise SystemExit(f"unknown turn {turn!r}; valid turns: warm, validate, train, finish.")
     raise SystemExit("stdin closed before the finish turn.")
 
 

@@ -271,7 +271,7 @@ def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
     worker = TurnWorker(Job("neu", "tiny", phases=("train",)))
     try:
         worker.ask(None)
-        with pytest.raises(WorkerFailed, match="unknown turn 'nap'; valid turns: validate, train, finish"):
+        with pytest.raises(WorkerFailed, match="unknown turn 'nap'; valid turns: warm, validate, train, finish"):
             worker.ask({"turn": "nap"})
     finally:
         worker.close()

@@ -130,3 +130,28 @@ def test_the_looks_are_fixed_from_the_rounds_the_budget_holds_after_the_first_ro
     assert capped.schedule.max_rounds == 6
     record = capped.record()
     assert record["looks"] == [6] and "T1" in record["watched"] and "M1" not in record["watched"]
+
+
+@pytest.mark.slow
+def test_the_disk_fit_writes_what_the_eager_path_writes_with_its_step_compiled(tmp_path):
+    """M3/M4 read bytes of a one-epoch fit; the main job fits ALT with its step compiled."""
+    from bench.measure import fit_path, measure_disk
+    from diffusion.presets import get_preset
+    from diffusion.trainer import Trainer, fit
+
+    assert fit_path(ALT).train_compile == "graph" and fit_path(NEU) == NEU
+    trainer = Trainer(get_preset("tiny"), ALT, seed=0)
+    try:
+        compiled = measure_disk(trainer)
+        eager = Trainer(get_preset("tiny"), ALT, seed=0, data=trainer.data)
+        try:
+            fit(eager, 1, tmp_path)
+        finally:
+            eager.close()
+    finally:
+        trainer.close()
+    sizes = {p.relative_to(tmp_path).as_posix(): p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
+    assert compiled["fitted"] == "alt:train_compile=graph,val_compile=graph"
+    assert sorted(compiled["files"]) == sorted(sizes)
+    for name, size in sizes.items():  # the path's name in the checkpoint's metadata differs by a few bytes
+        assert abs(compiled["files"][name] - size) <= max(16, 0.001 * size), (name, compiled["files"][name], size)

@@ -120,15 +120,17 @@ def test_in_frozen_turns_only_the_worker_taking_its_turn_is_thawed():
     for name, event in log:
         if event == "freeze":
             running.discard(name)
-        elif event in ("thaw", "ready"):  # a worker runs from its start until frozen
+        elif event == "thaw":
             running.add(name)
+        elif event == "ready":  # set-up runs side by side, until each is frozen
+            continue
         else:
             assert running == {name}, (name, event, running)
             if event == "finish":  # a worker exits once it has sent its record
                 running.discard(name)
-    # Each starts and is frozen before the next starts, so set-up is never shared.
-    starts = [name for name, event in log if event == "ready"]
-    assert starts == ["a", "b", "c"] and log[:2] == [("a", "ready"), ("a", "freeze")]
+    # Set-up side by side, each frozen once ready; then each warms up alone, before any turn.
+    assert log[:6] == [(n, e) for n in "abc" for e in ("ready", "freeze")]
+    assert log[6:15] == [(n, e) for n in "abc" for e in ("thaw", "warm", "freeze")]
 
 
 @pytest.mark.slow
