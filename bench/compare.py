@@ -477,9 +477,17 @@ def main(argv: list[str] | None = None) -> int:
         result = load_result(args.source, reassess=args.reassess)
         if args.reassess:
             result = reassess(result, args.claims)
+        from bench.baseline import knob_diff
+
         for given, key in ((args.base, "base"), (args.candidate, "candidate")):
-            if given is not None and parse_path(given).knobs() != result[key]["knobs"]:
-                raise ConfigError(f"{key} {given!r} does not match the saved result's {result[key]['spec']!r}.")
+            # A knob an older record lacks takes the value every path had then (knob_diff); a
+            # bench.gpu record measures one path on two devices, and has no base or candidate.
+            saved = result.get(key)
+            differ = knob_diff(saved["knobs"], parse_path(given)) if given is not None and saved else []
+            if differ:
+                raise ConfigError(
+                    f"{key} {given!r} does not match the saved result's {saved['spec']!r}: {'; '.join(differ)}."
+                )
     else:
         result = measure(args, args.base or "alt", args.candidate or "neu", kept)
 

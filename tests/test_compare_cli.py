@@ -247,3 +247,30 @@ def test_scaling_suite_fills_s2_with_a_verdict_labelled_with_the_cores_used(tmp_
     assert f"at {counts[-1]} vs" in s2["reason"]
     assert {row["cores"] for row in data["scaling"]["table"]} == set(counts)
     assert (tmp_path / "scaling-scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+RENDERED_SCHEMAS = ("pmt-bench/compare/1", "pmt-bench/compare/2", "pmt-bench/gpu/1")
+SAVED = sorted(
+    p for p in (ROOT / "results").glob("*.json") if json.loads(p.read_text()).get("schema") in RENDERED_SCHEMAS
+)
+
+
+@pytest.mark.parametrize("record", SAVED, ids=lambda p: p.name)
+def test_every_committed_record_renders_with_the_mission_command(record, capsys):
+    """`bench.compare alt neu --from F` (and --reassess) for every committed record, old ones
+    included: a knob an old record lacks takes the value every path had then."""
+    from bench import compare
+
+    gpu = json.loads(record.read_text())["schema"] == "pmt-bench/gpu/1"
+    assert compare.main(["alt", "neu", "--from", str(record)]) == 0
+    assert gpu or compare.main(["alt", "neu", "--from", str(record), "--reassess"]) == 0
+    assert "verdict" in capsys.readouterr().out
+
+
+def test_a_saved_record_of_another_path_is_refused_naming_the_knobs_that_differ(capsys):
+    from bench import compare
+    from diffusion.errors import ConfigError
+
+    record = ROOT / "results" / "compare-alt-neu-small-xeon-2cpu.json"
+    with pytest.raises(ConfigError, match=r"candidate 'neu:clip_norm=none' does not match .*: clip_norm=1.0 -> None"):
+        compare.main(["alt", "neu:clip_norm=none", "--from", str(record)])
