@@ -89,7 +89,8 @@ def build_parser() -> Parser:
         "--suite",
         default="speed",
         help="speed (V, T, M claims), hpo (H, S1, S4), scaling (S2: cores by affinity), quality (Q, P, W, H4, C1: "
-        "both recipes from search to verified model) or all (default speed)",
+        "both recipes from search to verified model), scale (the speed suite at tiny, small and seed, each with "
+        "--budget-minutes, ratios against model size) or all (speed, hpo, scaling, quality; default speed)",
     )
     parser.add_argument("--hpo-preset", default="tiny", help="preset of the search suite's trials (default tiny)")
     parser.add_argument(
@@ -164,10 +165,12 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     return result
 
 
-SUITES = ("speed", "hpo", "scaling", "quality", "all")
+SUITES = ("speed", "hpo", "scaling", "quality", "scale", "all")
 
 
-def measure_speed(args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any]) -> dict[str, Any]:
+def measure_speed(
+    args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any], *, preset: str | None = None
+) -> dict[str, Any]:
     """The speed suite (bench/speed.py): memory in whole processes, then V/T in frozen turns,
     round after round until every V/T claim is decided, the budget is spent or --rounds is reached."""
     from bench.analysis import ablation_rows, path_summary, rounds_done
@@ -175,10 +178,11 @@ def measure_speed(args: Any, claims: list[Any], base: Any, candidate: Any, kept:
     from bench.progress import JobProgress
     from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure
 
+    preset = preset or args.preset
     plan = SpeedPlan(
         base,
         candidate,
-        args.preset,
+        preset,
         max_rounds=args.rounds or SPEED_ROUNDS,
         budget_s=args.budget_minutes * 60,
         train_seconds=args.train_seconds,
@@ -191,11 +195,15 @@ def measure_speed(args: Any, claims: list[Any], base: Any, candidate: Any, kept:
     roles = plan.roles()
     role_dicts = [r.record() for r in roles]
     identity = run_identity(plan.record(), "bench/speed.py")
-    memory, turns = (Partial.beside(args.json, identity, resume=args.resume, part=part) for part in ("memory", "speed"))
+    suffix = "" if preset == args.preset else f"-{preset}"
+    memory, turns = (
+        Partial.beside(args.json, identity, resume=args.resume, part=part + suffix) for part in ("memory", "speed")
+    )
     kept += [memory, turns]
     reused = len(memory.done()) + len(turns.done())
     total = MEMORY_ROUNDS * 2 + plan.max_rounds * len(roles) - reused
-    with JobProgress("speed" + (f" ({reused} jobs reused)" if reused else ""), total) as progress:
+    name = "speed" + (f" at {preset}" if suffix else "")
+    with JobProgress(name + (f" ({reused} jobs reused)" if reused else ""), total) as progress:
 
         def on_job(stage: str, role: Any, record: dict[str, Any]) -> None:
             progress.done(f"{stage} {role.name}", record)
@@ -220,6 +228,23 @@ def measure_speed(args: Any, claims: list[Any], base: Any, candidate: Any, kept:
             **sequential.record(),
         },
     }
+
+
+def measure_scale(args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any]) -> tuple[Any, Any]:
+    """The scale suite (bench/scale.py): the speed suite at each preset, smallest first, each with
+    the whole --budget-minutes. Returns the scale record and the speed suite at the last preset
+    (seed, the report's model), which fills the claim table."""
+    from bench.analysis import assess_claims
+    from bench.scale import SCALE_PRESETS, entry
+
+    entries, speed = [], None
+    for preset in SCALE_PRESETS:
+        speed = measure_speed(args, claims, base, candidate, kept, preset=preset)
+        rows = assess_claims(
+            claims, speed["records"], speed["roles"], base.knobs(), candidate.knobs(), **judging(speed["sequential"])
+        )
+        entries.append(entry(preset, speed, rows) | {"records": speed["records"], "roles": speed["roles"]})
+    return {"presets": entries}, speed
 
 
 def judging(sequential: dict[str, Any] | None, *, ablations: bool = False) -> dict[str, Any]:
@@ -322,7 +347,11 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
     claims = load_claims(args.claims)
     base, candidate = parse_path(base_spec), parse_path(cand_spec)
     start = time.perf_counter()
-    speed = measure_speed(args, claims, base, candidate, kept) if args.suite in ("speed", "all") else None
+    scale = None
+    if args.suite == "scale":
+        scale, speed = measure_scale(args, claims, base, candidate, kept)
+    else:
+        speed = measure_speed(args, claims, base, candidate, kept) if args.suite in ("speed", "all") else None
     search = measure_search(args) if args.suite in ("hpo", "all") else None
     scaling = measure_scaling(args, base, candidate, kept) if args.suite in ("scaling", "all") else None
     quality = measure_quality_suite(args, base_spec, cand_spec) if args.suite in ("quality", "all") else None
@@ -330,7 +359,14 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
         # Raw measurements first: an error in the analysis below must not cost the measuring time.
         write_json_atomic(
             args.json.with_suffix(".raw.json"),
-            {"schema": SCHEMA + "-raw", "speed": speed, "search": search, "scaling": scaling, "quality": quality},
+            {
+                "schema": SCHEMA + "-raw",
+                "speed": speed,
+                "search": search,
+                "scaling": scaling,
+                "quality": quality,
+                "scale": scale,
+            },
         )
     suite_rows = {
         **(hpo_rows(search, claims) if search else {}),
@@ -365,6 +401,7 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
             **judging(speed["sequential"] if speed else None),
         ),
         "sequential": speed["sequential"] if speed else None,
+        "scale": scale,
         "ablations": speed["ablations"] if speed else [],
         "environment": (speed or {}).get("environment") or environment(preset=args.preset),
         "records": speed["records"] if speed else [],
@@ -442,6 +479,7 @@ def check_paths(args: Any) -> None:
         ("--markdown", args.markdown),
         ("--markdown's plot", png),
         ("--markdown's scaling plot", png.with_name(scaling_plot_name(png.name)) if png is not None else None),
+        ("--markdown's scale plot", png.with_name(scaling_plot_name(png.name, "scale")) if png is not None else None),
     ]
     claims = args.claims or Path(__file__).with_name("claims.toml")
     check_outputs(outputs, [("--from", args.source), ("--claims", claims)])
@@ -507,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench.report import plot_scaling, scaling_plot_name
 
             plot_scaling(result, png.with_name(scaling_plot_name(png.name)))
+        if result.get("scale"):
+            from bench.report import scaling_plot_name
+            from bench.scale import plot as plot_scale
+
+            plot_scale(result["scale"], png.with_name(scaling_plot_name(png.name, "scale")))
         write_text_atomic(args.markdown, markdown(result, plot_name=png.name))
     render(result)
     return 0

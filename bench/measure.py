@@ -358,6 +358,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "spec": format_path(path),
         "path": path.knobs(),
         "setup": {"seconds": setup_s, **setup_mem.summary()},
+        "params": trainer.model.count_params(),
         "phases": {},
     }
     for phase in job.phases:
@@ -453,6 +454,7 @@ class TurnTaker:
             "spec": format_path(trainer.path),
             "path": trainer.path.knobs(),
             "setup": {"seconds": self.setup_s},
+            "params": trainer.model.count_params(),
             "phases": phases,
             "measured_in_turns": True,
             "device_memory": device_peak_bytes(),

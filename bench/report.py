@@ -283,6 +283,17 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def scale_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]], str]]:
+    """The scale suite's table (bench/scale.py): each V/T claim at every preset; empty without one."""
+    if not result.get("scale"):
+        return []
+    from bench.scale import table
+
+    columns, rows = table(result["scale"])
+    note = "each preset's own sequential run (n rounds, its look's level); the claim table above is the last preset's"
+    return [("Scale: the speed claims at every preset (ratio [CI] verdict)", columns, rows, note)]
+
+
 def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]], str]]:
     """(title, columns, rows, note) of the quality suite's context tables; empty without one."""
     quality = result.get("quality")
@@ -386,7 +397,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         for row in result["scaling"]["table"]:
             table.add_row(*scaling_cells(row))
         console.print(table)
-    for title, columns, rows, note in quality_tables(result):
+    for title, columns, rows, note in quality_tables(result) + scale_tables(result):
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption=note)
         for col in columns:
             table.add_column(col)
@@ -449,13 +460,15 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     if result.get("scaling"):
         rows = [scaling_cells(r) for r in result["scaling"]["table"]]
         parts += [f"## {SCALING_TITLE}", "", _md_table(SCALING_COLUMNS, rows), ""]
-    for title, columns, rows, note in quality_tables(result):
+    for title, columns, rows, note in quality_tables(result) + scale_tables(result):
         parts += [f"## {title}", "", _md_table(columns, rows), "", note, ""]
     parts += ["## Environment", "", _md_table(("", ""), [list(r) for r in environment_rows(result["environment"])]), ""]
     if plot_name:
         parts += [f"![measured vs claimed ratios]({plot_name})", ""]
         if result.get("scaling"):
             parts += [f"![throughput and efficiency vs cores]({scaling_plot_name(plot_name)})", ""]
+        if result.get("scale"):
+            parts += [f"![ratios against model size]({scaling_plot_name(plot_name, 'scale')})", ""]
     return "\n".join(parts)
 
 
@@ -511,9 +524,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def scaling_plot_name(plot_name: str) -> str:
+def scaling_plot_name(plot_name: str, suite: str = "scaling") -> str:
+    """The name of a suite's own plot beside the main one (``R.png`` -> ``R-scaling.png``)."""
     stem, dot, ext = plot_name.rpartition(".")
-    return f"{stem}-scaling.{ext}" if dot else f"{plot_name}-scaling"
+    return f"{stem}-{suite}.{ext}" if dot else f"{plot_name}-{suite}"
 
 
 def plot_scaling(result: dict[str, Any], path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.stats import Verdict
 from diffusion.cli import read_json_record
-from diffusion.shapes import NUMBER, ListOf, MapOf, Maybe, Record, Shape, Test, check
+from diffusion.shapes import NUMBER, ListOf, MapOf, Maybe, OneOf, Record, Shape, Test, check
 
 VERDICTS = tuple(v.value for v in Verdict)
 # "holds (exact)": a value judged without an interval (bench.stats.verdict).
@@ -75,10 +75,34 @@ ABLATION = Record(
     },
 )
 PATH = Record({"spec": str, "knobs": dict})
+# What bench.report.environment_rows reads (every renderer's environment table); the rest is free.
+ENVIRONMENT = Record({}, {"versions": dict, "env": dict, "threads": dict, "gpus": Maybe(ListOf(str))})
+SCALING_ROW = Record(
+    {
+        "path": str,
+        "cores": int,
+        "train_samples_per_s": Maybe(NUMBER),
+        "train_samples_per_s_speedup": Maybe(INTERVAL),
+        "val_pass_s": Maybe(NUMBER),
+        "val_pass_s_speedup": Maybe(INTERVAL),
+    },
+    {"train_samples_per_s_efficiency": Maybe(NUMBER)},
+)
+SCALING = Record({"table": ListOf(SCALING_ROW), "paths": ListOf(str), "counts": ListOf(int)})
+SEARCH = Record({}, {"plan": Maybe(Record({"preset": str, "trials": int, "repeats": int}))})
+MEDIANS = MapOf(Record({}, {"base": Maybe(NUMBER), "candidate": Maybe(NUMBER), "ceiling": Maybe(NUMBER)}))
+QUALITY = Record(
+    {},
+    {
+        "plan": Maybe(Record({"preset": str, "seeds": int})),
+        "verification": Maybe(Record({"seeds": int, "metrics": MEDIANS, "detection_rate": MEDIANS})),
+        "ttq_summary": Maybe(dict),
+    },
+)
 COMPARE = Record(
     {
         "schema": str,
-        "environment": dict,
+        "environment": ENVIRONMENT,
         "base": PATH,
         "candidate": PATH,
         "claims": ListOf(CLAIM),
@@ -87,11 +111,19 @@ COMPARE = Record(
         "rounds": int,
         "wall_s": NUMBER,
     },
-    {"roles": ListOf(dict), "records": ListOf(dict), "search": Maybe(dict), "scaling": Maybe(dict)},
+    {
+        "roles": ListOf(Record({"name": str})),
+        "records": ListOf(dict),
+        "search": Maybe(SEARCH),
+        "scaling": Maybe(SCALING),
+        "quality": Maybe(QUALITY),
+        "sequential": Maybe(Record({}, {"confidence": Maybe(NUMBER), "stop": Maybe(str)})),
+        "scale": Maybe(Record({"presets": ListOf(Record({"preset": str, "rows": ListOf(CLAIM)}))})),
+    },
 )
 GPU = Record(
     {
-        "environment": dict,
+        "environment": ENVIRONMENT,
         "claims": ListOf(CLAIM),
         "gpu": dict,
         "train": ListOf(dict),
@@ -121,18 +153,48 @@ MEMORY = Record(
         "seconds": NUMBER,
         "footprint": Record({"params": int, "activations_per_sample": int, "bytes_per_value": int}),
     },
-    {"load_average": Maybe(dict), "environment": Maybe(dict)},
+    {"load_average": Maybe(dict), "environment": Maybe(ENVIRONMENT)},
 )
 CALIBRATION_CHECK = Record({"metric": str, "measured": Maybe(INTERVAL), "passed": bool})
+# What bench.calibration_report's summary reads; every calibrate run writes all of it.
 CALIBRATION = Record(
     {
         "machine": str,
         "commit": str,
-        "target": dict,
+        "command": str,
+        "preset": str,
+        "rounds": int,
+        "tolerance": NUMBER,
+        "meets_target": bool,
+        "target": Record(
+            {
+                "aa_runs": int,
+                "power_runs": int,
+                "false_alarm_rate_upper95": NUMBER,
+                "detection_rate": NUMBER,
+                "seconds": NUMBER,
+            }
+        ),
+        "aa_runs": int,
+        "false_alarms": int,
+        "false_alarm_rate_upper95": NUMBER,
+        "power_runs": int,
+        "detected": int,
+        "detection_rate": NUMBER,
+        "planted_slowdown": NUMBER,
         "planted_throughput_ratio": NUMBER,
-        "runs": ListOf(Record({"kind": str, "checks": ListOf(CALIBRATION_CHECK)})),
+        "post_hoc_at_tolerance": MapOf(Record({"false_alarms": int, "detected": int})),
+        "runs": ListOf(Record({"kind": OneOf(("aa", "power")), "checks": ListOf(CALIBRATION_CHECK)})),
     },
-    {"meets_target": bool, "tolerance": NUMBER, "rounds": int, "note": str, "post_hoc_at_tolerance": dict},
+    {
+        "note": str,
+        "seconds_per_run": Maybe(NUMBER),
+        "planted_measured_train_ratio": Maybe(NUMBER),
+        "per_round_log_sd": MapOf(Maybe(NUMBER)),
+        "resumed_runs": Maybe(int),
+        "pairing": str,
+        "cpus": Maybe(int),
+    },
 )
 # What the gate takes from a committed calibration that met its target (bench.gate.calibrated_defaults).
 CALIBRATED = Record({"tolerance": NUMBER, "rounds": int}, {"pairing": str, "cpus": Maybe(int)})
