@@ -179,7 +179,7 @@ def test_an_old_result_needs_reassess_and_then_renders(tmp_path, blocked_tf):
         (["alt", "fast"], "unknown path 'fast'"),
         (["alt", "neu", "--preset", "huge"], "valid presets"),
         (["alt", "neu", "--rounds", "0"], "--rounds must be at least 1"),
-        (["alt", "neu", "--suite", "fast"], "--suite must be one of speed, hpo, scaling, quality, all"),
+        (["alt", "neu", "--suite", "fast"], "--suite must be one of speed, hpo, scaling, quality, scale, all"),
         (["--from", "/nonexistent/result.json"], "no such file"),
         (["alt", "neu", "--json", "/nonexistent/dir/out.json"], "does not exist"),
         (["alt", "neu", "--reassess"], "--reassess re-judges a saved result"),
