@@ -298,6 +298,9 @@ def build_parser() -> Parser:
         metavar="FILE",
         help="write a Markdown summary here (default: appended to $GITHUB_STEP_SUMMARY when that is set)",
     )
+    parser.add_argument(
+        "--history", type=Path, metavar="FILE", help="append the result to this history (JSON lines; bench.history)"
+    )
     return parser
 
 
@@ -658,7 +661,7 @@ def check_paths(args: Any) -> None:
     the defaults come from."""
     baseline = [("--baseline", args.baseline)]
     calibrations = [("a calibration record in results/", p) for p in calibration_records(args.preset or "tiny")]
-    outputs = [("--json", args.json), ("--junit", args.junit), ("--summary", args.summary)]
+    outputs = [("--json", args.json), ("--junit", args.junit), ("--summary", args.summary), ("--history", args.history)]
     summary = step_summary(args)
     if args.summary is None and summary is not None:
         outputs.append(("$GITHUB_STEP_SUMMARY", summary))
@@ -692,8 +695,10 @@ def check_arguments(args: Any) -> None:
             )
     if (args.write_baseline or args.allow_other_machine) and args.baseline is None:
         raise ConfigError("--write-baseline and --allow-other-machine must come with --baseline FILE.")
-    if args.write_baseline and (args.junit or args.summary):
-        raise ConfigError("--junit and --summary report a gate's checks; --write-baseline measures no check.")
+    if args.write_baseline and (args.junit or args.summary or args.history):
+        raise ConfigError(
+            "--junit, --summary and --history report a gate's checks; --write-baseline measures no check."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -743,9 +748,17 @@ def gate(args: Any, *, start: Starter | None = None) -> int:
     code = report(checks)
     seconds = time.perf_counter() - began
     print(f"gate {'passed' if code == 0 else 'FIRED'} in {seconds:.0f} s")
+    result = {"schema": RUN_SCHEMA, "seconds": seconds, "fired": code != 0, **summary}
     if args.json is not None:
-        write_json_atomic(args.json, {"schema": RUN_SCHEMA, "seconds": seconds, "fired": code != 0, **summary})
+        write_json_atomic(args.json, result)
     write_ci_outputs(args, checks, summary, seconds)
+    if args.history is not None:
+        from bench import history
+
+        entries = history.entries_from_gate(result, "this gate run")
+        for entry in entries:
+            history.append(args.history, entry)
+        print(f"appended to {args.history}" if entries else f"nothing measured: nothing appended to {args.history}")
     return code
 
 
