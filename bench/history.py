@@ -196,9 +196,9 @@ def entries_from_gate(record: dict[str, Any], where: str = "the gate record") ->
     records = record.get("records") or []
     subject_role = "head" if record.get("mode") == "against" else "candidate"
     metrics = {
-        f"{c['metric']} {c['ratio']}": {**c["measured"], "unit": "x"}
+        f"{c['metric']} {c.get('ratio', 'HEAD/REF')}": {**c["measured"], "unit": "x"}
         for c in record.get("checks") or []
-        if c.get("measured")
+        if isinstance(c, dict) and isinstance(c.get("metric"), str) and isinstance(c.get("measured"), dict)
     }
     for metric in GATED_METRICS:
         values = list(metric_rounds(records, subject_role, metric).values())
