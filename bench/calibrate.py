@@ -32,7 +32,17 @@ import numpy as np
 from bench.baseline import GATED_METRICS
 from bench.gate import PAIRINGS
 from bench.partial import Identity, Partial, code_digest, partial_path
-from diffusion.cli import ROUNDS, TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
+from diffusion.cli import (
+    CORES,
+    ROUNDS,
+    TOLERANCE,
+    TRAIN_SECONDS,
+    Parser,
+    bounded,
+    check_writable_file,
+    run,
+    write_json_atomic,
+)
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
 from diffusion.paths import parse_path
@@ -76,11 +86,11 @@ def build_parser() -> Parser:
     parser.add_argument("--preset", default="tiny", help="preset (default tiny)")
     parser.add_argument("--path", default="neu", help="path measured (default neu)")
     parser.add_argument("--rounds", type=ROUNDS, help="rounds per gate run (default: the gate's)")
-    parser.add_argument("--tolerance", type=float, help="tolerance the runs are judged at (default: the gate's)")
+    parser.add_argument("--tolerance", type=TOLERANCE, help="tolerance the runs are judged at (default: the gate's)")
     parser.add_argument(
         "--train-seconds", type=TRAIN_SECONDS, help="steady-state training per job (default: the gate's)"
     )
-    parser.add_argument("--cpus", type=int, help="pin workers to this many cores (default: the gate's)")
+    parser.add_argument("--cpus", type=CORES, help="pin workers to this many cores (default: the gate's)")
     parser.add_argument("--pairing", choices=PAIRINGS, help="how the two sides run (default: the gate's)")
     parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
     parser.add_argument(
@@ -341,8 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         "power_runs": args.power_runs,
     }
     # Before the first run: the committed calibration (the defaults) must be the one the cut run read.
+    from bench.shapes import CALIBRATION_RUN  # here, not at the top: bench.stats loads SciPy
+
     partial = Partial.beside(
-        args.json, Identity(code_digest(JUDGING_CODE), measured, fingerprint()), resume=args.resume
+        args.json,
+        Identity(code_digest(JUDGING_CODE), measured, fingerprint()),
+        resume=args.resume,
+        shape=CALIBRATION_RUN,
     )
     record = {
         "schema": SCHEMA,

@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from bench import baseline as stored
 from diffusion.cli import (
+    CORES,
     ROUNDS,
     SEED,
+    TOLERANCE,
     TRAIN_SECONDS,
     Parser,
     check_writable_file,
@@ -276,14 +278,14 @@ def build_parser() -> Parser:
     parser.add_argument("--preset", help="preset (default tiny; with --baseline, the baseline's)")
     calibrated = "the calibration in force, shown by --help"
     parser.add_argument("--rounds", type=ROUNDS, help=f"interleaved rounds (default: {calibrated})")
-    parser.add_argument("--tolerance", type=float, help=f"allowed loss, in [0, 1) (default: {calibrated})")
+    parser.add_argument("--tolerance", type=TOLERANCE, help=f"allowed loss, in [0, 1) (default: {calibrated})")
     parser.add_argument(
         "--train-seconds",
         type=TRAIN_SECONDS,
         default=JOB_OPTIONS["train_seconds"],
         help=f"steady-state training per job (default {JOB_OPTIONS['train_seconds']:g})",
     )
-    parser.add_argument("--cpus", type=int, help=f"pin every worker to this many cores (default: {calibrated})")
+    parser.add_argument("--cpus", type=CORES, help=f"pin every worker to this many cores (default: {calibrated})")
     parser.add_argument("--pairing", choices=PAIRINGS, help=f"how the two sides run (default: {calibrated})")
     parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds (default 0)")
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")

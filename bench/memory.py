@@ -246,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             train_seconds=args.train_seconds,
             disk_paths=() if args.no_disk else MemoryPlan.disk_paths,
         )
+        from bench.shapes import MEMORY_JOB
+
         partial = Partial.beside(
-            args.json, run_identity(dataclasses.asdict(plan), "bench/memory.py"), resume=args.resume
+            args.json, run_identity(dataclasses.asdict(plan), "bench/memory.py"), resume=args.resume, shape=MEMORY_JOB
         )
         quiet_frameworks()
         from bench.runner import run_worker

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffusion.cli import json_line, write_text_atomic
+from diffusion.cli import UNREADABLE_JSON, json_error, json_line, write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.shapes import Shape, check
 
 if TYPE_CHECKING:
     from bench.runner import OnJob
@@ -110,6 +111,14 @@ def differences(stored: Any, here: Any, where: str = "") -> list[str]:
     return [] if stored == here else [f"{where}: {stored!r} -> {here!r}"]
 
 
+def _is_key(value: Any) -> bool:
+    """Whether ``value`` is a job key as ``append`` writes it: a string, number or null, or a list of
+    keys (an object in a hand-edited line would be unhashable, and a traceback, on reuse)."""
+    if isinstance(value, list):
+        return all(_is_key(v) for v in value)
+    return value is None or isinstance(value, (str, int, float))
+
+
 def _key(value: Any) -> Key:
     return tuple(_key(v) for v in value) if isinstance(value, list) else value
 
@@ -128,16 +137,20 @@ class Partial:
         self._file = path.open("a") if path is not None else None
 
     @classmethod
-    def open(cls, path: Path, identity: Identity, *, resume: bool, what: str = "partial record") -> Partial:
+    def open(
+        cls, path: Path, identity: Identity, *, resume: bool, what: str = "partial record", shape: Shape | None = None
+    ) -> Partial:
         """Start the partial record at ``path``, or (``resume``) continue the one there.
 
         A torn last line (a kill mid-append) is dropped and said so in ``note``; the file is
-        cut back to its whole lines before anything is appended.
+        cut back to its whole lines before anything is appended. With ``shape``, every finished
+        job's record (one without ``error``) must have it (``diffusion.shapes``): a
+        hand-edited line is refused here, naming its field, not in the analysis after the run.
 
         Raises:
             ConfigError: one exists but ``resume`` is false; it belongs to another identity
                 (the message names each difference: code digest, plan, machine); a line before
-                the last is not a job, or the header is not one.
+                the last is not a job, the header is not one, or a record has not ``shape``.
         """
         here = identity.record()
         header = json_line({"schema": SCHEMA, "identity": here})
@@ -174,16 +187,25 @@ class Partial:
         done: dict[Key, dict[str, Any]] = {}
         for n, line in enumerate(lines[1:], 2):
             job = json.loads(line)
-            if not isinstance(job, dict) or "key" not in job or not isinstance(job.get("record"), dict):
+            if (
+                not isinstance(job, dict)
+                or "key" not in job
+                or not _is_key(job["key"])
+                or not isinstance(job.get("record"), dict)
+            ):
                 raise ConfigError(
                     f"{what} {str(path)!r} line {n} must be a job {{key, record}}, but got {line[:120]!r}."
                 )
+            if shape is not None and "error" not in job["record"]:
+                check(job["record"], shape, f"{what} {str(path)!r} line {n}", "record")
             done[_key(job["key"])] = job["record"]
         write_text_atomic(path, "".join(line + "\n" for line in lines))  # cut a torn line off before appending
         return cls(path, done, note)
 
     @classmethod
-    def beside(cls, output: Path | None, identity: Identity, *, resume: bool, part: str = "") -> Partial:
+    def beside(
+        cls, output: Path | None, identity: Identity, *, resume: bool, part: str = "", shape: Shape | None = None
+    ) -> Partial:
         """The partial record beside a CLI's output (``partial_path``); with no output, one that
         keeps nothing. A note (a dropped torn line, nothing to resume) goes to stderr.
 
@@ -194,7 +216,9 @@ class Partial:
             if resume:
                 raise ConfigError("--resume needs --json: the partial record of a cut run lies beside it.")
             return cls(None, {})
-        partial = cls.open(partial_path(output, part), identity, resume=resume, what="--json's partial record")
+        partial = cls.open(
+            partial_path(output, part), identity, resume=resume, what="--json's partial record", shape=shape
+        )
         if partial.note:
             print(f"note: {partial.note}", file=sys.stderr)
         return partial
@@ -251,10 +275,10 @@ def _read(path: Path, what: str) -> tuple[list[str], str | None]:
     for n, line in numbered:
         try:
             json.loads(line)
-        except json.JSONDecodeError as exc:
+        except UNREADABLE_JSON as exc:
             if n != numbered[-1][0]:
                 raise ConfigError(
-                    f"{what} {str(path)!r} line {n} must be JSON, but it is not ({exc}); "
+                    f"{what} {str(path)!r} line {n} must be JSON, but it is not ({json_error(exc)}); "
                     "remove the file to start afresh."
                 ) from None
             note = f"{what} {str(path)!r} line {n} is a torn line (a kill mid-append); dropped that job."

@@ -235,7 +235,7 @@ def one_run(args: list[str]) -> dict[str, Any]:
 def render_saved(source: Path, out: Path | None) -> int:
     try:
         record = json.loads(source.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, bad JSON, a 5,000-digit integer
         raise ConfigError(f"--from {str(source)!r} is not a readable repeat record: {exc}") from None
     schema = record.get("schema") if isinstance(record, dict) else f"none (a JSON {type(record).__name__})"
     if schema != SCHEMA:

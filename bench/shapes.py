@@ -156,6 +156,16 @@ MEMORY = Record(
     {"load_average": Maybe(dict), "environment": Maybe(ENVIRONMENT)},
 )
 CALIBRATION_CHECK = Record({"metric": str, "measured": Maybe(INTERVAL), "passed": bool})
+# One finished gate run as bench.calibrate's partial record keeps it (what ``summarise`` reads).
+CALIBRATION_RUN = Record(
+    {
+        "kind": OneOf(("aa", "power")),
+        "seconds": NUMBER,
+        "fired": bool,
+        "checks": ListOf(CALIBRATION_CHECK),
+        "per_round": MapOf(ListOf(NUMBER)),
+    }
+)
 # What bench.calibration_report's summary reads; every calibrate run writes all of it.
 CALIBRATION = Record(
     {

@@ -73,7 +73,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         weights = [arrays[k] for k in sorted(arrays) if k.startswith("w")]
         optimizer = [arrays[k] for k in sorted(arrays) if k.startswith("o")]
         meta = json.loads(meta_text)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, RecursionError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc}).") from None
     if digest != _digest(weights, optimizer, meta_text):
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch).")

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
-from diffusion.outputs import read_only
+from diffusion.outputs import check_not_special, read_only
 
 EXIT_BAD_INPUT = 2
 
@@ -80,6 +80,24 @@ TRAIN_SECONDS = bounded(float, positive=True, high=300.0, why=" (a worker is kil
 # Each round runs every job once (about 10 jobs of a few seconds each in a comparison): 100
 # rounds take hours already, and intervals stop narrowing long before.
 ROUNDS = bounded(int, low=1, high=100, why=" (each round runs every job once; 100 take hours)")
+# Cores to pin a worker to: an integer here; the command checks its range, 1 to this machine's
+# usable cores (bench.gate.check_cpus), and says that range.
+CORES = bounded(int)
+
+
+def _tolerance(text: str) -> float:
+    """An argparse ``type`` for a gate tolerance: a share of the reference, in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), but got {text!r}.") from None
+    if not 0 <= value < 1:  # false for nan too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), but got {value}.")
+    return value
+
+
+_tolerance.__name__ = "float"  # argparse names the type in its own messages
+TOLERANCE = _tolerance
 
 
 # For the --help of every CLI that loads a backend.
@@ -119,6 +137,7 @@ def check_writable_file(path: Path, what: str) -> Path:
     """Check that ``path`` can be written (its directory exists and is writable; it is not a directory)."""
     if path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a directory, not a file.")
+    check_not_special(path, what)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"{what} {str(path)!r}: directory {str(parent)!r} does not exist.")
@@ -148,6 +167,19 @@ def json_line(record: Any) -> str:
     return json.dumps(record, default=_jsonable)
 
 
+# What ``json.loads`` raises on text it cannot turn into a value: malformed JSON (a ValueError),
+# an integer of more than 4,300 digits (a ValueError too: Python's guard against slow
+# conversions) and nesting deeper than the interpreter's stack (a RecursionError).
+UNREADABLE_JSON: tuple[type[Exception], ...] = (ValueError, RecursionError)
+
+
+def json_error(exc: Exception) -> str:
+    """One short line for an ``UNREADABLE_JSON`` error (Python's digit-limit message runs long)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0] if "integer string conversion" in str(exc) else str(exc)
+
+
 def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: str = "") -> dict[str, Any]:
     """Read a JSON object written by one of our tools.
 
@@ -158,8 +190,8 @@ def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: 
         raise ConfigError(f"{what} {str(path)!r}: no such file{hint}.")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid JSON ({exc}).") from None
+    except (OSError, UnicodeDecodeError, *UNREADABLE_JSON) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON ({json_error(exc)}).") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {str(path)!r} holds a {type(data).__name__}, not a JSON object.")
     if schema is not None and data.get("schema") != schema:

@@ -10,6 +10,7 @@ files in it that the command reads and writes, so ``--json D/checkpoint.npz`` is
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,12 +42,42 @@ def check_outputs(outputs: Iterable[Named], inputs: Iterable[Named] = ()) -> Non
     """
     outs = [(flag, path) for flag, path in outputs if path is not None]
     ins = [(flag, path) for flag, path in inputs if path is not None]
+    for flag, path in outs:
+        check_not_special(path, flag)
     for i, (flag, path) in enumerate(outs):
         for other, other_path in ins + outs[:i]:
             if same_file(path, other_path):
                 raise ConfigError(
                     f"`{flag}` must not be the file of `{other}`, but both are {str(path)!r}; choose another file."
                 )
+
+
+def special_kind(path: Path) -> str | None:
+    """What ``path`` is if it exists and is neither a regular file nor a directory (a device, a FIFO,
+    a socket), following symlinks; else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # absent (or unreadable: the writability checks say so)
+        return None
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
+
+
+def check_not_special(path: Path, flag: str) -> None:
+    """Refuse ``-`` and a device, FIFO or socket as an output. Outputs are written to a temporary
+    file and renamed over the target, so ``--json /dev/null`` run as root would replace the
+    system's /dev/null with a regular file; ``-`` would make a file named ``-``, not stdout.
+
+    Raises:
+        ConfigError: naming the flag, the path and what it is.
+    """
+    if str(path) == "-":
+        raise ConfigError(f"`{flag}` must be a file path, but got '-' (nothing is written to stdout); name a file.")
+    kind = special_kind(path)
+    if kind is not None:
+        raise ConfigError(f"`{flag}` must be a regular file, but {str(path)!r} is {kind}; name a file.")
 
 
 def read_only(path: Path) -> bool:

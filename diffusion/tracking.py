@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from diffusion.cli import write_text_atomic
+from diffusion.cli import UNREADABLE_JSON, json_error, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.shapes import Record, check
 
@@ -102,10 +102,10 @@ def read_metrics(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], str | No
     for n, line in numbered:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except UNREADABLE_JSON as exc:
             if n != numbered[-1][0]:
                 raise ConfigError(
-                    f"{path} line {n} must be a JSON epoch record, but it is not JSON ({exc}); "
+                    f"{path} line {n} must be a JSON epoch record, but it is not JSON ({json_error(exc)}); "
                     "delete the file to resume without its history."
                 ) from None
             note = f"{path} line {n} is a partial line (a kill mid-append); dropped it, the checkpoint is the truth."

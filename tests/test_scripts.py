@@ -77,7 +77,7 @@ HOSTILE_JOURNAL = "journal:/tmp/a'$(touch pwned1)'\ntouch pwned2 #.log"
 def hostile_script() -> str:
     return sbatch(
         "--study", "s", "--storage", HOSTILE_JOURNAL, "--account", "$(touch${IFS}pwned3)",
-        "--path", "neu:batch_size=8", "--time", "`touch${IFS}pwned4`",
+        "--path", "neu:batch_size=8", "--qos", "`touch${IFS}pwned4`",
     )  # fmt: skip
 
 

@@ -323,6 +323,27 @@ STUDY_CHARS = "1-100 of A-Z a-z 0-9 _ . + - (the first a letter or digit)"
 SBATCH_UNSAFE = re.compile(r"""[\s"'\\#]|[^ -~]""")
 
 
+# sbatch's --time formats (its man page); anything else is refused by sbatch on the cluster, after
+# the script was copied there.
+SLURM_TIME = re.compile(
+    r"[0-9]{1,6}(:[0-9]{1,2}){0,2}|[0-9]{1,4}-[0-9]{1,2}(:[0-9]{1,2}){0,2}|UNLIMITED|INFINITE", re.IGNORECASE
+)
+SLURM_TIME_FORMS = (
+    "MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, DAYS-HOURS, DAYS-HOURS:MINUTES or DAYS-HOURS:MINUTES:SECONDS"
+)
+
+
+def check_time(value: str) -> str:
+    """Refuse a wall-time limit that is none of sbatch's forms.
+
+    Raises:
+        ConfigError: naming the forms and the value.
+    """
+    if not SLURM_TIME.fullmatch(value):
+        raise ConfigError(f"`--time` must be one of sbatch's forms {SLURM_TIME_FORMS}, but got {value!r}.")
+    return value
+
+
 def check_study(name: str) -> str:
     """Refuse a study name that is not a plain word: it becomes a file name and a SLURM job name.
 
@@ -382,7 +403,7 @@ def cmd_sbatch(args: Any, storage_spec: ResolvedStorage) -> int:
         f"#SBATCH --array=0-{args.workers - 1}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={args.cpus_per_task}",
-        f"#SBATCH --time={sbatch_value('--time', args.time)}",
+        f"#SBATCH --time={check_time(sbatch_value('--time', args.time))}",
         "#SBATCH --output=hpo-%A_%a.out",
     ]
     lines += [

@@ -38,6 +38,9 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # "postgresql:", "sqlite:", 
 # A query parameter whose name says it carries a credential (libpq's `password`, `sslpassword`, ...).
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|cred|auth", re.IGNORECASE)
 _MASK = "***"
+# `name=value` anywhere in a URL once %-decoded: a query split on ';', a fragment, an encoded '='
+# (`?password%3Dx`) or libpq options (`options=-c password=x`) a query parser reads otherwise.
+_ASSIGNMENT = re.compile(r"([^=&;?#/\s]+)=([^&;#\s]*)")
 
 
 def _userinfo_password(url: str) -> str | None:
@@ -77,6 +80,13 @@ def _secrets(url: str) -> set[str]:
     raw = _userinfo_password(url)
     if raw:
         found |= {raw, unquote(raw)}
+    userinfo = url.split("://", 1)[-1].rpartition("@")[0]
+    if ":" in unquote(userinfo):  # `u%3Apw@host`: a driver reads user `u:pw`, a person a password
+        found.add(unquote(userinfo).partition(":")[2])
+    for text in {url, unquote(url)}:
+        for key, value in _ASSIGNMENT.findall(text):
+            if _SECRET_KEY.search(key) and value:
+                found |= {value, unquote(value), quote(value, safe=""), quote_plus(value)}
     # The query as typed (a value's raw %-escapes), as decoded, and as SQLAlchemy read it.
     typed = [pair.partition("=")[::2] for pair in url.partition("?")[2].split("&")]
     queries = [typed, parse_qsl(url.partition("?")[2], keep_blank_values=True)]
@@ -93,7 +103,9 @@ def _secrets(url: str) -> set[str]:
 
 def has_secret(url: str) -> bool:
     """Whether a storage URL may hold a password (in its user part or a query parameter)."""
-    return not url.startswith("journal:") and bool(_secrets(url))
+    if url.startswith("journal:"):
+        return "://" in url and has_secret(url.removeprefix("journal:"))
+    return bool(_secrets(url))
 
 
 def _hidden(url: str) -> str:
@@ -112,7 +124,10 @@ def redact(url: str) -> str:
     or its rendering still contains anything that may be a secret, all but the scheme is hidden.
     A journal file path is returned as it is.
     """
-    secrets = _secrets(url) if not url.startswith("journal:") else set()
+    if url.startswith("journal:"):  # a path; `journal:postgresql://u:pw@h/db` is refused, redacted
+        rest = url.removeprefix("journal:")
+        return "journal:" + redact(rest) if "://" in rest else url
+    secrets = _secrets(url)
     if not secrets:
         return url
     parsed = _parse(url)
@@ -158,6 +173,11 @@ def journal_path(url: str, what: str = "--storage") -> Path | None:
         ConfigError: a scheme without ``//`` (``postgresql:/db``), which is neither.
     """
     if url.startswith("journal:"):
+        if "://" in url:  # `journal:postgresql://...`: a URL by mistake, not a file to create
+            raise ConfigError(
+                f"`{what}` must be journal:PATH with a file path, or a database URL without journal:, "
+                f"but got {redact(url)!r}."
+            )
         return Path(url.removeprefix("journal:"))
     if "://" in url:
         return None
@@ -260,7 +280,7 @@ def check_journal(path: Path) -> None:
     for n, line in enumerate(complete, 1):
         try:
             entry = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ConfigError(f"{where} line {n} must be a JSON journal entry, but got {_start(line)}.") from None
         check(entry, JOURNAL_LINE, f"{where} line {n}")
     if partial and not partial.startswith(b'{"'):
