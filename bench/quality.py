@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.hpo import ROOT, HpoPlan, Run, fixed_params, run_search, run_timed
-from diffusion.cli import write_json_atomic
+from diffusion.cli import check_writable_dir, read_json_record, write_json_atomic
 from diffusion.errors import ConfigError
 
 SCHEMA = "pmt-bench/quality/1"
@@ -140,14 +140,20 @@ class Work:
     """Finished jobs as JSON files in one directory: a rerun of the same plan reuses them."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = check_writable_dir(directory, "--work-dir")
 
     def job(self, name: str, make: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """The job's record, made now (in its own folder) or reused; and whether it was reused."""
+        """The job's record, made now (in its own folder) or reused; and whether it was reused.
+
+        Raises:
+            ConfigError: a finished job's file is no JSON object (hand-edited, or another tool's).
+        """
         done = self.directory / f"{name}.json"
         if done.exists():
-            return json.loads(done.read_text()), True
+            try:
+                return read_json_record(done, "--work-dir's finished job"), True
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} Remove it to run the job again.") from None
         folder = self.directory / name
         # A job killed before its record was written starts afresh: its half-written run
         # (a checkpoint, a study journal) would refuse a new start or mix two runs' trials.

@@ -26,7 +26,9 @@ class Parser(argparse.ArgumentParser):
         # argparse says "argument --rounds: must be ..." for a `bounded` value; say it as every
         # other check does: "--rounds must be ...".
         message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        from diffusion.hpo.storage import scrub_urls  # here: diffusion.hpo's package loads its search
+
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {scrub_urls(message)} (see --help)\n")
 
 
 Number = TypeVar("Number", int, float)
@@ -212,7 +214,9 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     try:
         code = main(argv)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from diffusion.hpo.storage import scrub_urls  # a storage URL typed in the wrong place
+
+        print(f"error: {scrub_urls(str(exc))}", file=sys.stderr)
         code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -250,3 +250,52 @@ def test_every_sbatch_time_form_is_accepted(value):
     from diffusion.hpo.cli import check_time
 
     assert check_time(value) == value
+
+
+# ---- a storage URL typed in the wrong place ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--study", "s", "--n-trials", "1", "--storagee", f"postgresql://u:{SECRET}@h/db"],  # a misspelt flag
+        ["run", "--study", "s", "--n-trials", "1", f"postgresql://u:{SECRET}@h/db"],  # no flag at all
+        ["run", "--study", f"postgresql://u:{SECRET}@h/db", "--n-trials", "1"],  # the wrong flag
+        ["best", "--study", "s", "--out", f"postgresql://u:{SECRET}@h/db"],  # a URL as a path: one '/' left
+    ],
+    ids=["misspelt-flag", "positional", "as-study", "as-out"],
+)
+def test_a_storage_url_in_the_wrong_place_is_redacted_in_the_error(tmp_path, blocked_tf, args):
+    result = cli(tmp_path, blocked_tf, "diffusion.hpo", *args)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert SECRET not in result.stdout + result.stderr and "***" in result.stderr
+
+
+def test_scrub_urls_leaves_text_without_a_secret_alone():
+    from diffusion.hpo.storage import scrub_urls
+
+    text = "unknown path 'neu:x' in spec 'journal:/tmp/a.log'; see https://example.org/x?y=1"
+    assert scrub_urls(text) == text
+    assert scrub_urls(f"got 'sqlite:///a.db?password={SECRET}'.") == "got 'sqlite:///a.db?password=***'."
+
+
+# ---- the quality suite's finished jobs (--work-dir) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [('{"a": 1', "is not valid JSON"), ("[1]", "holds a list"), (DEEP, "deeply")]
+)
+def test_a_finished_quality_job_that_is_no_json_object_is_refused_naming_the_file(tmp_path, text, says):
+    from bench.quality import Work
+
+    (tmp_path / "search-alt-0.json").write_text(text)
+    ran = []
+    message = refused(lambda: Work(tmp_path).job("search-alt-0", ran.append), "search-alt-0.json", says)
+    assert "Remove it to run the job again" in message and not ran
+
+
+def test_a_work_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
+    from bench.quality import Work
+
+    (tmp_path / "w").write_text("")
+    refused(lambda: Work(tmp_path / "w"), "--work-dir", "is a file, not a directory")

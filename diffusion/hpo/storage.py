@@ -138,6 +138,17 @@ def redact(url: str) -> str:
     return _hidden(url) if any(s in text for s in secrets) else text
 
 
+# A URL inside a message: a scheme, then one or more '/' (a path made of one has lost a '/').
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/[^\s'\"]+")
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL in it that may hold a secret redacted: for messages that echo what
+    the user typed, where a storage URL may have gone by mistake (``--storagee URL``, the URL as
+    ``--path`` or ``--study``, or as a positional argument)."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)) if has_secret(m.group(0)) else m.group(0), text)
+
+
 def scrub(text: str, url: str) -> str:
     """``text`` (e.g. a driver's error message) with every possible secret of ``url`` replaced."""
     text = text.replace(url, redact(url))
