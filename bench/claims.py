@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.stats import KINDS
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_readable_file
 from diffusion.paths import KNOBS
 from diffusion.shapes import NUMBER, ListOf, Record, check
 
@@ -202,6 +203,8 @@ def load_claims(path: Path | None = None) -> list[Claim]:
             product of unknown claims.
     """
     where = f"claims registry {path or 'bench/claims.toml'}"
+    if path is not None:
+        check_readable_file(path, "claims registry")
     try:
         text = path.read_text() if path else resources.files("bench").joinpath("claims.toml").read_text()
         registry = tomllib.loads(text)

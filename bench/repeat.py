@@ -25,7 +25,7 @@ from typing import Any
 
 from diffusion.cli import Parser, bounded, check_writable_file, run, write_json_atomic, write_text_atomic
 from diffusion.errors import ConfigError
-from diffusion.outputs import check_outputs
+from diffusion.outputs import check_outputs, check_readable_file
 from diffusion.shapes import check
 
 SCHEMA = "pmt-bench/repeat/1"
@@ -233,6 +233,7 @@ def one_run(args: list[str]) -> dict[str, Any]:
 
 
 def render_saved(source: Path, out: Path | None) -> int:
+    check_readable_file(source, "--from")
     try:
         record = json.loads(source.read_text())
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, bad JSON, a 5,000-digit integer

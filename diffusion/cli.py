@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from diffusion.dataset import temp_beside
 from diffusion.errors import ConfigError
-from diffusion.outputs import check_not_special, read_only
+from diffusion.outputs import check_not_special, check_readable_file, read_only
 
 EXIT_BAD_INPUT = 2
 
@@ -188,6 +188,7 @@ def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: 
     Raises:
         ConfigError: missing, not JSON, not an object, or (with ``schema``) another schema.
     """
+    check_readable_file(path, what)
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r}: no such file{hint}.")
     try:

@@ -80,6 +80,18 @@ def check_not_special(path: Path, flag: str) -> None:
         raise ConfigError(f"`{flag}` must be a regular file, but {str(path)!r} is {kind}; name a file.")
 
 
+def check_readable_file(path: Path, what: str) -> None:
+    """Refuse an input that is a device, FIFO or socket: reading a FIFO (or ``/dev/stdin``) waits
+    for a writer forever, and ``/dev/zero`` or ``/dev/urandom`` never ends, filling memory.
+
+    Raises:
+        ConfigError: naming the flag, the path and what it is.
+    """
+    kind = special_kind(path)
+    if kind is not None:
+        raise ConfigError(f"{what} {str(path)!r} must be a regular file, but it is {kind}.")
+
+
 def read_only(path: Path) -> bool:
     """Whether ``path`` exists and may not be written. ``os.access`` says yes to root for any file,
     so a file or directory with no write bit at all counts as read-only too: someone marked it so."""

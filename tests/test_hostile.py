@@ -299,3 +299,36 @@ def test_a_work_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
 
     (tmp_path / "w").write_text("")
     refused(lambda: Work(tmp_path / "w"), "--work-dir", "is a file, not a directory")
+
+
+# ---- inputs that are no regular file: a FIFO blocks forever, /dev/zero fills memory ------------------
+
+
+def fifo_in(tmp_path: Path) -> Path:
+    path = tmp_path / "in.fifo"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_as_a_claims_registry_is_refused_not_read(tmp_path):
+    from bench.claims import load_claims
+
+    refused(lambda: load_claims(fifo_in(tmp_path)), "claims registry", "must be a regular file, but it is a FIFO")
+
+
+def test_a_fifo_as_a_journal_is_refused_not_read(tmp_path):
+    refused(lambda: check_journal(fifo_in(tmp_path)), "journal file", "is a FIFO")
+
+
+def test_a_fifo_as_a_saved_record_is_refused_not_read(tmp_path):
+    from bench.repeat import render_saved
+
+    fifo = fifo_in(tmp_path)
+    refused(lambda: render_saved(fifo, None), "--from", "is a FIFO")
+    refused(lambda: read_json_record(fifo, "--config"), "--config", "is a FIFO")
+
+
+def test_compare_with_a_fifo_as_claims_answers_at_once(tmp_path, blocked_tf):
+    fifo_in(tmp_path)
+    result = cli(tmp_path, blocked_tf, "bench.compare", "--from", str(COMPARE_RECORD), "--claims", "in.fifo")
+    one_line_exit_2(result, "claims registry 'in.fifo' must be a regular file")

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 from diffusion.errors import ConfigError
+from diffusion.outputs import check_readable_file
 from diffusion.shapes import Record, check
 
 HEARTBEAT_S = 2  # how often a running trial says it is alive
@@ -283,6 +284,7 @@ def check_journal(path: Path) -> None:
         raise ConfigError(f"{where} is a directory; --storage must name a journal file (or a database URL).")
     if not path.exists():
         return
+    check_readable_file(path, "journal file")  # a FIFO would block, /dev/zero fill memory, /dev/null lose trials
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError as exc:
