@@ -332,3 +332,34 @@ def test_compare_with_a_fifo_as_claims_answers_at_once(tmp_path, blocked_tf):
     fifo_in(tmp_path)
     result = cli(tmp_path, blocked_tf, "bench.compare", "--from", str(COMPARE_RECORD), "--claims", "in.fifo")
     one_line_exit_2(result, "claims registry 'in.fifo' must be a regular file")
+
+
+# ---- best.json parameters: Python's 64.0 == 64 and True == 1.0 ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"hidden_dim": 64.0}, {"blocks": 2.0}, {"blocks": True}, {"clip_norm": True}, {"batch_size": 16.0}],
+    ids=["float-width", "float-blocks", "bool-blocks", "bool-clip", "float-batch"],
+)
+def test_a_best_json_value_equal_to_an_option_but_of_another_type_is_refused(tmp_path, params):
+    from diffusion.hpo.space import load_best
+
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"params": params}))
+    name = next(iter(params))
+    refused(lambda: load_best(path), f"--config {str(path)!r}", f"`{name}` must be one of")
+
+
+def test_a_best_json_integer_for_a_float_option_is_taken_as_that_float(tmp_path):
+    from diffusion.hpo.space import check_params
+
+    assert check_params({"clip_norm": 1, "hidden_dim": 64}) == {"clip_norm": 1.0, "hidden_dim": 64}
+    assert isinstance(check_params({"clip_norm": 1})["clip_norm"], float)
+
+
+def test_train_refuses_a_float_block_count_in_its_config_before_tensorflow(tmp_path, blocked_tf):
+    (tmp_path / "best.json").write_text('{"params": {"blocks": 2.0}}')
+    result = cli(tmp_path, blocked_tf, "diffusion.train", "--config", "best.json", "--out", "run", "--preset", "tiny")
+    one_line_exit_2(result, "`blocks` must be one of 2, 3, 4, 6, but got 2.0")
+    assert not (tmp_path / "run").exists()

@@ -34,9 +34,18 @@ class Choice:
         return trial.suggest_categorical(name, list(self.options))
 
     def check(self, name: str, value: Any) -> Any:
-        if value not in self.options:
-            raise ConfigError(f"`{name}` must be one of {', '.join(map(str, self.options))}, but got {value!r}.")
-        return value
+        """``value`` as the option it names. ``64.0 == 64`` and ``True == 1.0`` in Python, but a
+        float layer width or a boolean clip norm breaks the model: an integer option takes an
+        integer only, a float option an integer or float, and never a bool."""
+        for option in self.options:
+            numeric = isinstance(option, (int, float)) and not isinstance(option, bool)
+            if numeric and isinstance(value, bool):
+                continue
+            if isinstance(option, int) and numeric and not isinstance(value, int):
+                continue
+            if value == option:
+                return option
+        raise ConfigError(f"`{name}` must be one of {', '.join(map(str, self.options))}, but got {value!r}.")
 
 
 # What the search tunes: model size, learning rate, batch size and clipping. `clip_norm` 0
