@@ -42,6 +42,8 @@ GPU_BATCHES = CPU_BATCHES + (2048, 4096, 8192)
 # Validation batches per pass: the peak is one batch's, and 3 x 1024 fits the 3200 fixed samples.
 VAL_BATCHES = 3
 PHASES = ("validate", "train")
+# Each job is a whole worker process (up to a minute at seed): 200 are hours already.
+MAX_JOBS = 200
 
 Runner = Callable[[Job], dict[str, Any]]
 
@@ -74,6 +76,16 @@ class MemoryPlan:
             raise ConfigError(f"`batches` must be at most {KNOB_MAX['batch_size']}, but got {self.batches!r}.")
         if not self.train_seconds > 0:
             raise ConfigError(f"`train_seconds` must be positive, but got {self.train_seconds!r}.")
+        for name, values in (("paths", self.paths), ("batches", self.batches), ("disk_paths", self.disk_paths)):
+            if len(set(values)) != len(values):  # one job per (path, batch): a repeat would reuse the first
+                twice = sorted({str(v) for v in values if values.count(v) > 1})
+                raise ConfigError(f"`{name}` must not repeat a value, but got {', '.join(twice)} more than once.")
+        jobs = len(self.paths) * len(self.batches) + len(self.disk_paths)
+        if jobs > MAX_JOBS:
+            raise ConfigError(
+                f"a memory run must have at most {MAX_JOBS} jobs (each a whole worker process), but "
+                f"{len(self.paths)} paths x {len(self.batches)} batches + {len(self.disk_paths)} disk jobs make {jobs}."
+            )
 
     def validates_at(self, batch: int) -> bool:
         """Whether VAL_BATCHES batches of ``batch`` fit the preset's fixed validation set."""

@@ -363,3 +363,27 @@ def test_train_refuses_a_float_block_count_in_its_config_before_tensorflow(tmp_p
     result = cli(tmp_path, blocked_tf, "diffusion.train", "--config", "best.json", "--out", "run", "--preset", "tiny")
     one_line_exit_2(result, "`blocks` must be one of 2, 3, 4, 6, but got 2.0")
     assert not (tmp_path / "run").exists()
+
+
+# ---- memory plans: a repeated job or thousands of them ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"batches": (32, 64, 32)}, "`batches` must not repeat a value, but got 32"),
+        ({"paths": ("neu", "alt", "neu")}, "`paths` must not repeat a value, but got neu"),
+        ({"batches": tuple(range(1, 300))}, "at most 200 jobs"),
+    ],
+    ids=["repeated-batch", "repeated-path", "too-many-jobs"],
+)
+def test_a_memory_plan_with_a_repeated_or_huge_job_list_is_refused(changes, says):
+    from bench.memory import MemoryPlan
+
+    refused(lambda: MemoryPlan(preset="tiny", **changes), says)
+
+
+def test_the_memory_defaults_are_within_the_job_cap():
+    from bench.memory import GPU_BATCHES, MemoryPlan
+
+    MemoryPlan(preset="tiny", batches=GPU_BATCHES)
