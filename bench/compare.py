@@ -71,6 +71,12 @@ def build_parser() -> Parser:
         "--xla", action="store_true", help="also measure the candidate with XLA (beyond the report; no claim reads it)"
     )
     parser.add_argument(
+        "--warm-together",
+        action="store_true",
+        help="warm-ups (first pass, first steps) side by side instead of alone: for many-core GPU machines, where "
+        "they dominate a round; first-call times then include the neighbours'",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue a cut run from the finished jobs kept beside --json (the same command, the same code)",
@@ -189,6 +195,7 @@ def measure_speed(
         ablations=not args.no_ablations,
         both_ways=args.both_ways,
         xla=args.xla,
+        warm_together=args.warm_together,
         disk=not args.no_disk,
         seed=args.seed,
     )

@@ -59,6 +59,7 @@ class SpeedPlan:
         ablations, both_ways: which one-knob roles run (bench/runner.py: ``plan_roles``).
         xla: also the candidate with XLA, beyond the report (no claim reads it; its compile
             takes longer than a round's measuring at seed).
+        warm_together: warm-ups (first pass and steps) side by side, not alone (bench/turns.py).
         disk: also measure M3/M4 (a one-epoch fit of base and candidate in round 1).
         seed: the order of roles and turns.
     """
@@ -73,6 +74,7 @@ class SpeedPlan:
     both_ways: bool = False
     xla: bool = False
     disk: bool = True
+    warm_together: bool = False
     seed: int = 0
 
     def roles(self) -> list[Role]:
@@ -148,15 +150,45 @@ class Sequential:
     def judge(
         self, records: list[dict[str, Any]], elapsed_s: float | None = None, budget_s: float | None = None
     ) -> Decision:
-        """The rule's decision on the records so far (after the last round too, for the rows)."""
+        """The rule's decision on the records so far (after the last round too, for the rows).
+
+        Beyond ``decide`` (which stops at a look), the budget stops the rounds after any round
+        when another would not end in it: a slow machine (ALT on a GPU) may not reach the
+        first look. The rows are then judged at the level of the next look, which never comes:
+        their interval takes that look's place in the union bound over the looks, so the
+        coverage holds (below ``MIN_ROUNDS`` rounds the rows are inconclusive anyway).
+        """
+        from dataclasses import replace
+
         from bench.analysis import rounds_done, watched_ratios
-        from bench.sequential import decide
+        from bench.sequential import BUDGET_STOP, MAX_ROUNDS_STOP, Decision, decide
 
         n = rounds_done(records)
-        schedule = self.fix(int(budget_s // (elapsed_s / n)) if elapsed_s and budget_s is not None else self.max_rounds)
-        budget = {} if elapsed_s is None else {"elapsed_s": elapsed_s, "budget_s": budget_s}
-        self.decision = decide(schedule, n, watched_ratios(self.watched, records, self.roles), self.watched, **budget)
-        return self.decision
+        timed = elapsed_s is not None and budget_s is not None and elapsed_s > 0
+        schedule = self.fix(int(budget_s // (elapsed_s / n)) if timed else self.max_rounds)
+        budget = {"elapsed_s": elapsed_s, "budget_s": budget_s} if timed else {}
+        decision = decide(schedule, n, watched_ratios(self.watched, records, self.roles), self.watched, **budget)
+        if decision.reason == MAX_ROUNDS_STOP and schedule.max_rounds < self.max_rounds:
+            decision = replace(
+                decision,
+                reason=BUDGET_STOP,
+                detail=f"{decision.detail}; the budget holds {schedule.max_rounds} of --rounds {self.max_rounds} "
+                "at round 1's duration",
+            )
+        elif not decision.stop and timed and elapsed_s * (n + 1) / n > budget_s:
+            following = schedule.next_look(n)
+            assert following is not None  # n is before the last look, or decide would have stopped
+            level = schedule.confidence(following)
+            decision = Decision(
+                True,
+                BUDGET_STOP,
+                n,
+                level,
+                detail=f"n = {n} before the look at {following}: another round (~{elapsed_s / n:.0f} s) would end "
+                f"past the budget ({budget_s:.0f} s); judged at that look's {level:.2%}",
+            )
+        self.decision = decision
+        return decision
 
     def rule(self, records: list[dict[str, Any]], elapsed_s: float, budget_s: float) -> bool | str:
         decision = self.judge(records, elapsed_s, budget_s)
@@ -241,6 +273,7 @@ def measure(
         job_options=dict(turns.job_options),
         seed=turns.seed,
         freeze=turns.freeze,
+        warm_together=plan.warm_together,
         start=start,
         on_job=kept_turns.on_job(tell(lambda r: f"round {r + 1}")),
         done=kept_turns.done(),

@@ -67,6 +67,14 @@ class TurnWorker:
     def thaw(self) -> None:
         self._signal(signal.SIGCONT)
 
+    def send(self, request: dict[str, Any]) -> None:
+        """Send ``request`` without waiting; the next ``ask(None)`` reads its answer."""
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # it has died: the next ask says why
+            pass
+
     def _signal(self, sig: signal.Signals) -> None:
         if self.proc.poll() is None:
             try:
@@ -138,6 +146,8 @@ class Worker(Protocol):
 
     def thaw(self) -> None: ...
 
+    def send(self, request: dict[str, Any]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -155,6 +165,7 @@ def turn_round(
     start: Starter,
     *,
     freeze: bool = False,
+    warm_together: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """One round of ``run_turns``: start the workers side by side, take turns, collect records.
 
@@ -168,8 +179,12 @@ def turn_round(
     (a prefetching loader) banks work off its clock or takes CPU from the turn's owner. Set-up
     (imports, data, model; not a claim's figure) runs side by side, each worker frozen once it
     is ready; then each worker's first (traced) pass and steps run alone (the ``warm`` turn),
-    so the compile times beside the verdicts are timed without a neighbour. Without it (the
-    gate's calibrated mode) the workers start side by side and idle ones stay alive.
+    so the compile times beside the verdicts are timed without a neighbour; with
+    ``warm_together`` they run side by side as well (on a GPU machine with many cores, where
+    JAX compiles an eager step op by op for tens of seconds and serial warm-ups took 130 s of a
+    182 s round), and the compile times are read as such. A worker that has trained enough sits
+    out the remaining training turns. Without ``freeze`` (the gate's calibrated mode) the
+    workers start side by side, idle ones stay alive, and every one trains until all have.
     """
     live: dict[str, Worker] = {}
     done: dict[str, dict[str, Any]] = {}
@@ -190,7 +205,10 @@ def turn_round(
     def go_round(phase: str, request: dict[str, Any]) -> None:
         for i in rng.permutation(len(order)):
             name = order[i].name
-            if name in live and phase in jobs[name].phases:
+            # Frozen, a worker that has trained enough sits out the rest: the others' turns
+            # still alternate, and a slow path's extra steps would only cost time.
+            done_training = freeze and phase == "train" and not short(name)
+            if name in live and phase in jobs[name].phases and not done_training:
                 answer = ask(name, request)
                 if answer is not None and phase == "train":
                     trained[name] = (trained[name][0] + answer["steps"], trained[name][1] + answer["seconds"])
@@ -208,9 +226,19 @@ def turn_round(
             for role in order:  # set-up runs side by side; each is frozen once it is ready
                 if ask(role.name, None) is not None:
                     live[role.name].freeze()
-            for role in order:  # the first (traced) pass and steps run alone
+            for role in order:  # the first (traced) pass and steps, alone unless asked otherwise
                 if role.name in live:
-                    ask(role.name, {"turn": "warm"})
+                    if warm_together:
+                        live[role.name].thaw()
+                        live[role.name].send({"turn": "warm"})
+                    else:
+                        ask(role.name, {"turn": "warm"})
+            if warm_together:
+                for role in order:
+                    if role.name in live:
+                        ask(role.name, None)  # its answer to the warm turn sent above
+                        if role.name in live:
+                            live[role.name].freeze()
         else:
             for role in order:
                 live[role.name] = start(jobs[role.name], role.root)
@@ -243,6 +271,7 @@ def run_turns(
     start: Starter = TurnWorker,
     on_job: OnJob | None = None,
     freeze: bool = False,
+    warm_together: bool = False,
     done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
     more: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
@@ -256,7 +285,8 @@ def run_turns(
         done: records of finished rounds, keyed (round, role name), from a cut run: a round
             whose every role is there is reused as it is (and not passed to ``on_job``); a
             round only partly there is measured again whole, as its roles belong together.
-        freeze: only the worker taking its turn runs (``turn_round``).
+        freeze, warm_together: only the worker taking its turn runs, and warm-ups alone or
+            side by side (``turn_round``).
         more: called with all records so far after every round; False stops before
             ``rounds`` (a sequential rule that has decided, or a spent budget).
 
@@ -273,7 +303,7 @@ def run_turns(
             rng = np.random.default_rng([seed, r])
             order = [roles[i] for i in rng.permutation(len(roles))]
             jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
-            measured = turn_round(order, jobs, turn_seconds, rng, start, freeze=freeze)
+            measured = turn_round(order, jobs, turn_seconds, rng, start, freeze=freeze, warm_together=warm_together)
             for role in roles:
                 record = tagged(measured[role.name], r, role)
                 records.append(record)

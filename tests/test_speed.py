@@ -155,3 +155,24 @@ def test_the_disk_fit_writes_what_the_eager_path_writes_with_its_step_compiled(t
     assert sorted(compiled["files"]) == sorted(sizes)
     for name, size in sizes.items():  # the path's name in the checkpoint's metadata differs by a few bytes
         assert abs(compiled["files"][name] - size) <= max(16, 0.001 * size), (name, compiled["files"][name], size)
+
+
+def test_a_budget_too_small_for_the_next_round_stops_between_looks_at_the_next_looks_level():
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    sequential = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    sequential.judge([{"round": 0, "phases": {}}], elapsed_s=100.0, budget_s=1250.0)  # looks (5, 9, 12)
+    records = [{"round": r, "phases": {}} for r in range(6)]
+    decision = sequential.judge(records, elapsed_s=600.0, budget_s=650.0)  # a 7th round would end at 700 s
+    assert decision.stop and decision.reason == "budget" and decision.n == 6
+    assert decision.confidence == pytest.approx(sequential.schedule.confidence(9))
+    assert "before the look at 9" in decision.stop_note
+    going = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    assert going.judge([{"round": 0, "phases": {}}], elapsed_s=100.0, budget_s=1250.0).stop is False
+
+
+def test_a_run_whose_budget_fixed_its_last_look_says_budget_not_max_rounds():
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    sequential = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    sequential.judge([{"round": 0, "phases": {}}], elapsed_s=100.0, budget_s=450.0)  # one look, at 4
+    decision = sequential.judge([{"round": r, "phases": {}} for r in range(4)])
+    assert decision.reason == "budget" and "the budget holds 4 of --rounds 16" in decision.stop_note

@@ -145,3 +145,29 @@ def test_a_frozen_worker_is_stopped_and_a_closed_one_leaves_no_process(banking_t
     worker.freeze()
     worker.close()  # SIGKILL reaches a stopped group too
     assert worker.proc.returncode == -signal.SIGKILL
+
+
+class Slow(Recorder):
+    """A recorder whose train turns take 4x as long for worker ``a``."""
+
+    def ask(self, request):
+        answer = super().ask(request)
+        if request is not None and request["turn"] == "train" and self.name == "a":
+            return {"steps": 1, "seconds": 0.2}
+        return answer
+
+    def send(self, request) -> None:
+        self.log.append((self.name, "sent " + request["turn"]))
+
+
+def test_frozen_a_worker_that_has_trained_enough_sits_out_and_warm_ups_may_run_side_by_side():
+    log: list[tuple[str, str]] = []
+    roles = [Role(n, parse_path("neu"), ("train",)) for n in ("a", "b")]
+    jobs = {r.name: Job("neu", "tiny", phases=("train",), train_seconds=0.38, min_steps=1) for r in roles}
+    started = iter("ab")
+    turn_round(roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Slow(next(started), log),
+               freeze=True, warm_together=True)  # fmt: skip
+    turns = {name: sum(1 for n, e in log if n == name and e == "train") for name in "ab"}
+    assert turns == {"a": 2, "b": 8}  # a: 2 x 0.2 s; b: 8 x 0.05 s; a sat out b's last six
+    warm = [(n, e) for n, e in log if "warm" in e]
+    assert warm == [("a", "sent warm"), ("b", "sent warm")]  # both sent before either answer is read
