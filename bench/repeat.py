@@ -232,6 +232,43 @@ def one_run(args: list[str]) -> dict[str, Any]:
     }
 
 
+# bench.compare options that would make a run something else than a fresh measurement kept by
+# bench.repeat: its own outputs (each run would write over them; a committed record, say), a
+# saved record rendered N times (N runs that agree perfectly), or a cut run continued.
+NOT_PASSED = {
+    "json": "--json",
+    "markdown": "--markdown",
+    "source": "--from",
+    "resume": "--resume",
+    "reassess": "--reassess",
+}
+
+
+def check_compare_args(compare_args: list[str]) -> None:
+    """Parse the arguments as bench.compare will (a bad one is refused once, here, not N times
+    after N starts) and refuse the options bench.repeat owns.
+
+    Raises:
+        ConfigError: an option of ``NOT_PASSED``; SystemExit(2) with compare's one-line message
+            for an argument compare refuses.
+    """
+    from bench.compare import build_parser as compare_parser
+    from diffusion.paths import parse_path
+    from diffusion.presets import get_preset
+
+    parsed = compare_parser().parse_args(compare_args)
+    given = [flag for name, flag in NOT_PASSED.items() if getattr(parsed, name, None) not in (None, False)]
+    if given:
+        raise ConfigError(
+            f"compare arguments must not include {', '.join(given)}: bench.repeat runs fresh measurements "
+            "and keeps each run's record itself (its --json and --markdown)."
+        )
+    for spec in (parsed.base, parsed.candidate):
+        if spec is not None:
+            parse_path(spec)
+    get_preset(parsed.preset)
+
+
 def render_saved(source: Path, out: Path | None) -> int:
     check_readable_file(source, "--from")
     try:
@@ -283,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None:
             check_writable_file(path, what)
     compare_args = args.compare_args or ["alt", "neu"]
+    check_compare_args(compare_args)
     from diffusion.environment import environment
 
     env = environment()

@@ -387,3 +387,31 @@ def test_the_memory_defaults_are_within_the_job_cap():
     from bench.memory import GPU_BATCHES, MemoryPlan
 
     MemoryPlan(preset="tiny", batches=GPU_BATCHES)
+
+
+# ---- bench.repeat's compare arguments ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--from", "r.json"], "--from"),
+        (["--markdown", "results/x.md"], "--markdown"),
+        (["--json", "x.json"], "--json"),
+    ],
+)
+def test_repeat_refuses_compare_options_it_owns(args, flag):
+    from bench.repeat import check_compare_args
+
+    refused(lambda: check_compare_args(["alt", "neu", *args]), f"must not include {flag}")
+
+
+def test_repeat_refuses_a_bad_compare_argument_once_before_any_run(tmp_path, blocked_tf):
+    result = cli(tmp_path, blocked_tf, "bench.repeat", "--json", "r.json", "--runs", "2", "--", "--rounds", "0")
+    one_line_exit_2(result, "--rounds must be at least 1")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_repeat_refuses_rendering_a_saved_record_as_n_runs(tmp_path, blocked_tf):
+    args = ("bench.repeat", "--json", "r.json", "--runs", "2", "--", "--from", str(COMPARE_RECORD))
+    one_line_exit_2(cli(tmp_path, blocked_tf, *args), "must not include --from")
