@@ -334,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     _, preset = read_checkpoint(args.checkpoint)  # NumPy only: a bad checkpoint answers before TensorFlow loads
     if args.select is not None and args.select > preset.detector.n_pmt:
         raise ConfigError(f"--select must be at most the {preset.detector.n_pmt} PMTs, but got {args.select}.")
+    select = args.select if args.select is not None else default_select(preset.detector.n_pmt)
+    if not args.no_selection and args.trigger_k > select:  # no event could trigger: a detection rate of 0 by rule
+        raise ConfigError(
+            f"--trigger-k must be at most the {select} selected PMTs (--select), but got {args.trigger_k}."
+        )
     quiet_frameworks()
     from rich.console import Console
     from rich.progress import Progress

@@ -415,3 +415,20 @@ def test_repeat_refuses_a_bad_compare_argument_once_before_any_run(tmp_path, blo
 def test_repeat_refuses_rendering_a_saved_record_as_n_runs(tmp_path, blocked_tf):
     args = ("bench.repeat", "--json", "r.json", "--runs", "2", "--", "--from", str(COMPARE_RECORD))
     one_line_exit_2(cli(tmp_path, blocked_tf, *args), "must not include --from")
+
+
+# ---- verify: a trigger no selection could reach -------------------------------------------------------
+
+
+def test_verify_refuses_a_trigger_k_above_the_selected_pmts_before_tensorflow(tmp_path):
+    import numpy as np
+
+    from diffusion.checkpoint import Checkpoint, save_checkpoint
+    from diffusion.verify import main
+    from tests.test_reads import META
+
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "checkpoint.npz", Checkpoint([np.zeros(3)], [], META))
+    args = ["--checkpoint", str(tmp_path / "run"), "--select", "10", "--trigger-k", "11"]
+    refused(lambda: main(args), "--trigger-k must be at most the 10 selected PMTs (--select), but got 11")
+    refused(lambda: main([*args[:2], "--trigger-k", "1000000"]), "--trigger-k must be at most the")
