@@ -16,6 +16,11 @@ from pathlib import Path
 
 from diffusion.errors import ConfigError
 
+ROOT = Path(__file__).resolve().parent.parent
+# The checkout's own code and configuration: inputs of every command (the gate reads
+# pyproject.toml for its default REF, compare reads bench/claims.toml), never an output.
+SOURCE_SUFFIXES = frozenset({".py", ".toml", ".cfg", ".ini"})
+SOURCE_NAMES = frozenset({"README.md", "LICENSE", "STYLE.md", "DESIGN.md"})
 Named = tuple[str, Path | None]  # (the flag that names it, e.g. "--markdown's plot"; the path or None)
 
 
@@ -66,9 +71,10 @@ def special_kind(path: Path) -> str | None:
 
 
 def check_not_special(path: Path, flag: str) -> None:
-    """Refuse ``-`` and a device, FIFO or socket as an output. Outputs are written to a temporary
-    file and renamed over the target, so ``--json /dev/null`` run as root would replace the
-    system's /dev/null with a regular file; ``-`` would make a file named ``-``, not stdout.
+    """Refuse ``-``, a device, FIFO or socket, and the checkout's own code as an output. Outputs are
+    written to a temporary file and renamed over the target, so ``--json /dev/null`` run as root
+    would replace the system's /dev/null with a regular file; ``-`` would make a file named ``-``,
+    not stdout; ``bench.gate --json pyproject.toml`` replaced the file it reads its REF from.
 
     Raises:
         ConfigError: naming the flag, the path and what it is.
@@ -78,6 +84,25 @@ def check_not_special(path: Path, flag: str) -> None:
     kind = special_kind(path)
     if kind is not None:
         raise ConfigError(f"`{flag}` must be a regular file, but {str(path)!r} is {kind}; name a file.")
+    if is_checkout_source(path):
+        raise ConfigError(
+            f"`{flag}` must not replace this checkout's code, configuration or git data, but {str(path)!r} is one; "
+            "choose another file (results/ holds records)."
+        )
+
+
+def is_checkout_source(path: Path) -> bool:
+    """Whether ``path`` (resolved) is inside this checkout's ``.git``, or an existing file of its code or
+    configuration (``SOURCE_SUFFIXES``, ``SOURCE_NAMES``) outside ``results/`` and ``baselines/``."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(ROOT):
+        return False
+    top = resolved.relative_to(ROOT).parts[:1]
+    if top == (".git",):
+        return True
+    if top in (("results",), ("baselines",)) or not resolved.is_file():
+        return False
+    return resolved.suffix in SOURCE_SUFFIXES or resolved.name in SOURCE_NAMES
 
 
 def check_readable_file(path: Path, what: str) -> None:

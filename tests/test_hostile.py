@@ -432,3 +432,27 @@ def test_verify_refuses_a_trigger_k_above_the_selected_pmts_before_tensorflow(tm
     args = ["--checkpoint", str(tmp_path / "run"), "--select", "10", "--trigger-k", "11"]
     refused(lambda: main(args), "--trigger-k must be at most the 10 selected PMTs (--select), but got 11")
     refused(lambda: main([*args[:2], "--trigger-k", "1000000"]), "--trigger-k must be at most the")
+
+
+# ---- outputs over the checkout itself --------------------------------------------------------------------
+
+ROOT = COMPARE_RECORD.parent.parent
+
+
+@pytest.mark.parametrize("name", ["pyproject.toml", "bench/gate.py", "README.md", ".git/HEAD", "bench/claims.toml"])
+def test_an_output_over_the_checkouts_code_or_configuration_is_refused(name):
+    refused(lambda: check_outputs([("--json", ROOT / name)]), "`--json` must not replace this checkout's code")
+
+
+@pytest.mark.parametrize("name", ["results/new-record.json", "baselines/new.json", "new.py"])
+def test_an_output_in_results_baselines_or_a_new_file_passes(name):
+    check_outputs([("--json", ROOT / name)])
+
+
+def test_gate_refuses_to_write_its_record_over_pyproject_it_reads_its_ref_from(tmp_path, blocked_tf):
+    import hashlib
+
+    pyproject = ROOT / "pyproject.toml"
+    before = hashlib.sha256(pyproject.read_bytes()).hexdigest()
+    one_line_exit_2(cli(tmp_path, blocked_tf, "bench.gate", "--json", str(pyproject)), "`--json` must not replace")
+    assert hashlib.sha256(pyproject.read_bytes()).hexdigest() == before
