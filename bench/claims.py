@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from bench.stats import KINDS
+from diffusion.cli import json_error
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_readable_file
 from diffusion.paths import KNOBS
@@ -208,8 +209,8 @@ def load_claims(path: Path | None = None) -> list[Claim]:
     try:
         text = path.read_text() if path else resources.files("bench").joinpath("claims.toml").read_text()
         registry = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where} is unreadable: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or TOML, a 5,000-digit integer
+        raise ConfigError(f"{where} is unreadable: {json_error(exc)}") from None
     check(registry, REGISTRY, where)
     claims = []
     for row in registry.get("claim", []):

@@ -456,3 +456,15 @@ def test_gate_refuses_to_write_its_record_over_pyproject_it_reads_its_ref_from(t
     before = hashlib.sha256(pyproject.read_bytes()).hexdigest()
     one_line_exit_2(cli(tmp_path, blocked_tf, "bench.gate", "--json", str(pyproject)), "`--json` must not replace")
     assert hashlib.sha256(pyproject.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("x = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"), ("x = " + HUGE_INT, "4300 digits")],
+)
+def test_a_claims_registry_nested_too_deeply_or_with_a_5000_digit_number_is_one_line(tmp_path, text, says):
+    from bench.claims import load_claims
+
+    path = tmp_path / "claims.toml"
+    path.write_text(text + "\n")
+    refused(lambda: load_claims(path), "claims registry", "is unreadable", says)
