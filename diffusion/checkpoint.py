@@ -23,6 +23,9 @@ from diffusion.shapes import Record, check
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_SCHEMA = 1
+# The seed preset's checkpoint (35M weights and Adam's two moments, float32) unpacks to about
+# 0.4 GiB; ten times that is no checkpoint of ours but a file that would fill memory on load.
+MAX_UNPACKED_BYTES = 4 * 2**30
 # What resume, generate and verify read from the metadata (Trainer.checkpoint writes it). The
 # digest proves the file is whole, not that its writer was ours: a hand-made one is checked too.
 META = Record(
@@ -66,6 +69,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}.")
     try:
+        with zipfile.ZipFile(path) as archive:  # sizes from the directory, before anything is unpacked
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_UNPACKED_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt (it unpacks to {unpacked / 2**30:.1f} GiB; ours stay under "
+                f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB)."
+            )
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta_text = str(arrays.pop("__meta__"))
@@ -73,7 +83,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         weights = [arrays[k] for k in sorted(arrays) if k.startswith("w")]
         optimizer = [arrays[k] for k in sorted(arrays) if k.startswith("o")]
         meta = json.loads(meta_text)
-    except (OSError, ValueError, RecursionError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, RecursionError, MemoryError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc}).") from None
     if digest != _digest(weights, optimizer, meta_text):
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch).")

@@ -468,3 +468,43 @@ def test_a_claims_registry_nested_too_deeply_or_with_a_5000_digit_number_is_one_
     path = tmp_path / "claims.toml"
     path.write_text(text + "\n")
     refused(lambda: load_claims(path), "claims registry", "is unreadable", says)
+
+
+# ---- checkpoints that would fill memory -------------------------------------------------------------
+
+
+def test_a_checkpoint_whose_array_header_claims_terabytes_is_corrupt_not_a_memory_error(tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+    from numpy.lib import format as npy
+
+    from diffusion.checkpoint import load_checkpoint
+    from diffusion.errors import CheckpointError
+
+    header = io.BytesIO()
+    npy.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    path = tmp_path / "checkpoint.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w0000.npy", header.getvalue() + b"\0" * 64)
+        for name in ("__meta__", "__digest__"):
+            member = io.BytesIO()
+            np.save(member, np.array("{}"))
+            archive.writestr(f"{name}.npy", member.getvalue())
+    with pytest.raises(CheckpointError, match=r"is corrupt \(MemoryError"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_that_unpacks_past_the_cap_is_refused_before_unpacking(tmp_path, monkeypatch):
+    import numpy as np
+
+    from diffusion import checkpoint
+    from diffusion.errors import CheckpointError
+    from tests.test_reads import META
+
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save_checkpoint(path, checkpoint.Checkpoint([np.zeros(1000)], [], META))
+    monkeypatch.setattr(checkpoint, "MAX_UNPACKED_BYTES", 4096)
+    with pytest.raises(CheckpointError, match=r"it unpacks to 0\.0 GiB; ours stay under"):
+        checkpoint.load_checkpoint(path)
