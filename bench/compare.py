@@ -18,6 +18,7 @@ from diffusion.cli import (
     TRAIN_SECONDS,
     Parser,
     bounded,
+    check_writable_dir,
     check_writable_file,
     read_json_record,
     run,
@@ -182,6 +183,7 @@ def measure_speed(
     from bench.analysis import ablation_rows, path_summary, rounds_done
     from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
+    from bench.shapes import WORKER_RECORD
     from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure
 
     preset = preset or args.preset
@@ -204,7 +206,8 @@ def measure_speed(
     identity = run_identity(plan.record(), "bench/speed.py")
     suffix = "" if preset == args.preset else f"-{preset}"
     memory, turns = (
-        Partial.beside(args.json, identity, resume=args.resume, part=part + suffix) for part in ("memory", "speed")
+        Partial.beside(args.json, identity, resume=args.resume, part=part + suffix, shape=WORKER_RECORD)
+        for part in ("memory", "speed")
     )
     kept += [memory, turns]
     reused = len(memory.done()) + len(turns.done())
@@ -286,6 +289,7 @@ def measure_scaling(args: Any, base: Any, candidate: Any, kept: list[Any]) -> di
     from bench.progress import JobProgress
     from bench.runner import Plan, run_plan
     from bench.scaling import core_counts, scaling_roles, scaling_table
+    from bench.shapes import WORKER_RECORD
 
     counts = core_counts(len(os.sched_getaffinity(0)))
     paths = {format_path(base): base, format_path(candidate): candidate}
@@ -297,9 +301,8 @@ def measure_scaling(args: Any, base: Any, candidate: Any, kept: list[Any]) -> di
         job_options={"train_seconds": args.train_seconds},
         seed=args.seed,
     )
-    partial = Partial.beside(
-        args.json, run_identity(plan.record(), "bench/scaling.py"), resume=args.resume, part="scaling"
-    )
+    identity = run_identity(plan.record(), "bench/scaling.py")
+    partial = Partial.beside(args.json, identity, resume=args.resume, part="scaling", shape=WORKER_RECORD)
     kept.append(partial)
     done = partial.done()
     with JobProgress(
@@ -508,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             check_writable_file(path, what)
     if args.markdown is not None:
         check_writable_file(args.markdown.with_suffix(".png"), "--markdown plot")
+    if args.suite in ("quality", "all") and args.source is None:
+        check_writable_dir(args.work_dir, "--work-dir")  # now, not after the suites before it
     if args.resume and (args.source is not None or args.json is None):
         raise ConfigError("--resume continues a cut measurement: give the same command with its --json, not --from.")
     if args.reassess and args.source is None:

@@ -412,7 +412,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
 
 def _md_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     def esc(cell: str) -> str:
-        return cell.replace("|", "\\|")
+        return cell.replace("|", "\\|").replace("\r", " ").replace("\n", " ")  # a newline would end the row
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]

@@ -99,6 +99,29 @@ QUALITY = Record(
         "ttq_summary": Maybe(dict),
     },
 )
+
+
+# A worker's record as a partial record keeps it (bench/partial.py), in the fields the analysis
+# reads: a failed worker's error, or phases whose figures are finite where they are numbers.
+def _worker_record(value: Any) -> bool:
+    import math
+
+    if not isinstance(value, dict):
+        return False
+    if "error" in value:
+        return isinstance(value["error"], str)
+    phases = value.get("phases")
+    if not isinstance(phases, dict) or not all(isinstance(p, dict) for p in phases.values()):
+        return False
+    numbers = [
+        v for p in phases.values() for v in p.values() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    return all(math.isfinite(v) for v in numbers) and isinstance(value.get("disk", {}), (dict, type(None)))
+
+
+WORKER_RECORD = Test(_worker_record, "a worker record: {error: text} or {phases: {phase: {figure: finite number}}}")
+
+
 COMPARE = Record(
     {
         "schema": str,

@@ -176,3 +176,29 @@ def test_a_run_whose_budget_fixed_its_last_look_says_budget_not_max_rounds():
     sequential.judge([{"round": 0, "phases": {}}], elapsed_s=100.0, budget_s=450.0)  # one look, at 4
     decision = sequential.judge([{"round": r, "phases": {}} for r in range(4)])
     assert decision.reason == "budget" and "the budget holds 4 of --rounds 16" in decision.stop_note
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"phases": {"train": {"train_samples_per_s": float("nan")}}},
+        {"phases": []},
+        {"error": 3},
+        [],
+        {"phases": {"t": 1}},
+    ],
+)
+def test_a_kept_worker_record_of_the_wrong_shape_is_refused_before_it_is_reused(record):
+    from bench.shapes import WORKER_RECORD
+    from diffusion.errors import ConfigError
+    from diffusion.shapes import check
+
+    check({"phases": {"train": {"train_samples_per_s": 5.0, "spec": "alt"}}}, WORKER_RECORD, "x")
+    with pytest.raises(ConfigError, match="a worker record"):
+        check(record, WORKER_RECORD, "--json's partial record")
+
+
+def test_a_newline_in_a_table_cell_does_not_end_its_markdown_row():
+    from bench.report import _md_table
+
+    assert _md_table(("id",), [["Z1\n| injected |"]]).splitlines()[-1] == "| Z1 \\| injected \\| |"
