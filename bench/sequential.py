@@ -229,12 +229,14 @@ def decide(
 ) -> Decision:
     """Stop or go on after ``n`` rounds: the rule, called by the loop after every round.
 
-    Between looks it always goes on. At a look it judges every claim at the look's level and
-    stops when every one is decided (``decided``), at the last look (``max rounds``), or when
-    the next look would not fit the budget (``budget``): the rounds up to the next look are
-    projected at this run's mean round time, ``elapsed_s / n``. The first look is always
-    reached (without it nothing can be decided); a round that overruns the projection still
-    runs to the next look, which is where the rule may stop.
+    At a look it judges every claim at the look's level and stops when every one is decided
+    (``decided``), at the last look (``max rounds``), or when the next look would not fit the
+    budget (``budget``): the rounds up to the next look are projected at this run's mean round
+    time, ``elapsed_s / n``. Between looks it goes on unless even one more round would end past
+    the budget (a machine slower than the looks were fixed for: ALT on a GPU); it then stops
+    with every claim judged at the level of the next look, which never comes: the interval
+    takes that look's place in the union bound, so the coverage holds (below ``MIN_ROUNDS``
+    rounds every row is inconclusive anyway).
 
     Args:
         schedule: the looks and their alphas, fixed before the first round.
@@ -249,7 +251,18 @@ def decide(
     if n > schedule.max_rounds:
         raise ValueError(f"`n` must be at most the schedule's last look ({schedule.max_rounds}), but got {n=}.")
     if not schedule.is_look(n):
-        return Decision(False, "", n)
+        following = schedule.next_look(n)
+        assert following is not None  # n is below the last look
+        if elapsed_s is None or budget_s is None or elapsed_s * (n + 1) / n <= budget_s:
+            return Decision(False, "", n)
+        confidence = schedule.confidence(following)
+        intervals, verdicts = judge_look(ratios, claims, confidence)
+        undecided = tuple(c for c, v in verdicts.items() if v not in DECIDED)
+        detail = (
+            f"n = {n} before the look at {following}: another round (~{elapsed_s / n:.0f} s) would end past "
+            f"the budget ({budget_s:.0f} s); judged at that look's {confidence:.2%}"
+        )
+        return Decision(True, BUDGET_STOP, n, confidence, intervals, verdicts, undecided, detail)
     confidence = schedule.confidence(n)
     intervals, verdicts = judge_look(ratios, claims, confidence)
     undecided = tuple(c for c, v in verdicts.items() if v not in DECIDED)

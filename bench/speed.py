@@ -152,16 +152,13 @@ class Sequential:
     ) -> Decision:
         """The rule's decision on the records so far (after the last round too, for the rows).
 
-        Beyond ``decide`` (which stops at a look), the budget stops the rounds after any round
-        when another would not end in it: a slow machine (ALT on a GPU) may not reach the
-        first look. The rows are then judged at the level of the next look, which never comes:
-        their interval takes that look's place in the union bound over the looks, so the
-        coverage holds (below ``MIN_ROUNDS`` rounds the rows are inconclusive anyway).
+        ``decide`` stops at a look, or between looks when another round would end past the
+        budget; a last look that the budget fixed (``fix``) is said to be the budget's.
         """
         from dataclasses import replace
 
         from bench.analysis import rounds_done, watched_ratios
-        from bench.sequential import BUDGET_STOP, MAX_ROUNDS_STOP, Decision, decide
+        from bench.sequential import BUDGET_STOP, MAX_ROUNDS_STOP, decide
 
         n = rounds_done(records)
         timed = elapsed_s is not None and budget_s is not None and elapsed_s > 0
@@ -174,18 +171,6 @@ class Sequential:
                 reason=BUDGET_STOP,
                 detail=f"{decision.detail}; the budget holds {schedule.max_rounds} of --rounds {self.max_rounds} "
                 "at round 1's duration",
-            )
-        elif not decision.stop and timed and elapsed_s * (n + 1) / n > budget_s:
-            following = schedule.next_look(n)
-            assert following is not None  # n is before the last look, or decide would have stopped
-            level = schedule.confidence(following)
-            decision = Decision(
-                True,
-                BUDGET_STOP,
-                n,
-                level,
-                detail=f"n = {n} before the look at {following}: another round (~{elapsed_s / n:.0f} s) would end "
-                f"past the budget ({budget_s:.0f} s); judged at that look's {level:.2%}",
             )
         self.decision = decision
         return decision
