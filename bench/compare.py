@@ -176,7 +176,14 @@ SUITES = ("speed", "hpo", "scaling", "quality", "scale", "all")
 
 
 def measure_speed(
-    args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any], *, preset: str | None = None
+    args: Any,
+    claims: list[Any],
+    base: Any,
+    candidate: Any,
+    kept: list[Any],
+    *,
+    preset: str | None = None,
+    memory_rounds: int | None = None,
 ) -> dict[str, Any]:
     """The speed suite (bench/speed.py): memory in whole processes, then V/T in frozen turns,
     round after round until every V/T claim is decided, the budget is spent or --rounds is reached."""
@@ -184,7 +191,7 @@ def measure_speed(
     from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
     from bench.shapes import WORKER_RECORD
-    from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure
+    from bench.speed import Sequential, SpeedPlan, measure
 
     preset = preset or args.preset
     plan = SpeedPlan(
@@ -198,6 +205,7 @@ def measure_speed(
         both_ways=args.both_ways,
         xla=args.xla,
         warm_together=args.warm_together,
+        **({} if memory_rounds is None else {"memory_rounds": memory_rounds}),
         disk=not args.no_disk,
         seed=args.seed,
     )
@@ -211,7 +219,7 @@ def measure_speed(
     )
     kept += [memory, turns]
     reused = len(memory.done()) + len(turns.done())
-    total = MEMORY_ROUNDS * 2 + plan.max_rounds * len(roles) - reused
+    total = plan.memory_rounds * 2 + plan.max_rounds * len(roles) - reused
     name = "speed" + (f" at {preset}" if suffix else "")
     with JobProgress(name + (f" ({reused} jobs reused)" if reused else ""), total) as progress:
 
@@ -241,15 +249,15 @@ def measure_speed(
 
 
 def measure_scale(args: Any, claims: list[Any], base: Any, candidate: Any, kept: list[Any]) -> tuple[Any, Any]:
-    """The scale suite (bench/scale.py): the speed suite at each preset, smallest first, each with
-    the whole --budget-minutes. Returns the scale record and the speed suite at the last preset
+    """The scale suite (bench/scale.py): the speed suite's turns at each preset, smallest first,
+    each with the whole --budget-minutes (no memory rounds: scale reads speed only). Returns the scale record and the speed suite at the last preset
     (seed, the report's model), which fills the claim table."""
     from bench.analysis import assess_claims
     from bench.scale import SCALE_PRESETS, entry
 
     entries, speed = [], None
     for preset in SCALE_PRESETS:
-        speed = measure_speed(args, claims, base, candidate, kept, preset=preset)
+        speed = measure_speed(args, claims, base, candidate, kept, preset=preset, memory_rounds=0)
         rows = assess_claims(
             claims, speed["records"], speed["roles"], base.knobs(), candidate.knobs(), **judging(speed["sequential"])
         )

@@ -60,6 +60,8 @@ class SpeedPlan:
         xla: also the candidate with XLA, beyond the report (no claim reads it; its compile
             takes longer than a round's measuring at seed).
         warm_together: warm-ups (first pass and steps) side by side, not alone (bench/turns.py).
+        memory_rounds: whole-process rounds of ALT and NEU for M1-M4; 0 leaves them out (the
+            scale suite, which reads speed only).
         disk: also measure M3/M4 (a one-epoch fit of base and candidate in round 1).
         seed: the order of roles and turns.
     """
@@ -75,6 +77,7 @@ class SpeedPlan:
     xla: bool = False
     disk: bool = True
     warm_together: bool = False
+    memory_rounds: int = MEMORY_ROUNDS
     seed: int = 0
 
     def roles(self) -> list[Role]:
@@ -84,11 +87,12 @@ class SpeedPlan:
     def memory(self) -> Plan:
         roles = tuple(role for role in self.roles() if role.reference is None)  # base and candidate
         disk = ("base", "candidate") if self.disk else ()
-        return Plan(roles, self.preset, MEMORY_ROUNDS, job_options=MEMORY_JOB, seed=self.seed, disk_roles=disk)
+        rounds = max(1, self.memory_rounds)  # a Plan has a round; ``measure`` skips it at 0
+        return Plan(roles, self.preset, rounds, job_options=MEMORY_JOB, seed=self.seed, disk_roles=disk)
 
     def record(self) -> dict[str, Any]:
         """What decides which jobs run and how (a cut run's identity, bench/partial.py)."""
-        return {"memory": self.memory().record(), "turns": self.turns().record()}
+        return {"memory": self.memory().record() if self.memory_rounds else None, "turns": self.turns().record()}
 
     def turns(self) -> Plan:
         return Plan(
@@ -230,11 +234,15 @@ def measure(
     def tell(stage: Callable[[int], str]) -> Callable[[int, Role, dict[str, Any]], None]:
         return lambda r, role, rec: on_job(stage(r), role, rec) if on_job else None
 
-    memory_records = run_plan(
-        memory,
-        runner=runner,
-        done=kept_memory.done(),
-        on_job=kept_memory.on_job(tell(lambda r: f"memory round {r + 1}/{memory.rounds}")),
+    memory_records = (
+        []
+        if not plan.memory_rounds
+        else run_plan(
+            memory,
+            runner=runner,
+            done=kept_memory.done(),
+            on_job=kept_memory.on_job(tell(lambda r: f"memory round {r + 1}/{memory.rounds}")),
+        )
     )
     stop = f"max rounds ({plan.max_rounds})"
     turns_start = time.perf_counter()
@@ -268,7 +276,7 @@ def measure(
         "records": turn_records + [memory_only(rec) for rec in memory_records],
         "rounds": len({rec["round"] for rec in turn_records}),
         "stop": stop,
-        "memory_rounds": memory.rounds,
+        "memory_rounds": plan.memory_rounds,
         "reused": reused,
         "wall_s": time.perf_counter() - began,
     }

@@ -202,3 +202,11 @@ def test_a_newline_in_a_table_cell_does_not_end_its_markdown_row():
     from bench.report import _md_table
 
     assert _md_table(("id",), [["Z1\n| injected |"]]).splitlines()[-1] == "| Z1 \\| injected \\| |"
+
+
+def test_a_plan_without_memory_rounds_runs_turns_only():
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    sequential = Sequential(claims, roles, ALT.knobs(), NEU.knobs(), max_rounds=16)
+    out = measure(plan(memory_rounds=0), rule=sequential.rule, runner=fake_memory, start=FakeTurns)
+    assert out["memory_rounds"] == 0 and not [rec for rec in out["records"] if rec.get("measured_for") == "memory"]
+    assert plan(memory_rounds=0).record()["memory"] is None
