@@ -51,10 +51,17 @@ def table(scale: dict[str, Any]) -> tuple[tuple[str, ...], list[list[str]]]:
         for p in presets:
             row = next((r for r in p["rows"] if r["id"] == cid), None)
             m = row.get("measured") if row else None
-            cells.append(f"{m['estimate']:.3g}x [{m['low']:.3g}, {m['high']:.3g}] {row['verdict']}" if m else "-")
+            cells.append(cell(m, row["verdict"]) if m else "-")
         claimed = next(r["claimed"] for r in presets[-1]["rows"] if r["id"] == cid)
         out.append([cid, f"{claimed:g}x", *cells])
     return columns, out
+
+
+def cell(measured: dict[str, Any], verdict: str) -> str:
+    """A ratio with its interval and verdict; one round has no interval, and says so."""
+    if measured.get("n", 2) < 2:
+        return f"{measured['estimate']:.3g}x (n = 1: no interval) {verdict}"
+    return f"{measured['estimate']:.3g}x [{measured['low']:.3g}, {measured['high']:.3g}] {verdict}"
 
 
 def fmt_params(params: int | None) -> str:
@@ -72,34 +79,40 @@ def plot(scale: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     presets = [p for p in scale["presets"] if p["params"]]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8, 5.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, cid in enumerate(PLOTTED):
-        xs, ys, lows, highs, claimed = [], [], [], [], None
+        points = []
         for p in presets:
             row = next((r for r in p["rows"] if r["id"] == cid), None)
             if row and row.get("measured"):
-                m = row["measured"]
-                xs.append(p["params"])
-                ys.append(m["estimate"])
-                lows.append(m["estimate"] - m["low"])
-                highs.append(m["high"] - m["estimate"])
-                claimed = row["claimed"]
-        if not xs:
+                points.append((p["params"], row["measured"], row["claimed"], row["text"]))
+        if not points:
             continue
         color = colors[i % len(colors)]
-        text = next(r["text"] for p in presets for r in p["rows"] if r["id"] == cid)
-        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o-", color=color, capsize=4, label=f"{cid}: {text}")
-        ax.axhline(claimed, color=color, linestyle="--", linewidth=1, alpha=0.7)
+        xs = [x for x, *_ in points]
+        ys = [m["estimate"] for _, m, *_ in points]
+        ax.plot(xs, ys, "-", color=color, label=f"{cid}: {points[0][3]} (claimed {points[0][2]:g}x, dashed)")
+        for x, m, *_ in points:
+            if m.get("n", 2) >= 2:  # one round has no interval: a hollow marker
+                ax.errorbar([x], [m["estimate"]], yerr=[[m["estimate"] - m["low"]], [m["high"] - m["estimate"]]],
+                            fmt="o", color=color, capsize=4)  # fmt: skip
+            else:
+                ax.plot([x], [m["estimate"]], "o", mfc="white", color=color)
+        ax.axhline(points[0][2], color=color, linestyle="--", linewidth=1, alpha=0.7)
+    ax.plot([], [], "o", mfc="white", color="grey", label="one round: no interval")
     for p in presets:
-        ax.annotate(p["preset"], (p["params"], 1), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+        ax.annotate(
+            f"{p['preset']} (n={p['rounds']})", (p["params"], 1), textcoords="offset points", xytext=(0, 6),
+            ha="center", fontsize=8,
+        )  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xlabel("trainable parameters (counted by the workers)")
-    ax.set_ylabel("NEU over ALT, times better (95% CI or the sequential look's level)")
-    ax.set_title("Which speed-ups belong to model size (dashed: the report's claim)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    ax.set_ylabel("NEU over ALT, times better")
+    ax.set_title("Speed-ups against model size (intervals at each run's level)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
