@@ -38,6 +38,13 @@ def say(text: str) -> None:
     print(fit_width(text), file=sys.stderr, flush=True)
 
 
+def fit_job_detail(bar: Any, what: str, detail: str) -> str:
+    """``detail`` cut so that ``bench.progress.JobProgress``'s piped line for ``what``
+    (``[n/N] name what in S s: detail``, S up to 9999.9) fits ``WIDTH`` columns."""
+    prefix = f"[{bar.total}/{bar.total}] {bar.name} {what} in 9999.9 s: "
+    return fit_width(detail, max(WIDTH - len(prefix), 1))
+
+
 def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 100 else f"{s:.0f} s"
 
@@ -244,3 +251,61 @@ class TrialProgress:
                 if not (self.live or self.disabled or quiet):
                     say(trial_line(trial, self._finished, self.total, self._best))
             self.progress.update(self.task, completed=min(self._finished, self.total), status=status)
+
+
+# ---- a command of named stages (verify): one line per finished stage --------------------------
+
+
+def stage_line(count: int, total: int, name: str, stage: str, seconds: float, detail: str) -> str:
+    """One finished stage: its place, name, wall time and what it found, in ``WIDTH`` columns."""
+    return fit_width(f"[{count}/{total}] {name} {stage} in {_seconds(seconds)}: {detail}")
+
+
+class StageProgress:
+    """A bar of stages (and of the events generated so far) on a terminal; one line per finished
+    stage when piped.
+
+    Args:
+        name: the command (``verify``), at the start of each line.
+        stages: the stages to finish.
+        disable: neither bar nor lines (``--no-progress``).
+    """
+
+    def __init__(self, name: str, stages: int, *, disable: bool = False) -> None:
+        self.console = Console(file=sys.stderr)
+        self.name, self.total, self.count, self.disabled = name, stages, 0, disable
+        self.live = live(self.console) and not disable
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=self.console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(name, total=stages, last="")
+        self.items: Any = None  # the sub-bar of a stage that counts items (generated events)
+        self._last = time.perf_counter()
+
+    def __enter__(self) -> StageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def items_done(self, what: str, done: int, total: int) -> None:
+        """Items of the running stage finished so far (the bar only: a line per batch would flood a log)."""
+        if self.items is None:
+            self.items = self.progress.add_task(what, total=total, last="")
+        self.progress.update(self.items, completed=done, total=total, description=what)
+
+    def done(self, stage: str, detail: str) -> None:
+        """A stage finished: advance the bar, or print its line when output is not a terminal."""
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        self.count += 1
+        self.progress.update(self.task, advance=1, last=fit_width(f"{stage}: {detail}", WIDTH // 2))
+        if not self.live and not self.disabled:
+            say(stage_line(self.count, self.total, self.name, stage, seconds, detail))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ from diffusion.outputs import check_outputs
 SCHEMA = "pmt-bench/verify/1"
 PLOT_NAMES = ("observables.png", "hit_maps.png", "selection.png")  # what --plots gets
 VERIFY_SEED_OFFSET = 2_000_003  # held out: never a training or validation seed
+# The stages verify() reports as it finishes them (selection and plots only when asked for).
+STAGES = ("setup", "simulation", "generation", "observables", "classifier", "validation loss")
+
+
+def stages(*, selection: bool, plots: bool) -> tuple[str, ...]:
+    """The stages of one verification, in order."""
+    return STAGES + ("selection",) * selection + ("plots",) * plots
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,9 @@ def build_parser() -> Parser:
     parser.add_argument("--no-selection", action="store_true", help="skip the PMT selection study")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--plots", type=Path, help="write PNGs into this directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no bar on a terminal, no line per finished stage when piped"
+    )
     return parser
 
 
@@ -182,8 +192,13 @@ def verify(
     trigger_k: int = 3,
     permutations: int = 1000,
     selection: bool = True,
+    on_stage: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
     """Generate, score, and return the verification record (see ``METRICS``).
+
+    Args:
+        on_progress: ``on_progress(events generated so far)`` after each generated batch.
+        on_stage: ``on_stage(stage, what it found)`` as each of ``stages(...)`` finishes.
 
     Raises:
         CheckpointError: missing or corrupt checkpoint, or one that does not fit its model.
@@ -195,11 +210,13 @@ def verify(
     from diffusion.rings import count_rings, success_rate
     from diffusion.two_sample import classifier_auc
 
+    stage = on_stage or (lambda name, detail: None)
     start = time.perf_counter()
     ckpt, preset = read_checkpoint(checkpoint)
     data = prepare(preset)
     generator = Generator(ckpt, preset, data.normaliser, data.schedule, steps=steps)
     detector = Detector(preset.detector)
+    stage("setup", f"{preset.name} model of epoch {ckpt.meta.get('epoch')}, {preset.detector.n_pmt} PMTs")
     rng = np.random.default_rng([preset.seed, VERIFY_SEED_OFFSET, seed])
     truth = detector.sample_truth(rng, events, preset.events)
     # Simulated events are scored as the decoder can show them (no hits below its threshold),
@@ -207,7 +224,10 @@ def verify(
     visible = data.normaliser.visible
     simulated = visible(detector.respond(rng, truth))
     independent = visible(detector.respond(rng, truth))
+    stage("simulation", f"{events} truths simulated twice (the ceiling)")
     generated = generator.generate(truth, steps=steps, rng=rng, on_batch=on_progress)
+    rate = events / generated.seconds if generated.seconds > 0 else float("inf")
+    stage("generation", f"{events} x {steps} DDIM steps, {rate:.0f} events/s incl. tracing")
 
     bins = quality.energy_bins(truth.energy.sum(axis=1))
     obs = {
@@ -227,19 +247,26 @@ def verify(
     }
     encode = data.normaliser.encode
     separation = {k: quality.separation_table(obs["simulated"], obs[k], bins) for k in ("generated", "independent")}
+    fidelity = {k: quality.fidelity(table) for k, table in separation.items()}
+    stage("observables", f"fidelity {fidelity['generated']:.3f} (ceiling {fidelity['independent']:.3f})")
+    scored = {"generated": generated.events, "independent": independent}
+    auc = {k: classifier_auc(encode(simulated), encode(scored[k]), seed=seed) for k in scored}
+    stage("classifier", f"AUC {auc['generated']:.3f} (ceiling {auc['independent']:.3f}; 0.5: cannot tell)")
     metrics: dict[str, dict[str, float | None]] = {}
     for key, label in (("generated", "generated"), ("independent", "ceiling")):
-        events_k = generated.events if key == "generated" else independent
+        events_k = scored[key]
         values = {
-            "fidelity": quality.fidelity(separation[key]),
-            "classifier_auc": classifier_auc(encode(simulated), encode(events_k), seed=seed),
+            "fidelity": fidelity[key],
+            "classifier_auc": auc[key],
             "physics_score": float(physics[key]["all"].mean()) / sim_physical,
             "multiplicity_success": success_rate(truth.multiplicity, rings[key]),
             "energy_violation": quality.energy_violation(simulated, events_k, bins),
         }
         for name, value in values.items():
             metrics.setdefault(name, {})[label] = value
-    metrics = {"val_loss": {"generated": validation_loss(generator, data.validation), "ceiling": None}, **metrics}
+    val_loss = validation_loss(generator, data.validation)
+    stage("validation loss", f"{val_loss:.4f} over {len(data.validation)} samples")
+    metrics = {"val_loss": {"generated": val_loss, "ceiling": None}, **metrics}
     chosen: dict[str, np.ndarray] = {}
     pmt_selection = None
     if selection:
@@ -253,6 +280,12 @@ def verify(
             k=trigger_k,
             permutations=permutations,
         )
+        rates = pmt_selection["detection_rate"]
+        stage(
+            "selection",
+            f"{pmt_selection['select']} PMTs detect {rates['shapley_generated']:.3f} "
+            f"(all {pmt_selection['detection_rate_all_pmts']:.3f}, random {rates['random']:.3f})",
+        )
     if plots is not None:
         from diffusion.selection_plot import plot_selection
         from diffusion.verify_plots import plot_hit_maps, plot_observables
@@ -262,6 +295,7 @@ def verify(
         plot_hit_maps(detector, {"simulated": simulated, "generated": generated.events}, hit_maps)
         if chosen:
             plot_selection(detector.unit, chosen, selection)
+        stage("plots", f"{len(list(plots.glob('*.png')))} PNGs in {plots}")
     meta = ckpt.meta
     return {
         "schema": SCHEMA,
@@ -340,26 +374,25 @@ def main(argv: list[str] | None = None) -> int:
             f"--trigger-k must be at most the {select} selected PMTs (--select), but got {args.trigger_k}."
         )
     quiet_frameworks()
-    from rich.console import Console
-    from rich.progress import Progress
+    from diffusion.progress import StageProgress, say
 
-    console = Console(file=sys.stderr)
-    with Progress(console=console, disable=args.no_progress or not console.is_terminal) as progress:
-        task = progress.add_task("generating events", total=args.events)
+    planned = stages(selection=not args.no_selection, plots=args.plots is not None)
+    with StageProgress("verify", len(planned), disable=args.no_progress) as progress:
         record = verify(
             args.checkpoint,
             events=args.events,
             steps=args.steps,
             seed=args.seed,
             plots=args.plots,
-            on_progress=lambda done: progress.update(task, completed=done),
+            on_progress=lambda done: progress.items_done("generating events", done, args.events),
             select=args.select,
             trigger_k=args.trigger_k,
             permutations=args.permutations,
             selection=not args.no_selection,
+            on_stage=progress.done,
         )
-    if not console.is_terminal:  # a log still says what ran and how long it took
-        print(f"verified {args.checkpoint}: {args.events} events in {record['wall_s']:.1f} s", file=sys.stderr)
+    if not progress.console.is_terminal:  # a log still says what ran and how long it took
+        say(f"verified: {args.events} events in {record['wall_s']:.1f} s, {args.checkpoint}")
     from diffusion.environment import environment
 
     record["environment"] = environment(preset=record["preset"])

@@ -1,5 +1,5 @@
-"""Progress of training and of a search: a bar on a terminal, one line per epoch or trial when
-piped, at most 80 columns; the bar's samples/s leaves out the first (traced) step."""
+"""Progress of training, a search and a verification: a bar on a terminal, one line per epoch,
+trial or stage when piped, at most 80 columns; the bar's samples/s leaves out the first (traced) step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from diffusion import progress as progress_module
-from diffusion.progress import WIDTH, TrainingProgress, TrialProgress, epoch_line, fit_width, trial_line
+from diffusion.progress import (
+    WIDTH,
+    StageProgress,
+    TrainingProgress,
+    TrialProgress,
+    epoch_line,
+    fit_job_detail,
+    fit_width,
+    stage_line,
+    trial_line,
+)
 from tests.conftest import PYTHON, python_env
 
 # What TensorFlow's C++ start-up logging looks like (absl's prefix, oneDNN's and the CPU guard's lines).
@@ -160,6 +170,46 @@ def test_a_bar_only_when_both_streams_are_a_terminal(monkeypatch):
     monkeypatch.setattr(progress_module.sys.stdout, "isatty", lambda: True, raising=False)
     assert progress_module.live(Console(force_terminal=True))
     assert not progress_module.live(Console(force_terminal=False))
+
+
+# ---- stages (verify) and job lines (bench) ------------------------------------------------
+
+
+def test_piped_stages_print_one_line_each_with_place_name_and_time(monkeypatch, capsys):
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
+    with StageProgress("verify", 2) as progress:
+        clock.now += 1.5
+        for done in (10, 20):
+            progress.items_done("generating events", done, 20)  # the bar only: no line per batch
+        progress.done("generation", "20 x 5 DDIM steps, 13 events/s incl. tracing")
+        clock.now += 0.25
+        progress.done("classifier", "AUC 0.512 (ceiling 0.498; 0.5: cannot tell)")
+    assert capsys.readouterr().err.splitlines() == [
+        "[1/2] verify generation in 1.5 s: 20 x 5 DDIM steps, 13 events/s incl. tracing",
+        "[2/2] verify classifier in 0.2 s: AUC 0.512 (ceiling 0.498; 0.5: cannot tell)",
+    ]
+
+
+def test_a_stage_line_fits_80_columns_whatever_its_detail():
+    line = stage_line(8, 8, "verify", "plots", 86_400.0, "3 PNGs in /" + "d" * 200)
+    assert len(line) == WIDTH and line.endswith("…")
+
+
+def test_no_progress_prints_no_stage_line(capsys):
+    with StageProgress("verify", 1, disable=True) as progress:
+        progress.done("setup", "tiny model")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_job_detail_is_cut_so_the_whole_job_line_fits_80_columns():
+    class Bar:  # what fit_job_detail reads of bench.progress.JobProgress
+        name, total = "bench.gpu", 58
+
+    what = "GPU bf16 device batch 16384"
+    detail = fit_job_detail(Bar(), what, "9876543 samples/s, wait 0.50" + " and more" * 10)
+    assert len(f"[58/58] bench.gpu {what} in 9999.9 s: {detail}") == WIDTH and detail.endswith("…")
+    assert fit_job_detail(Bar(), "short", "fits") == "fits"
 
 
 def piped(*args: str, cwd: Path) -> subprocess.CompletedProcess:

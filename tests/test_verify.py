@@ -116,3 +116,43 @@ def test_bad_arguments_answer_in_one_line(blocked_tf, tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# ---- progress: a line per finished stage, in-process on an untrained model ------------------
+
+
+@pytest.fixture
+def untrained(tmp_path, tiny, tiny_data, monkeypatch):
+    """A checkpoint of tiny's denoiser as built (no training), and a classifier that says 0.5
+    without training one: verification's stages, not its numbers, are under test."""
+    import dataclasses
+
+    import diffusion.two_sample
+    from diffusion.checkpoint import Checkpoint, save_checkpoint
+    from diffusion.model import build_denoiser
+    from tests.test_reads import META
+
+    model = build_denoiser(tiny_data.train.x.shape[1], tiny_data.train.cond.shape[1], tiny.model)
+    path = tmp_path / "run" / "checkpoint.npz"
+    save_checkpoint(path, Checkpoint(model.get_weights(), [], {**META, "model": dataclasses.asdict(tiny.model)}))
+    monkeypatch.setattr(diffusion.two_sample, "classifier_auc", lambda a, b, *, seed=0: 0.5)
+    return path.parent
+
+
+def test_a_piped_verification_prints_one_line_per_stage_within_80_columns(untrained, tmp_path, capsys):
+    from diffusion.verify import main, stages
+
+    plots = tmp_path / "plots"
+    args = ["--checkpoint", str(untrained), "--events", "20", "--steps", "1", "--permutations", "2"]
+    assert main([*args, "--plots", str(plots)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    planned = stages(selection=True, plots=True)
+    shown = [line for line in lines if line.startswith("[")]
+    assert [line.split(" in ")[0] for line in shown] == [
+        f"[{n}/{len(planned)}] verify {stage}" for n, stage in enumerate(planned, 1)
+    ]
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    said = dict(zip(planned, shown, strict=True))
+    assert said["generation"].endswith("events/s incl. tracing")
+    assert "AUC 0.500 (ceiling 0.500" in said["classifier"]
+    assert "3 PNGs" in said["plots"]
