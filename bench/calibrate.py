@@ -73,8 +73,35 @@ STEP_LINE = "            loss = self.stepper.train(batch)\n"
 RUNS = bounded(int, low=0, high=1000, why=" (a run takes about 45 s)")
 
 
+GATES = "(default: the gate's)"  # filled in by CalibrateParser when help is asked for
+
+
+class CalibrateParser(Parser):
+    """A parser whose --help states the gate's defaults at tiny beside ``(default: the gate's)``.
+
+    Read when help is asked for, not when arguments are parsed: reading the calibration record
+    loads SciPy (~1 s), which an argument error should not wait for.
+    """
+
+    def format_help(self) -> str:
+        from bench.gate import calibrated_defaults
+
+        try:
+            defaults = calibrated_defaults("tiny")
+        except ConfigError:  # a broken record must not hide the rest of the help
+            return super().format_help()
+        for action in self._actions:
+            if action.dest in ("rounds", "tolerance", "cpus", "pairing") and action.help:
+                value = defaults[action.dest]
+                value = "all usable cores" if value is None else f"{value:g}" if isinstance(value, float) else value
+                action.help = action.help.replace(GATES, f"(default: the gate's; at tiny {value})")
+        return super().format_help()
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m bench.calibrate", description=__doc__.splitlines()[0])
+    from bench.gate import JOB_OPTIONS
+
+    parser = CalibrateParser(prog="python -m bench.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--aa-runs", type=RUNS, default=60, help="gate runs of HEAD against HEAD (default 60)")
     parser.add_argument("--power-runs", type=RUNS, default=20, help="gate runs against a planted slowdown (default 20)")
     parser.add_argument(
@@ -85,14 +112,18 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--preset", default="tiny", help="preset (default tiny)")
     parser.add_argument("--path", default="neu", help="path measured (default neu)")
-    parser.add_argument("--rounds", type=ROUNDS, help="rounds per gate run (default: the gate's)")
-    parser.add_argument("--tolerance", type=TOLERANCE, help="tolerance the runs are judged at (default: the gate's)")
+    parser.add_argument("--rounds", type=ROUNDS, help=f"rounds per gate run {GATES}")
+    parser.add_argument("--tolerance", type=TOLERANCE, help=f"tolerance the runs are judged at {GATES}")
     parser.add_argument(
-        "--train-seconds", type=TRAIN_SECONDS, help="steady-state training per job (default: the gate's)"
+        "--train-seconds",
+        type=TRAIN_SECONDS,
+        help=f"steady-state training per job (default {JOB_OPTIONS['train_seconds']:g}, the gate's)",
     )
-    parser.add_argument("--cpus", type=CORES, help="pin workers to this many cores (default: the gate's)")
-    parser.add_argument("--pairing", choices=PAIRINGS, help="how the two sides run (default: the gate's)")
-    parser.add_argument("--note", default="", help="a note kept in the record (e.g. what else ran on the machine)")
+    parser.add_argument("--cpus", type=CORES, help=f"pin workers to this many cores {GATES}")
+    parser.add_argument("--pairing", choices=PAIRINGS, help=f"how the two sides run {GATES}")
+    parser.add_argument(
+        "--note", default="", help="a note kept in the record, e.g. what else ran on the machine (default: none)"
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -278,6 +309,32 @@ def run_schedule(
     return results
 
 
+SHORT_METRICS = {"train_samples_per_s": "train", "val_pass_s": "val"}
+
+
+def run_label(kind: str, i: int, aa_runs: int, power_runs: int) -> str:
+    """``A/A 3/60`` or ``planted 1/20``: which run of its kind finished."""
+    return f"A/A {i + 1}/{aa_runs}" if kind == "aa" else f"planted {i + 1}/{power_runs}"
+
+
+def run_detail(result: dict[str, Any]) -> str:
+    """A finished gate run, for its progress line: fired or not, and HEAD/REF per gated metric,
+    with the interval of the metric that fired (else of the first); pure."""
+    checks = result["checks"]
+    shown = next((c for c in checks if not c["passed"]), checks[0] if checks else None)
+    parts = []
+    for check in sorted(checks, key=lambda c: c is not shown):
+        name, m = SHORT_METRICS.get(check["metric"], check["metric"]), check["measured"]
+        if m is None:
+            parts.append(f"{name} not measured")
+        elif check is shown:
+            parts.append(f"{name} {m['estimate']:.2f}x [{m['low']:.2f}, {m['high']:.2f}]")
+        else:
+            parts.append(f"{name} {m['estimate']:.2f}x")
+    errors = f"; {result['errors'][0]}" if result.get("errors") else ""
+    return f"{'FIRED' if result['fired'] else 'passed'}: " + ", ".join(parts) + errors
+
+
 def render(source: Path) -> int:
     """Write the .md and .png of a saved calibration record.
 
@@ -312,6 +369,8 @@ def check_paths(args: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     from bench.baseline import fingerprint
     from bench.gate import JOB_OPTIONS, ab_plan, calibrated_defaults, machine
+    from bench.progress import JobProgress
+    from diffusion.progress import fit_job_detail
 
     args = build_parser().parse_args(argv)
     check_paths(args)
@@ -375,24 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
     }
 
-    def report(kind: str, i: int, result: dict[str, Any], reused: bool) -> None:
-        ratios = ", ".join(
-            f"{c['metric']} {c['measured']['estimate']:.3f}x [{c['measured']['low']:.3f}, {c['measured']['high']:.3f}]"
-            if c["measured"]
-            else f"{c['metric']} not measured"
-            for c in result["checks"]
-        )
-        label = "A/A" if kind == "aa" else "planted"
-        total = args.aa_runs if kind == "aa" else args.power_runs
-        print(
-            f"[{label} {i + 1}/{total}] {'FIRED' if result['fired'] else 'passed'}: {ratios} "
-            f"({result['seconds']:.0f} s{', reused' if reused else ''})",
-            flush=True,
-        )
-
     planned = schedule(args.aa_runs, args.power_runs)
     resumed = sum(run in partial.done() for run in planned)
-    with trees(commit, args.planted_slowdown) as (plain, slow):
+    if resumed:
+        print(f"calibrate: {resumed} of {len(planned)} runs reused from {partial.path}", file=sys.stderr, flush=True)
+    with trees(commit, args.planted_slowdown) as (plain, slow), JobProgress("calibrate", len(planned) - resumed) as bar:
+
+        def report(kind: str, i: int, result: dict[str, Any], reused: bool) -> None:
+            if not reused:
+                what = run_label(kind, i, args.aa_runs, args.power_runs)
+                bar.done(what, result, detail=fit_job_detail(bar, what, run_detail(result)))
 
         def measure_one(n: int, kind: str) -> dict[str, Any]:
             head = plain if kind == "aa" else slow

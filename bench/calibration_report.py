@@ -54,15 +54,20 @@ def markdown(record: dict[str, Any], plot_name: str | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot(record: dict[str, Any], path: Path) -> None:
+FIRED_LABEL = "fired: x at the top of an interval wholly below the floor"
+
+
+def figure(record: dict[str, Any]) -> Any:
     """Each run's HEAD/REF estimate and 95% interval per gated metric, A/A and planted runs
-    apart, with the floor (1 - tolerance) that a run must fall wholly below to fire."""
+    apart, with the floor (1 - tolerance) that a run must fall wholly below to fire, and one
+    legend for both panels below them (inside, it covered runs). Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, len(GATED_METRICS), figsize=(11, 4.2), sharey=False)
+    fig, axes = plt.subplots(1, len(GATED_METRICS), figsize=(11, 4.6), sharey=False)
     floor = 1 - record["tolerance"]
     for ax, metric in zip(axes, GATED_METRICS, strict=True):
         x = 0
@@ -79,7 +84,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
                     label=KINDS[kind] if run is runs[0] else None,
                 )  # fmt: skip
                 if not check["passed"]:
-                    ax.plot(x, m["high"], marker="x", color="tab:red", ms=6)
+                    ax.plot(x, m["high"], marker="x", color="tab:red", ms=6, ls="none")
                 x += 1
             x += 3
         ax.axhline(1.0, color="grey", lw=0.8)
@@ -90,13 +95,35 @@ def plot(record: dict[str, Any], path: Path) -> None:
             )
         ax.set_title(f"{metric}: HEAD/REF, 95% interval per run", fontsize=9)
         ax.set_xlabel("gate run (A/A, then planted)")
-        ax.legend(fontsize=7, loc="best")
         ax.grid(True, axis="y", alpha=0.3)
+    # One legend for both panels, outside them; the red x has its entry even where no run fired.
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    handles[FIRED_LABEL] = Line2D([], [], marker="x", color="tab:red", ms=6, ls="none")
+    labels = sorted(handles, key=lambda label: label not in KINDS.values())  # the runs first
+    fig.legend(
+        [handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7
+    )
     fig.suptitle(
         f"{record['preset']}, {record['rounds']} rounds, {record.get('pairing', 'processes')}; {record['machine']}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # the bottom 12% holds the legend
+    return fig
+
+
+def legend_labels(fig: Any) -> list[str]:
+    """The figure legend's entries, in order."""
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    """Write ``figure(record)`` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(record)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
