@@ -5,20 +5,23 @@ host's CPUs: forward, backward and epoch at batch 32 (the report's S3 rows) and 
 training throughput with the host and the device loader in fp32 and mixed_bfloat16, with the
 share of the same-run matmul rate each row reaches; the ``model.fit`` peer; and data-parallel
 scaling over 1 and 2 GPUs where two are present. Writes one JSON record that
-``python -m bench.compare --from F`` renders. Prints a line per finished measurement.
+``python -m bench.compare --from F`` renders. Prints a line per finished reading on stderr
+(each batch size, repeat, epoch and throughput row; the CPU half's too, as its child measures
+them), or a bar on a terminal.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from diffusion.cli import TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
 from diffusion.errors import ConfigError
@@ -29,29 +32,57 @@ S3_BATCH = 32  # the report's training batch
 SWEEP = (32, 128, 512, 1024, 4096)
 TRAIN_SWEEP = (32, 256, 1024, 4096, 16384)
 PRECISIONS = ("float32", "mixed_bfloat16")
+SHORT = {"float32": "fp32", "mixed_bfloat16": "bf16"}  # in progress lines, which must fit 80 columns
+FIT_BATCHES = (S3_BATCH, 1024)
+PARALLEL_BATCHES = (1024, 4096, 16384)
 ROOT = Path(__file__).resolve().parent.parent
+# The CPU half's child hands each reading's line to the parent on stderr, behind this tag.
+CHILD_TAG = "bench.gpu reading\t"
+
+Report = Callable[[str, str], None]  # report(what was measured, its reading): one progress line
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)} (default seed)")
-    parser.add_argument("--json", type=Path, help="write the record here")
+    parser.add_argument("--json", type=Path, help="write the record here (default: none, print the tables only)")
     parser.add_argument(
         "--repeats", type=bounded(int, low=1, high=100), default=5, help="timed repeats per reading (default 5)"
     )
-    parser.add_argument("--seconds", type=TRAIN_SECONDS, default=3.0, help="steady-state seconds per throughput row")
-    parser.add_argument("--quick", action="store_true", help="fewer batch sizes (a smoke run)")
+    parser.add_argument(
+        "--seconds", type=TRAIN_SECONDS, default=3.0, help="steady-state seconds per throughput row (default 3)"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes, a smoke run (default: all sizes)")
     parser.add_argument(
         "--part", default="all", help="all (default), or cpu: the CPU half, which the GPU half runs in a child process"
     )
     return parser
 
 
-def say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+def epoch_count(repeats: int) -> int:
+    """Timed epochs at the report's batch (after one warm-up epoch)."""
+    return max(3, repeats // 2 + 1)
 
 
-def epoch_times(preset: Any, data: Any, batch: int, epochs: int) -> list[float]:
+def train_rows(quick: bool) -> list[tuple[str, str, int]]:
+    """(precision, loader, batch) of every training-throughput row."""
+    return [
+        (precision, loader, batch)
+        for precision in PRECISIONS
+        for loader in ("host", "device")
+        for batch in (TRAIN_SWEEP[:3] if quick else TRAIN_SWEEP)
+        if not (loader == "host" and batch > 4096)  # the host loader is capped long before (its rows show it)
+    ]
+
+
+def planned_readings(*, quick: bool, repeats: int, gpus: int) -> tuple[int, int]:
+    """The progress lines of the GPU half and of the CPU half: their bars' totals."""
+    half = len(SWEEP[:3] if quick else SWEEP) + repeats + 1 + epoch_count(repeats) + 1
+    gpu = half + 1 + len(train_rows(quick)) + len(FIT_BATCHES) + (2 * len(PARALLEL_BATCHES) if gpus >= 2 else 0)
+    return gpu, half + 1  # the CPU half adds its model.fit peer
+
+
+def epoch_times(preset: Any, data: Any, batch: int, epochs: int, report: Report) -> list[float]:
     """Wall seconds of real epochs of the NEU path (the project's Trainer and host loader),
     after one warm-up epoch that holds the compile."""
     import dataclasses
@@ -61,37 +92,45 @@ def epoch_times(preset: Any, data: Any, batch: int, epochs: int) -> list[float]:
 
     trainer = Trainer(preset, dataclasses.replace(NEU, batch_size=batch), data=data)
     try:
+        t0 = time.perf_counter()
         trainer.train_epoch()
+        report(f"warm-up epoch batch {batch}", f"{time.perf_counter() - t0:.2f} s (compiles; not kept)")
         times = []
-        for _ in range(epochs):
+        for i in range(epochs):
             t0 = time.perf_counter()
             trainer.train_epoch()
             times.append(time.perf_counter() - t0)
+            report(f"epoch {i + 1}/{epochs} batch {batch}", f"{times[-1]:.2f} s")
         return times
     finally:
         trainer.close()
 
 
-def s3_readings(preset: Any, data: Any, device: Any, repeats: int, batches: tuple[int, ...]) -> dict[str, Any]:
+def s3_readings(
+    preset: Any, data: Any, device: Any, repeats: int, batches: tuple[int, ...], report: Report
+) -> dict[str, Any]:
     """Forward/backward per batch size, per-repeat times at the report's batch, and epochs."""
     import jax
 
     from bench import accel
 
     model = accel.build(preset, data)
+
+    def fwd_bwd(row: dict[str, Any]) -> str:
+        return f"{row['forward_s'] * 1e3:.2f} / {row['backward_s'] * 1e3:.2f} ms"
+
     sweep = []
     for batch in batches:
         sweep.append(accel.forward_backward(model, batch, device))
-        say(
-            f"{device.platform} forward/backward batch {batch}: {sweep[-1]['forward_s'] * 1e3:.2f} / "
-            f"{sweep[-1]['backward_s'] * 1e3:.2f} ms"
-        )
+        report(f"fwd/bwd batch {batch}", fwd_bwd(sweep[-1]))
     # Per-repeat times at the report's batch, for an interval of the GPU/CPU ratio.
-    per_repeat = [accel.forward_backward(model, S3_BATCH, device) for _ in range(repeats)]
-    epochs = epoch_times(preset, data, S3_BATCH, max(3, repeats // 2 + 1))
-    say(f"{device.platform} epoch at batch {S3_BATCH}: {np.median(epochs):.2f} s")
+    per_repeat = []
+    for r in range(repeats):
+        per_repeat.append(accel.forward_backward(model, S3_BATCH, device))
+        report(f"fwd/bwd batch {S3_BATCH} #{r + 1}/{repeats}", fwd_bwd(per_repeat[-1]))
+    epochs = epoch_times(preset, data, S3_BATCH, epoch_count(repeats), report)
     rate = accel.matmul_rate("float32", device=device)
-    say(f"{device.platform} fp32 matmul: {rate / 1e12:.1f} TFLOP/s")
+    report("fp32 matmul", f"{rate / 1e12:.1f} TFLOP/s")
     return {
         "platform": device.platform,
         "device_kind": getattr(device, "device_kind", device.platform),
@@ -105,23 +144,39 @@ def s3_readings(preset: Any, data: Any, device: Any, repeats: int, batches: tupl
     }
 
 
-def cpu_half(preset_name: str, repeats: int, quick: bool) -> dict[str, Any]:
-    """The CPU readings, in a child process that sees only the CPUs (JAX_PLATFORMS=cpu)."""
+def child_report(what: str, detail: str) -> None:
+    """The CPU half's child: a reading's line for the parent, which counts it in its own bar."""
+    print(f"{CHILD_TAG}{what}\t{detail}", file=sys.stderr, flush=True)
+
+
+def cpu_half(preset_name: str, repeats: int, quick: bool, report: Report) -> dict[str, Any]:
+    """The CPU readings, in a child process that sees only the CPUs (JAX_PLATFORMS=cpu); each
+    of its readings is reported as the child finishes it."""
     from bench.runner import tree_env
 
     env = {**tree_env(ROOT), "JAX_PLATFORMS": "cpu", "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "bench.gpu", "--part", "cpu", "--preset", preset_name, "--repeats", str(repeats)]
-    proc = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True, env=env, cwd=ROOT)
-    for line in proc.stderr.splitlines():
-        if line.startswith("["):
-            print(line, flush=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"CPU half exited {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    # stdout (the record, one line) to a file: reading stderr live while a stdout pipe fills would deadlock.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            cmd + (["--quick"] if quick else []), stdout=out, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
+        for line in proc.stderr or ():
+            if line.startswith(CHILD_TAG):
+                what, _, detail = line[len(CHILD_TAG) :].rstrip("\n").partition("\t")
+                report(what, detail)
+            elif line.strip():
+                tail.append(line.strip())
+        returncode = proc.wait()
+        out.seek(0)
+        stdout = out.read()
+    if returncode != 0:
+        return {"error": f"CPU half exited {returncode}: {tail[-1] if tail else 'no output'}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def gpu_half(args: Any, preset: Any, data: Any) -> dict[str, Any]:
+def gpu_half(args: Any, preset: Any, data: Any, report: Report) -> dict[str, Any]:
     import jax
 
     from bench import accel
@@ -131,42 +186,41 @@ def gpu_half(args: Any, preset: Any, data: Any) -> dict[str, Any]:
         raise ConfigError("no GPU is visible to JAX here; run on a GPU machine (CPU rows need a GPU to compare with).")
     device = gpus[0]
     batches = SWEEP[:3] if args.quick else SWEEP
-    out: dict[str, Any] = {"gpu": s3_readings(preset, data, device, args.repeats, batches)}
+    out: dict[str, Any] = {"gpu": s3_readings(preset, data, device, args.repeats, batches, report)}
     out["gpu"]["matmul_flops_per_s"]["bfloat16"] = accel.matmul_rate("bfloat16", device=device)
-    say(f"gpu bf16 matmul: {out['gpu']['matmul_flops_per_s']['bfloat16'] / 1e12:.1f} TFLOP/s")
+    report("bf16 matmul", f"{out['gpu']['matmul_flops_per_s']['bfloat16'] / 1e12:.1f} TFLOP/s")
 
+    # Throughput rows leave out the first (traced) step and three warm-up steps (accel.train_throughput).
     train = []
-    for precision in PRECISIONS:
-        model = accel.build(preset, data, precision=precision)
-        for loader in ("host", "device"):
-            for batch in TRAIN_SWEEP[:3] if args.quick else TRAIN_SWEEP:
-                if loader == "host" and batch > 4096:
-                    continue  # the host loader is capped long before (see the rows below it)
-                row = accel.train_throughput(model, batch, loader, seconds=args.seconds)
-                train.append({**row, "precision": precision})
-                say(
-                    f"train {precision} {loader} batch {batch}: {row['samples_per_s']:.0f} samples/s, "
-                    f"input wait {row['input_wait_share']:.2f}"
-                )
+    models = {}
+    for precision, loader, batch in train_rows(args.quick):
+        if precision not in models:
+            models[precision] = accel.build(preset, data, precision=precision)
+        row = accel.train_throughput(models[precision], batch, loader, seconds=args.seconds)
+        train.append({**row, "precision": precision})
+        report(
+            f"{SHORT[precision]} {loader} batch {batch}",
+            f"{row['samples_per_s']:.0f} samples/s, wait {row['input_wait_share']:.2f}",
+        )
     out["train"] = train
     save_partial(args, out)
 
     model = accel.build(preset, data)
     out["fit_peer"] = []
-    for batch in (S3_BATCH, 1024):
+    for batch in FIT_BATCHES:
         row = accel.fit_peer(model, batch)
         neu = accel.train_throughput(model, batch, "host", seconds=args.seconds)
         out["fit_peer"].append({**row, "neu_host_samples_per_s": neu["samples_per_s"]})
-        say(f"model.fit batch {batch}: {row['samples_per_s']:.0f} samples/s (NEU step: {neu['samples_per_s']:.0f})")
+        report(f"model.fit batch {batch}", f"{row['samples_per_s']:.0f} samples/s (NEU {neu['samples_per_s']:.0f})")
 
     save_partial(args, out)
     out["data_parallel"] = []
     if len(gpus) >= 2:
-        for batch in (1024, 4096, 16384):
+        for batch in PARALLEL_BATCHES:
             for k in (1, 2):
                 row = accel.data_parallel(preset, data, batch, gpus[:k], seconds=args.seconds)
                 out["data_parallel"].append(row)
-                say(f"data parallel {k} GPU(s) batch {batch}: {row['samples_per_s']:.0f} samples/s")
+                report(f"parallel x{k} batch {batch}", f"{row['samples_per_s']:.0f} samples/s")
     return out
 
 
@@ -174,6 +228,33 @@ def save_partial(args: Any, record: dict[str, Any]) -> None:
     """Write what is measured so far, so a run cut off by a time limit keeps its rows."""
     if args.json is not None:
         write_json_atomic(args.json.with_suffix(".partial.json"), record)
+
+
+def measure(args: Any, preset: Any, data: Any) -> dict[str, Any]:
+    """Both halves, each with a line per reading on stderr (a bar on a terminal)."""
+    import jax
+
+    from bench.progress import JobProgress
+    from diffusion.progress import fit_job_detail, say
+
+    gpus = [d for d in jax.devices() if d.platform != "cpu"]
+    totals = planned_readings(quick=args.quick, repeats=args.repeats, gpus=len(gpus))
+    for line in (
+        f"bench.gpu: {preset.name}, {data.train.x.shape[0]} events x {data.train.x.shape[1]} features; "
+        f"{totals[0]} GPU, {totals[1]} CPU readings",
+        "fwd/bwd: forward and backward ms, medians after warm-up calls (they compile)",
+        "samples/s: each row's steps after its first (traced) step and 3 warm-up steps",
+    ):
+        say(line)
+
+    def reporter(bar: JobProgress) -> Report:
+        return lambda what, detail: bar.done(what, {}, detail=fit_job_detail(bar, what, detail))
+
+    with JobProgress("GPU", totals[0]) as bar:
+        record: dict[str, Any] = gpu_half(args, preset, data, reporter(bar))
+    with JobProgress("CPU", totals[1]) as bar:
+        record["cpu"] = cpu_half(preset.name, args.repeats, args.quick, reporter(bar))
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,16 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     data = prepare(preset)
     if args.part == "cpu":
-        cpu = s3_readings(preset, data, jax.devices("cpu")[0], args.repeats, SWEEP[:3] if args.quick else SWEEP)
+        device = jax.devices("cpu")[0]
+        batches = SWEEP[:3] if args.quick else SWEEP
+        cpu = s3_readings(preset, data, device, args.repeats, batches, child_report)
         cpu["cores"] = len(os.sched_getaffinity(0))
         from bench import accel
 
         cpu["fit_peer"] = [accel.fit_peer(accel.build(preset, data), S3_BATCH)]
+        child_report(f"model.fit batch {S3_BATCH}", f"{cpu['fit_peer'][0]['samples_per_s']:.0f} samples/s")
         print(json.dumps(cpu, default=float))
         return 0
-    say(f"data ready ({preset.name}: {data.train.x.shape[0]} events x {data.train.x.shape[1]} features)")
-    record: dict[str, Any] = gpu_half(args, preset, data)
-    record["cpu"] = cpu_half(preset.name, args.repeats, args.quick)
+    record = measure(args, preset, data)
     from bench.analysis import gpu_claim_rows
     from diffusion.environment import environment
 

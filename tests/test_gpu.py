@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from bench.analysis import gpu_claim_rows
@@ -73,3 +74,127 @@ def test_without_a_gpu_bench_gpu_refuses_in_one_line():
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no GPU is visible" in result.stderr.strip().splitlines()[-1]
+
+
+# ---- progress: a line per reading, the CPU half's included (fakes: nothing is measured) ----
+
+
+class Device:
+    def __init__(self, platform: str) -> None:
+        self.platform, self.device_kind = platform, f"fake {platform}"
+
+
+class FakeTrainer:
+    """diffusion.trainer.Trainer as epoch_times uses it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def train_epoch(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_accel(monkeypatch):
+    """bench.accel's readings as fakes at the widest numbers a real run prints (an H200 trains ~1.7
+    million samples/s at most); JAX sees two GPUs."""
+    import sys
+    import types
+
+    import jax
+
+    from bench import accel
+
+    gpus = [Device("gpu"), Device("gpu")]
+    monkeypatch.setattr(jax, "devices", lambda kind=None: [Device("cpu")] if kind == "cpu" else gpus)
+    monkeypatch.setattr(accel, "build", lambda *args, **kwargs: types.SimpleNamespace(keras_model=None))
+    monkeypatch.setattr(accel, "analytic_flops_per_sample", lambda model: {"train": 1.0})
+    monkeypatch.setattr(
+        accel, "forward_backward", lambda model, batch, device: {"forward_s": 0.012345, "backward_s": 0.067891}
+    )
+    monkeypatch.setattr(accel, "matmul_rate", lambda dtype, device=None: 9.87e15)
+    row = {"samples_per_s": 9_876_543.0, "input_wait_share": 0.5}
+    monkeypatch.setattr(accel, "train_throughput", lambda model, batch, loader, **kwargs: {**row, "batch": batch})
+    monkeypatch.setattr(accel, "fit_peer", lambda model, batch: {"samples_per_s": 1_234_567.0, "batch": batch})
+    monkeypatch.setattr(accel, "data_parallel", lambda preset, data, batch, devices, **kw: {**row, "batch": batch})
+    monkeypatch.setitem(sys.modules, "diffusion.trainer", types.SimpleNamespace(Trainer=FakeTrainer))
+
+
+class ChildInProcess:
+    """subprocess.Popen for the CPU half's child, which runs its readings in this process."""
+
+    def __init__(self, cmd, *, stdout, stderr, **kwargs) -> None:
+        from bench import accel, gpu
+
+        lines = ["W0000 some JAX start-up chatter\n"]
+
+        def report(what: str, detail: str) -> None:
+            lines.append(f"{gpu.CHILD_TAG}{what}\t{detail}\n")
+
+        cpu = gpu.s3_readings(None, None, Device("cpu"), int(cmd[cmd.index("--repeats") + 1]), gpu.SWEEP, report)
+        cpu["fit_peer"] = [accel.fit_peer(None, gpu.S3_BATCH)]
+        report(f"model.fit batch {gpu.S3_BATCH}", "1234567 samples/s")
+        stdout.write(json.dumps(cpu) + "\n")
+        self.stderr = iter(lines)
+
+    def wait(self) -> int:
+        return 0
+
+
+def test_a_piped_bench_gpu_prints_one_line_per_reading_within_80_columns(fake_accel, monkeypatch, capsys):
+    import types
+
+    from bench import gpu
+    from diffusion.presets import get_preset
+
+    monkeypatch.setattr(gpu.subprocess, "Popen", ChildInProcess)
+    args = types.SimpleNamespace(quick=False, repeats=5, seconds=3.0, json=None)
+    data = types.SimpleNamespace(train=types.SimpleNamespace(x=np.zeros((100_000, 192))))
+    record = gpu.measure(args, get_preset("tiny"), data)
+    lines = capsys.readouterr().err.splitlines()
+    totals = gpu.planned_readings(quick=False, repeats=5, gpus=2)
+    readings = [line for line in lines if line.startswith("[")]
+    assert [line.split(" ")[:2] for line in readings] == [
+        [f"[{n}/{total}]", platform]
+        for platform, total in zip(("GPU", "CPU"), totals, strict=True)
+        for n in range(1, total + 1)
+    ]
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert not [line for line in readings if line.endswith("…")]  # nothing cut at a real H200's largest numbers
+    said = "\n".join(readings)
+    for what in ("GPU fwd/bwd batch 4096", "GPU fwd/bwd batch 32 #5/5", "GPU warm-up epoch", "GPU epoch 3/3",
+                 "GPU bf16 device batch 16384", "GPU model.fit batch 1024", "GPU parallel x2 batch 16384",
+                 "CPU fwd/bwd batch 32 #1/5", "CPU fp32 matmul", "CPU model.fit batch 32"):  # fmt: skip
+        assert what in said
+    assert "first (traced) step" in "\n".join(lines[:3])
+    assert record["cpu"]["forward_s"] == [0.012345] * 5 and len(record["train"]) == len(gpu.train_rows(False))
+
+
+def test_a_failed_cpu_half_names_its_last_line(monkeypatch):
+    from bench import gpu
+
+    class Failed:
+        def __init__(self, cmd, **kwargs) -> None:
+            self.stderr = iter([f"{gpu.CHILD_TAG}CPU fwd/bwd batch 32\t1 / 2 ms\n", "RuntimeError: out of memory\n"])
+
+        def wait(self) -> int:
+            return 1
+
+    monkeypatch.setattr(gpu.subprocess, "Popen", Failed)
+    seen: list[str] = []
+    result = gpu.cpu_half("tiny", 3, True, lambda what, detail: seen.append(what))
+    assert result == {"error": "CPU half exited 1: RuntimeError: out of memory"}
+    assert seen == ["CPU fwd/bwd batch 32"]
+
+
+def test_bench_gpu_help_shows_every_default(capsys):
+    from bench import gpu
+
+    with pytest.raises(SystemExit):
+        gpu.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "steady-state seconds per throughput row (default 3)" in text
+    assert "(default: none, print the tables only)" in text and "(default 5)" in text
