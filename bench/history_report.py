@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from rich import box
@@ -12,8 +11,7 @@ from rich.table import Table
 
 from bench.baseline import fingerprint_diff
 from bench.history import ChangePoint, Series
-from diffusion.cli import write_text_atomic
-from diffusion.dataset import temp_beside
+from diffusion.cli import write_bytes_atomic, write_text_atomic
 
 Steps = dict[str, list[ChangePoint]]  # by series title
 
@@ -175,15 +173,7 @@ def plot_png(series: list[Series], steps: Steps) -> bytes:
 
 def write_plot(series: list[Series], steps: Steps, path: Path) -> None:
     """The plot, written so that a reader sees the old file or the new one, never half."""
-    data = plot_png(series, steps)
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, plot_png(series, steps))
 
 
 def write_markdown(series: list[Series], steps: Steps, path: Path, *, plot_name: str | None = None) -> None:

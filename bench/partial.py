@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffusion.cli import UNREADABLE_JSON, json_error, json_line, write_text_atomic
+from diffusion.cli import json_line, whole_json_lines, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.shapes import Shape, check
 
@@ -270,18 +270,12 @@ def _read(path: Path, what: str) -> tuple[list[str], str | None]:
         raw = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {str(path)!r} cannot be read ({exc}).") from None
-    numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
-    lines, note = [], None
-    for n, line in numbered:
-        try:
-            json.loads(line)
-        except UNREADABLE_JSON as exc:
-            if n != numbered[-1][0]:
-                raise ConfigError(
-                    f"{what} {str(path)!r} line {n} must be JSON, but it is not ({json_error(exc)}); "
-                    "remove the file to start afresh."
-                ) from None
-            note = f"{what} {str(path)!r} line {n} is a torn line (a kill mid-append); dropped that job."
-            break
-        lines.append(line)
+    parsed, torn = whole_json_lines(
+        raw.splitlines(),
+        lambda n, why: (
+            f"{what} {str(path)!r} line {n} must be JSON, but it is not ({why}); remove the file to start afresh."
+        ),
+    )
+    lines = [line for _, line, _ in parsed]
+    note = f"{what} {str(path)!r} line {torn} is a torn line (a kill mid-append); dropped that job." if torn else None
     return lines, note

@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from diffusion.progress import counted_bar, live
 
 
 def headline(record: dict[str, Any]) -> str:
@@ -43,16 +44,8 @@ class JobProgress:
         self.console = console or Console(file=sys.stderr)
         self.name, self.total, self.count = name, total, 0
         # A bar only when both streams are a terminal: `... | cat` or a CI log gets lines.
-        self.live = self.console.is_terminal and sys.stdout.isatty()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=self.console,
-            disable=not self.live,
-        )
+        self.live = live(self.console)
+        self.progress = counted_bar(self.console, disable=not self.live)
         self.task = self.progress.add_task(name, total=total, last="")
         self._last = time.perf_counter()
 

@@ -252,6 +252,7 @@ class Plan:
             time with the other's.
         freeze: with ``turn_seconds``, only the worker whose turn it is runs; the others are
             stopped (bench/turns.py: ``turn_round``), so none banks work while idle.
+        warm_together: frozen, the workers' warm-ups run side by side instead of alone.
     """
 
     roles: tuple[Role, ...]
@@ -262,6 +263,7 @@ class Plan:
     disk_roles: tuple[str, ...] = ()
     turn_seconds: float | None = None
     freeze: bool = False
+    warm_together: bool = False
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
@@ -288,6 +290,7 @@ class Plan:
             "seed": self.seed,
             "turn_seconds": self.turn_seconds,
             "freeze": self.freeze,
+            "warm_together": self.warm_together,
         }
 
 
@@ -298,6 +301,7 @@ def run_plan(
     start: Starter | None = None,
     on_job: OnJob | None = None,
     done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
+    more: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a plan: every role once per round in fresh workers, from its own code tree, one
     after the other or (``turn_seconds``) side by side, taking turns.
@@ -306,6 +310,8 @@ def run_plan(
         done: records of finished jobs, keyed (round, role name), from a cut run
             (``bench.partial``): reused, not run again and not passed to ``on_job``. With
             turns, a round is reused only whole (its roles' times belong together).
+        more: with turns, asked after every round but the last; False stops the rounds
+            (bench/turns.py: ``run_turns``).
 
     Returns:
         One record per (round, role), with ``round``, ``role``, ``spec`` and (for a role from
@@ -323,8 +329,10 @@ def run_plan(
             seed=plan.seed,
             start=start or TurnWorker,
             freeze=plan.freeze,
+            warm_together=plan.warm_together,
             on_job=on_job,
             done=done,
+            more=more,
         )
     return run_rounds(
         list(plan.roles),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.runner import Plan, Role, Runner, plan_roles, run_plan, run_worker
-from bench.turns import Starter, TurnWorker, run_turns
+from bench.turns import Starter, TurnWorker
 from diffusion.paths import TrainingPath
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class SpeedPlan:
             seed=self.seed,
             turn_seconds=TURN_SECONDS,
             freeze=True,
+            warm_together=self.warm_together,
         )
 
 
@@ -256,17 +257,8 @@ def measure(
         stop = str(verdict)
         return False
 
-    turns = plan.turns()
-    assert turns.turn_seconds is not None
-    turn_records = run_turns(
-        list(turns.roles),
-        turns.preset,
-        turns.rounds,
-        turns.turn_seconds,
-        job_options=dict(turns.job_options),
-        seed=turns.seed,
-        freeze=turns.freeze,
-        warm_together=plan.warm_together,
+    turn_records = run_plan(
+        plan.turns(),
         start=start,
         on_job=kept_turns.on_job(tell(lambda r: f"round {r + 1}")),
         done=kept_turns.done(),

@@ -150,10 +150,15 @@ def check_writable_file(path: Path, what: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a reader sees the old file or the new one, never half."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never half."""
     fd, tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -180,6 +185,28 @@ def json_error(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc).split(";")[0] if "integer string conversion" in str(exc) else str(exc)
+
+
+def whole_json_lines(
+    lines: list[str], bad_line: Callable[[int, str], str]
+) -> tuple[list[tuple[int, str, Any]], int | None]:
+    """The non-blank lines of a JSON-lines file that parse, as (line number, line, value), and the
+    number of a torn last line (a kill mid-append leaves one) that was left out, or None.
+
+    Raises:
+        ConfigError: ``bad_line(n, why)``'s message for a line before the last that is not JSON
+            (no kill leaves that).
+    """
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    out: list[tuple[int, str, Any]] = []
+    for n, line in numbered:
+        try:
+            out.append((n, line, json.loads(line)))
+        except UNREADABLE_JSON as exc:
+            if n != numbered[-1][0]:
+                raise ConfigError(bad_line(n, json_error(exc))) from None
+            return out, n
+    return out, None
 
 
 def read_json_record(path: Path, what: str, *, schema: str | None = None, hint: str = "") -> dict[str, Any]:

@@ -29,6 +29,19 @@ def live(console: Console) -> bool:
     return console.is_terminal and sys.stdout.isatty()
 
 
+def counted_bar(console: Console, *, disable: bool) -> Progress:
+    """The bar of a count of finished units (jobs, stages): name, bar, n of total, elapsed, last."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=console,
+        disable=disable,
+    )
+
+
 def fit_width(text: str, width: int = WIDTH) -> str:
     """``text`` cut to ``width`` columns, the cut marked with an ellipsis."""
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -275,15 +288,7 @@ class StageProgress:
         self.console = Console(file=sys.stderr)
         self.name, self.total, self.count, self.disabled = name, stages, 0, disable
         self.live = live(self.console) and not disable
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=self.console,
-            disable=not self.live,
-        )
+        self.progress = counted_bar(self.console, disable=not self.live)
         self.task = self.progress.add_task(name, total=stages, last="")
         self.items: Any = None  # the sub-bar of a stage that counts items (generated events)
         self._last = time.perf_counter()

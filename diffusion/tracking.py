@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from diffusion.cli import UNREADABLE_JSON, json_error, write_text_atomic
+from diffusion.cli import whole_json_lines, write_text_atomic
 from diffusion.errors import ConfigError
 from diffusion.shapes import Record, check
 
@@ -97,21 +97,21 @@ def read_metrics(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], str | No
         ConfigError: a line before the last is not JSON, or a line has no integer ``epoch``.
     """
     raw = path.read_text(errors="replace").splitlines()
-    numbered = [(n, line) for n, line in enumerate(raw, 1) if line.strip()]
-    out, note = [], None
-    for n, line in numbered:
-        try:
-            record = json.loads(line)
-        except UNREADABLE_JSON as exc:
-            if n != numbered[-1][0]:
-                raise ConfigError(
-                    f"{path} line {n} must be a JSON epoch record, but it is not JSON ({json_error(exc)}); "
-                    "delete the file to resume without its history."
-                ) from None
-            note = f"{path} line {n} is a partial line (a kill mid-append); dropped it, the checkpoint is the truth."
-            break
+    parsed, torn = whole_json_lines(
+        raw,
+        lambda n, why: (
+            f"{path} line {n} must be a JSON epoch record, but it is not JSON ({why}); "
+            "delete the file to resume without its history."
+        ),
+    )
+    for n, _, record in parsed:
         check(record, EPOCH_LINE, f"{path} line {n}")
-        out.append((line, record))
+    out = [(line, record) for _, line, record in parsed]
+    note = (
+        f"{path} line {torn} is a partial line (a kill mid-append); dropped it, the checkpoint is the truth."
+        if torn
+        else None
+    )
     return out, note
 
 
