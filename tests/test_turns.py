@@ -8,6 +8,7 @@ real worker processes that speak the turn protocol (bench/worker.py's) around su
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,11 @@ def test_a_frozen_worker_is_stopped_and_a_closed_one_leaves_no_process(banking_t
     worker = TurnWorker(Job("neu", "tiny", phases=("train",)), banking_tree.root, timeout=30)
     assert worker.ask(None)["ready"] is True
     worker.freeze()
-    state = Path(f"/proc/{worker.proc.pid}/stat").read_text().split()[2]
+    for _ in range(200):  # a signal is delivered asynchronously: wait (up to 10 s) until it lands
+        state = Path(f"/proc/{worker.proc.pid}/stat").read_text().split()[2]
+        if state == "T":
+            break
+        time.sleep(0.05)
     assert state == "T", state  # stopped
     worker.thaw()
     assert worker.ask({"turn": "train", "seconds": 0.05})["steps"] > 0
