@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.analysis import WATCHED_FAMILIES  # the V/T claims a sequential run watches
+
 SCALE_PRESETS = ("tiny", "small", "seed")  # smallest first; the last is the report's model
 # The claims plotted: the two headline ratios and the two compiled steps (the scale-bound ones).
 PLOTTED = ("T1", "T3", "V1", "V4")
-WATCHED_FAMILIES = ("validation", "training")
 
 
 def params_of(records: list[dict[str, Any]]) -> int | None:

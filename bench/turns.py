@@ -95,10 +95,9 @@ class TurnWorker:
         watchdog.start()
         try:
             if request is not None:
-                self.proc.stdin.write(json.dumps(request) + "\n")
-                self.proc.stdin.flush()
+                self.send(request)  # a dead worker's closed stdin reads as EOF below
             line = self.proc.stdout.readline()
-        except OSError:  # its stdin is closed: it has died
+        except OSError:  # its stdout is closed: it has died
             line = ""
         finally:
             watchdog.cancel()
