@@ -387,8 +387,8 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
             },
         )
     suite_rows = {
-        **(hpo_rows(search, claims) if search else {}),
         **(scaling_rows(scaling, claims) if scaling else {}),
+        **(hpo_rows(search, claims) if search else {}),
         **(quality_rows(quality, claims) if quality else {}),
     }
     return {
@@ -458,8 +458,8 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
             base.knobs(),
             candidate.knobs(),
             suite_rows={
-                **(hpo_rows(search, claims) if search else {}),
                 **(scaling_rows(result["scaling"], claims) if result.get("scaling") else {}),
+                **(hpo_rows(search, claims) if search else {}),
                 **(quality_rows(result["quality"], claims) if result.get("quality") else {}),
             },
             **judging(result.get("sequential")),

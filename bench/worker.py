@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -30,14 +31,40 @@ TURNS_PROTOCOL = 1
 
 def pin(cpus: int) -> None:
     """Run on the first ``cpus`` usable cores, with thread pools to match. Must happen before
-    TensorFlow or JAX load: they size their pools once, from these variables and the affinity."""
+    TensorFlow or JAX load: they size their pools once, from these variables and the affinity.
+
+    XLA's CPU client (JAX) reads none of TensorFlow's, OpenMP's or MKL's variables: it sizes its
+    Eigen and dispatch pools from ``PJRT_NPROC`` (or ``NPROC``), else from the cores it may run
+    on, so ``PJRT_NPROC`` states the size rather than leaving it to how XLA reads the affinity.
+    """
     cores = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(cores):
         raise SystemExit(f"`cpus` must be between 1 and {len(cores)}, but got {cpus}.")
     os.sched_setaffinity(0, cores[:cpus])
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC"):
         os.environ[name] = str(cpus)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(cpus, 2))
+
+
+def thread_census() -> dict[str, Any]:
+    """This process's threads now, by name with trailing digits dropped (``XLAEigen``, ...), the
+    cores it may run on and the pool sizes it asked for: what a pinned worker really started.
+
+    Reads ``/proc/self/task`` (Linux); elsewhere the counts are empty.
+    """
+    names: Counter[str] = Counter()
+    task_dir = Path("/proc/self/task")
+    for task in task_dir.iterdir() if task_dir.is_dir() else ():
+        try:
+            names[(task / "comm").read_text().strip().rstrip("0123456789_-")] += 1
+        except OSError:  # the thread ended while we looked
+            continue
+    return {
+        "count": sum(names.values()),
+        "by_name": dict(sorted(names.items())),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "pools": {name: os.environ.get(name) for name in ("PJRT_NPROC", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")},
+    }
 
 
 def load_job(job_json: str) -> Job:
@@ -82,7 +109,7 @@ def take_turns(job_json: str) -> int:
         elif turn == "train":
             say(taker.train(float(request["seconds"])))
         elif turn == "finish":
-            say({"record": taker.record()})
+            say({"record": {**taker.record(), "threads": thread_census()}})
             return 0
         else:
             raise SystemExit(f"unknown turn {turn!r}; valid turns: warm, validate, train, finish.")
@@ -95,7 +122,8 @@ def main(argv: list[str]) -> int:
     job_json, out = argv
     from bench.measure import run_job
 
-    write_json_atomic(Path(out), run_job(load_job(job_json)))
+    record = run_job(load_job(job_json))
+    write_json_atomic(Path(out), {**record, "threads": thread_census()})  # the pools exist by now
     return 0
 
 
