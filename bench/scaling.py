@@ -23,6 +23,9 @@ from diffusion.paths import TrainingPath
 SCALING_METRICS = ("train_samples_per_s", "val_pass_s")
 # The report's S1 and S2 compare 8 cores with 4.
 REPORT_CORES = (4, 8)
+# How XLA's CPU client names its Eigen pool's threads (``tf_XLAEigen`` on JAX 0.11): one per core
+# it was given, which is how a record shows the pool a pinned worker got.
+XLA_POOL_THREAD = "XLAEigen"
 
 
 def core_counts(usable: int) -> list[int]:
@@ -46,14 +49,14 @@ def scaling_roles(paths: dict[str, TrainingPath], counts: list[int]) -> list[Rol
 
 
 def thread_medians(records: list[dict[str, Any]], role: str) -> dict[str, float | None]:
-    """Median over a role's workers of its thread count at the end, and of its largest group of
-    same-named threads (a pool: XLA's Eigen threads share one name)."""
+    """Median over a role's workers of its thread count at the end, and of the threads of XLA's
+    CPU pool among them (``XLA_POOL_THREAD``; none under TensorFlow)."""
     census = [rec["threads"] for rec in records if rec.get("role") == role and isinstance(rec.get("threads"), dict)]
     counts = [c["count"] for c in census if c.get("count")]
-    pools = [max(c["by_name"].values()) for c in census if c.get("by_name")]
+    pools = [sum(n for name, n in c["by_name"].items() if XLA_POOL_THREAD in name) for c in census if c.get("by_name")]
     return {
         "threads": median(np.array(counts, dtype=float)) if counts else None,
-        "largest_thread_group": median(np.array(pools, dtype=float)) if pools else None,
+        "xla_pool_threads": median(np.array(pools, dtype=float)) if pools else None,
     }
 
 

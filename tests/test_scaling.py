@@ -81,7 +81,7 @@ def sixteen_core_records(rounds: int = 3) -> list[dict]:
                 "train": {"train_samples_per_s": rate[k] * (1 + 0.01 * r), "cores_busy": 0.9 * k},
                 "validate": {"val_pass_s": 1.0, "cores_busy": 0.5 * k},
             },
-            "threads": {"count": 40 + k, "by_name": {"XLAEigen": k, "python": 40}},
+            "threads": {"count": 40 + k, "by_name": {"tf_XLAEigen": k, "python": 40}},
         }
         for r in range(rounds)
         for k in SIXTEEN
@@ -133,8 +133,8 @@ def test_table_shows_what_the_pinned_workers_used_cores_busy_and_threads():
     table = {row["cores"]: row for row in scaling_table(sixteen_core_records(), ["neu"], SIXTEEN)}
     assert table[4]["train_cores_busy"] == pytest.approx(3.6)
     assert table[4]["val_cores_busy"] == pytest.approx(2.0)
-    assert table[4]["threads"] == 44 and table[16]["largest_thread_group"] == 40
-    assert table[1]["largest_thread_group"] == 40  # the largest group: here the 40 'python' threads
+    assert table[4]["threads"] == 44 and table[4]["xla_pool_threads"] == 4
+    assert table[16]["xla_pool_threads"] == 16  # XLA's pool, not the larger group of 'python' threads
 
 
 def test_pin_sizes_xla_cpu_pool_with_the_other_pools(monkeypatch):
