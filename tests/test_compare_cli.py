@@ -212,9 +212,9 @@ def test_search_suite_fills_the_search_claims(tmp_path):
         "--suite",
         "hpo",
         "--hpo-trials",
-        "4",
+        "2",
         "--hpo-epochs",
-        "3",
+        "1",
         "--hpo-repeats",
         "1",
         "--json",
@@ -232,17 +232,19 @@ def test_search_suite_fills_the_search_claims(tmp_path):
 
 
 @pytest.mark.slow
-def test_scaling_suite_fills_s2_with_a_verdict_labelled_with_the_cores_used(tmp_path):
+def test_scaling_suite_fills_s2_labelled_with_the_cores_used(tmp_path):
+    # 2 rounds: the suite's jobs, table, plot and S2's row end to end; the rule that turns n
+    # rounds into a verdict is the one every ratio uses (tests/test_analysis.py, test_stats.py).
     out = tmp_path / "scaling.json"
     result = bench(
-        "bench.compare", "alt", "neu", "--suite", "scaling", "--preset", "tiny", "--rounds", "3",
+        "bench.compare", "alt", "neu", "--suite", "scaling", "--preset", "tiny", "--rounds", "2",
         "--train-seconds", "0.3", "--json", str(out), "--markdown", str(tmp_path / "scaling.md"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     s2 = {row["id"]: row for row in data["claims"]}["S2"]
-    assert s2["rounds"] == 3 and s2["verdict"] in ("holds", "refuted", "refuted (reversed)", "exceeded", "inconclusive")
-    assert s2["verdict"] != "not measured", s2["reason"]
+    assert s2["rounds"] == 2 and s2["measured"] is not None, s2["reason"]
+    assert s2["verdict"] == "inconclusive" and "n = 2: too few rounds" in s2["reason"], s2
     counts = data["scaling"]["counts"]
     assert f"at {counts[-1]} vs" in s2["reason"]
     assert {row["cores"] for row in data["scaling"]["table"]} == set(counts)

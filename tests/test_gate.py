@@ -55,23 +55,23 @@ def a_baseline(**changes: object) -> dict:
 @pytest.mark.slow
 def test_head_against_itself_passes(tmp_path):
     out = tmp_path / "gate.json"
-    # The gate's own job and turns, at 4 rounds, on one pinned core.
+    # The gate's own turns, at 3 rounds (its fewest with a verdict), on one pinned core.
     result = bench(
-        "bench.gate", "--against", "HEAD", "--aa", "--preset", "tiny", "--rounds", "4", "--tolerance", "0.10",
-        "--cpus", "1", "--json", str(out),
+        "bench.gate", "--against", "HEAD", "--aa", "--preset", "tiny", "--rounds", "3", "--tolerance", "0.10",
+        "--train-seconds", "0.5", "--cpus", "1", "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok ") == 2 and "pinned to 1 core(s)" in result.stdout
-    assert "4 rounds taking turns" in result.stdout
+    assert "3 rounds taking turns" in result.stdout
     record = json.loads(out.read_text())
     assert record["fired"] is False and record["ref"]["name"] == "HEAD"
     assert record["plan"]["turn_seconds"] == 0.05 and all(r["measured_in_turns"] for r in record["records"])
-    # Turns of at least 50 ms until each side has trained 1 s: at most 20, fewer where steps
+    # Turns of at least 50 ms until each side has trained 0.5 s: at most 10, fewer where steps
     # overrun a turn (a loaded machine), the same count for both sides of a round.
     for round_id in {r["round"] for r in record["records"]}:
         train = [r["phases"]["train"] for r in record["records"] if r["round"] == round_id]
-        assert len({t["turns"] for t in train}) == 1 and train[0]["turns"] <= 20, train
-        assert all(t["steady_s"] >= 1.0 for t in train), train
+        assert len({t["turns"] for t in train}) == 1 and train[0]["turns"] <= 10, train
+        assert all(t["steady_s"] >= 0.5 for t in train), train
     trees = {r["role"]: r["tree"]["label"] for r in record["records"]}
     assert trees["ref"].startswith("REF HEAD ") and trees["head"].startswith("HEAD ")
     # --cpus reaches every worker of both trees, which pins itself before TensorFlow loads.
@@ -80,7 +80,10 @@ def test_head_against_itself_passes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pairing", ["turns", "processes"])
+# Whole-process pairing is measured end to end by
+# test_a_ref_without_turns_is_measured_in_whole_processes_and_said_so, and fires on the same
+# test statistic; the regression's line is checked here once, in turns.
+@pytest.mark.parametrize("pairing", ["turns"])
 def test_losing_the_compiled_step_fires_and_says_where(pairing):
     result = bench(
         "bench.gate", "--against", "HEAD", *FAST, "--rounds", "3", "--candidate", "neu:train_compile=eager",
@@ -97,13 +100,13 @@ def test_losing_the_compiled_step_fires_and_says_where(pairing):
 def test_a_planted_slowdown_fires(tmp_path):
     out = tmp_path / "calibration.json"
     result = bench(
-        "bench.calibrate", "--aa-runs", "0", "--power-runs", "1", "--planted-slowdown", "9", "--rounds", "4",
+        "bench.calibrate", "--aa-runs", "0", "--power-runs", "1", "--planted-slowdown", "9", "--rounds", "3",
         *FAST, "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(out.read_text())
     # Step time x10: the plant must show (else the patch did nothing), and at that size the gate
-    # fires unless a round's log-ratio spread exceeds ~1.3, far beyond any measured (0.1-0.5).
+    # fires at 3 rounds unless the rounds' log-ratio sd exceeds ~0.9, beyond any measured (0.1-0.5).
     assert record["planted_measured_train_ratio"] < 0.5, result.stdout
     assert record["power_runs"] == 1 and record["detected"] == 1, result.stdout
     assert record["meets_target"] is False  # one run proves nothing about rates
