@@ -33,7 +33,10 @@ def tiny_data(tiny, _dataset_cache):
 
 def python_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess running this checkout's Python code."""
-    env = dict(os.environ)
+    # pytest-xdist's worker variables describe this session, not the child's: a child pytest
+    # that sees PYTEST_XDIST_WORKER takes itself for a worker (pytest-benchmark then disables
+    # its timing and every benchmark reads None).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra)
