@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 TURNS_PROTOCOL = 1
 
 
+# The pools sized to the pinned cores (TensorFlow, OpenMP, MKL, XLA's CPU client): pin() sets
+# them and thread_census() reports them.
+SIZED_POOLS = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC")
+
+
 def pin(cpus: int) -> None:
     """Run on the first ``cpus`` usable cores, with thread pools to match. Must happen before
     TensorFlow or JAX load: they size their pools once, from these variables and the affinity.
@@ -41,7 +46,7 @@ def pin(cpus: int) -> None:
     if not 1 <= cpus <= len(cores):
         raise SystemExit(f"`cpus` must be between 1 and {len(cores)}, but got {cpus}.")
     os.sched_setaffinity(0, cores[:cpus])
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC"):
+    for name in SIZED_POOLS:
         os.environ[name] = str(cpus)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(cpus, 2))
 
@@ -63,7 +68,7 @@ def thread_census() -> dict[str, Any]:
         "count": sum(names.values()),
         "by_name": dict(sorted(names.items())),
         "usable_cpus": len(os.sched_getaffinity(0)),
-        "pools": {name: os.environ.get(name) for name in ("PJRT_NPROC", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")},
+        "pools": {name: os.environ.get(name) for name in SIZED_POOLS},
     }
 
 
