@@ -83,14 +83,13 @@ def test_head_against_itself_passes(tmp_path):
 # Whole-process pairing is measured end to end by
 # test_a_ref_without_turns_is_measured_in_whole_processes_and_said_so, and fires on the same
 # test statistic; the regression's line is checked here once, in turns.
-@pytest.mark.parametrize("pairing", ["turns"])
-def test_losing_the_compiled_step_fires_and_says_where(pairing):
+def test_losing_the_compiled_step_fires_and_says_where():
     result = bench(
         "bench.gate", "--against", "HEAD", *FAST, "--rounds", "3", "--candidate", "neu:train_compile=eager",
-        "--pairing", pairing,
+        "--pairing", "turns",
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
-    assert ("taking turns" if pairing == "turns" else "of whole processes") in result.stdout
+    assert "taking turns" in result.stdout
     line = next(x for x in result.stderr.splitlines() if x.startswith("REGRESSION train_samples_per_s"))
     for part in ("HEAD/REF", "over 3 rounds", "REF HEAD ", "samples/s", "usable cores"):
         assert part in line, line
