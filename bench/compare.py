@@ -115,6 +115,13 @@ def build_parser() -> Parser:
         default=3,
         help="repeats of every search (default 3: fewer give no verdict)",
     )
+    parser.add_argument(
+        "--hpo-runs",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="only these searches of the search suite (default all): sequential, threads, workers, "
+        "sequential+pruning, threads+pruning, and workers-Kcores at the two core counts S1 compares here",
+    )
     parser.add_argument("--quality-preset", default="tiny", help="preset of the quality suite (default tiny)")
     parser.add_argument(
         "--quality-seeds",
@@ -273,20 +280,38 @@ def judging(sequential: dict[str, Any] | None, *, ablations: bool = False) -> di
     return {"confidence": sequential["confidence"], **({} if ablations else {"stop": sequential["stop"]})}
 
 
-def measure_search(args: Any) -> dict[str, Any]:
-    """The search suite: the same fixed trials sequential, parallel, pruned, pinned to one core."""
-    from bench.hpo import HpoPlan, measure_hpo, runs
+def measure_search(args: Any, kept: list[Any]) -> dict[str, Any]:
+    """The search suite: the same fixed trials sequential, parallel, pruned, and as many workers
+    as pinned cores at two core counts (S1); each finished search is kept for --resume."""
+    import os
+    from dataclasses import asdict
+
+    from bench.hpo import HpoPlan, core_pair_for, measure_hpo, runs
+    from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
 
     plan = HpoPlan(
-        preset=args.hpo_preset, trials=args.hpo_trials, epochs=args.hpo_epochs, repeats=args.hpo_repeats, seed=args.seed
+        preset=args.hpo_preset,
+        trials=args.hpo_trials,
+        epochs=args.hpo_epochs,
+        repeats=args.hpo_repeats,
+        seed=args.seed,
+        core_pair=core_pair_for(len(os.sched_getaffinity(0))),
+        only=tuple(args.hpo_runs),
     )
-    with JobProgress("search", plan.repeats * len(runs(plan))) as progress:
+    identity = run_identity(asdict(plan), "bench/hpo.py")
+    partial = Partial.beside(args.json, identity, resume=args.resume, part="search")
+    kept.append(partial)
+    done = partial.done()
+    with JobProgress(
+        "search" + (f" ({len(done)} searches reused)" if done else ""), plan.repeats * len(runs(plan)) - len(done)
+    ) as progress:
 
         def on_run(repeat: int, run: Any, record: dict[str, Any]) -> None:
+            partial.append((repeat, run.name), record)
             progress.done(f"repeat {repeat + 1}/{plan.repeats} {run.name}", record)
 
-        return measure_hpo(plan, on_run=on_run)
+        return measure_hpo(plan, on_run=on_run, done=done)
 
 
 def measure_scaling(args: Any, base: Any, candidate: Any, kept: list[Any]) -> dict[str, Any]:
@@ -370,7 +395,7 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
         scale, speed = measure_scale(args, claims, base, candidate, kept)
     else:
         speed = measure_speed(args, claims, base, candidate, kept) if args.suite in ("speed", "all") else None
-    search = measure_search(args) if args.suite in ("hpo", "all") else None
+    search = measure_search(args, kept) if args.suite in ("hpo", "all") else None
     scaling = measure_scaling(args, base, candidate, kept) if args.suite in ("scaling", "all") else None
     quality = measure_quality_suite(args, base_spec, cand_spec) if args.suite in ("quality", "all") else None
     if args.json is not None:
@@ -487,7 +512,7 @@ def check_paths(args: Any) -> None:
         if args.json is None or args.source is not None
         else [
             (f"--json's partial record ({part})", partial_path(args.json, part))
-            for part in ("memory", "speed", "scaling")
+            for part in ("memory", "speed", "search", "scaling")
         ]
     )
     outputs = [
@@ -514,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, but got {args.suite!r}.")
     get_preset(args.hpo_preset)
     get_preset(args.quality_preset)
+    if args.hpo_runs:
+        import os
+
+        from bench.hpo import HpoPlan, check_run_names, core_pair_for
+
+        args.hpo_runs = check_run_names(args.hpo_runs, HpoPlan(core_pair=core_pair_for(len(os.sched_getaffinity(0)))))
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path is not None:
             check_writable_file(path, what)

@@ -20,7 +20,7 @@ def record(name: str, repeat: int, wall: float, pruned: int = 0, n: int = 20, ep
         }
         for i in range(n)
     ]
-    run = next(r for r in runs(HpoPlan()) if r.name == name)
+    run = next(r for r in runs(HpoPlan(core_pair=(1, 2))) + runs(HpoPlan(core_pair=(4, 8))) if r.name == name)
     return {
         "run": {"name": name, "parallel": run.parallel, "jobs": run.jobs, "pruner": run.pruner, "cpus": run.cpus},
         "repeat": repeat,
@@ -35,7 +35,7 @@ def raw(walls: dict[str, float], pruned: int = 6) -> dict:
         for name, wall in walls.items():
             records.append(record(name, repeat, wall * (1 + 0.01 * repeat), pruned=pruned if "pruning" in name else 0))
     return {
-        "plan": {"preset": "tiny", "trials": 20, "epochs": 6, "jobs": 2, "repeats": 3, "seed": 0},
+        "plan": {"preset": "tiny", "trials": 20, "epochs": 6, "jobs": 2, "repeats": 3, "seed": 0, "core_pair": [1, 2]},
         "records": records,
         "cores": 2,
     }
@@ -47,7 +47,8 @@ WALLS = {
     "workers": 60.0,
     "sequential+pruning": 80.0,
     "threads+pruning": 40.0,
-    "sequential-1core": 180.0,
+    "workers-1core": 180.0,
+    "workers-2cores": 62.0,
 }
 
 
@@ -102,9 +103,72 @@ def test_pruning_gain_and_time_saved_are_their_own_rows():
     assert got["H6"]["verdict"] == "refuted"  # 20% saved, not ~30%
 
 
-def test_core_scaling_compares_one_pinned_core_with_two():
+def test_core_scaling_compares_as_many_workers_as_pinned_cores_at_two_counts():
     row = rows(raw(WALLS))["S1"]
-    assert row["measured"]["estimate"] == pytest.approx(180 / 60, rel=0.01)
+    assert row["measured"]["estimate"] == pytest.approx(180 / 62, rel=0.01)
+    assert "not 8 vs 4: this machine has 2 cores" in row["reason"]
+    assert "ceil(20/1)/ceil(20/2) = 2.00x (computed)" in row["reason"]
+
+
+def test_core_scaling_on_sixteen_cores_is_8_vs_4_as_the_report_states_it():
+    data = raw({"workers-4cores": 100.0, "workers-8cores": 70.0})
+    data["plan"]["core_pair"], data["cores"] = [4, 8], 16
+    row = rows(data)["S1"]
+    assert row["measured"]["estimate"] == pytest.approx(100 / 70, rel=0.01)
+    assert "8 worker processes on 8 pinned cores vs 4 on 4 (as the report states it)" in row["reason"]
+    assert "ceil(20/4)/ceil(20/8) = 1.67x" in row["reason"]  # 5 waves against 3: 2x cannot be reached
+
+
+def test_a_record_from_before_the_pinned_pair_still_reads_s1_as_it_was_measured():
+    data = raw({"workers": 60.0})
+    data["records"] += [
+        {"run": {"name": "sequential-1core"}, "repeat": r, "wall_s": 180.0 * (1 + 0.01 * r)} for r in range(3)
+    ]
+    del data["plan"]["core_pair"]
+    row = rows(data)["S1"]
+    assert row["measured"]["estimate"] == pytest.approx(3.0, rel=0.01)
+    assert "1 worker pinned to 1 core" in row["reason"]
+
+
+def test_the_core_pair_is_the_one_s2_compares():
+    from bench.hpo import core_pair_for
+
+    assert [core_pair_for(k) for k in (1, 2, 4, 6, 8, 16)] == [(1, 1), (1, 2), (2, 4), (4, 6), (4, 8), (4, 8)]
+
+
+def test_a_plan_can_name_its_runs_and_a_name_of_no_run_is_refused():
+    from bench.hpo import check_run_names
+    from diffusion.errors import ConfigError
+
+    plan = HpoPlan(core_pair=(4, 8))
+    only = check_run_names("workers-4cores, workers-8cores,workers-4cores", plan)
+    assert only == ("workers-4cores", "workers-8cores")
+    assert [run.name for run in runs(HpoPlan(core_pair=(4, 8), only=only))] == list(only)
+    with pytest.raises(
+        ConfigError, match=r"'workers-2cores' is no search of the suite here; choose from .*workers-8cores"
+    ):
+        check_run_names("workers-2cores", plan)
+
+
+def test_a_cut_search_suite_reuses_its_finished_searches_and_runs_the_rest_in_the_same_order(monkeypatch):
+    import bench.hpo as hpo
+
+    made: list[tuple[str, int]] = []
+
+    def fake_search(run, plan, params, directory, tag):
+        made.append((run.name, int(tag.rsplit("-", 1)[1])))
+        return {"run": {"name": run.name}, "wall_s": 1.0}
+
+    monkeypatch.setattr(hpo, "run_search", fake_search)
+    plan = HpoPlan(trials=2, repeats=2)
+    whole = hpo.measure_hpo(plan)
+    order = list(made)
+    kept = {(r["repeat"], r["run"]["name"]): r for r in whole["records"][:5]}
+    made.clear()
+    resumed = hpo.measure_hpo(plan, done=kept)
+    assert made == order[5:]  # only the rest, in the order a run from scratch takes
+    assert [(r["repeat"], r["run"]["name"]) for r in resumed["records"]] == [(r, n) for n, r in order]
+    assert resumed["reused"] == 5
 
 
 def test_many_node_row_is_a_projection_that_shows_its_arithmetic():
