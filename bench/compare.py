@@ -280,15 +280,16 @@ def judging(sequential: dict[str, Any] | None, *, ablations: bool = False) -> di
     return {"confidence": sequential["confidence"], **({} if ablations else {"stop": sequential["stop"]})}
 
 
-def measure_search(args: Any, kept: list[Any]) -> dict[str, Any]:
-    """The search suite: the same fixed trials sequential, parallel, pruned, and as many workers
-    as pinned cores at two core counts (S1); each finished search is kept for --resume."""
-    import os
-    from dataclasses import asdict
+def search_plan(args: Any) -> Any:
+    """The search suite's ``HpoPlan`` on this machine's cores, ``--hpo-runs`` checked.
 
-    from bench.hpo import HpoPlan, core_pair_for, measure_hpo, runs
-    from bench.partial import Partial, run_identity
-    from bench.progress import JobProgress
+    Raises:
+        ConfigError: ``--hpo-runs`` names a search the suite does not make here.
+    """
+    import os
+    from dataclasses import replace
+
+    from bench.hpo import HpoPlan, check_run_names, core_pair_for
 
     plan = HpoPlan(
         preset=args.hpo_preset,
@@ -297,8 +298,20 @@ def measure_search(args: Any, kept: list[Any]) -> dict[str, Any]:
         repeats=args.hpo_repeats,
         seed=args.seed,
         core_pair=core_pair_for(len(os.sched_getaffinity(0))),
-        only=tuple(args.hpo_runs),
     )
+    return replace(plan, only=check_run_names(args.hpo_runs, plan)) if args.hpo_runs else plan
+
+
+def measure_search(args: Any, kept: list[Any]) -> dict[str, Any]:
+    """The search suite: the same fixed trials sequential, parallel, pruned, and as many workers
+    as pinned cores at two core counts (S1); each finished search is kept for --resume."""
+    from dataclasses import asdict
+
+    from bench.hpo import measure_hpo, runs
+    from bench.partial import Partial, run_identity
+    from bench.progress import JobProgress
+
+    plan = search_plan(args)
     identity = run_identity(asdict(plan), "bench/hpo.py")
     partial = Partial.beside(args.json, identity, resume=args.resume, part="search")
     kept.append(partial)
@@ -540,11 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     get_preset(args.hpo_preset)
     get_preset(args.quality_preset)
     if args.hpo_runs:
-        import os
-
-        from bench.hpo import HpoPlan, check_run_names, core_pair_for
-
-        args.hpo_runs = check_run_names(args.hpo_runs, HpoPlan(core_pair=core_pair_for(len(os.sched_getaffinity(0)))))
+        search_plan(args)  # a bad --hpo-runs is refused before any suite runs
     for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path is not None:
             check_writable_file(path, what)

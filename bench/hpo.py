@@ -85,7 +85,7 @@ def all_runs(plan: HpoPlan) -> list[Run]:
         Run("sequential+pruning", "threads", 1, "median"),
         Run("threads+pruning", "threads", plan.jobs, "median"),
         # S1: as many worker processes as pinned cores, at both counts (the report's 4 -> 8 cores).
-        *{cores_run_name(k): Run(cores_run_name(k), "workers", k, "none", cpus=k) for k in (fewer, more)}.values(),
+        *(Run(cores_run_name(k), "workers", k, "none", cpus=k) for k in dict.fromkeys((fewer, more))),
     ]
 
 
