@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from bench import pgserver as pg
 from diffusion.errors import ConfigError
 from diffusion.hpo.search import RuntimeGate
 from diffusion.hpo.space import apply_params, check_params, load_best
 from diffusion.paths import NEU
 from diffusion.presets import get_preset
-from tests import pg, slurm
+from tests import slurm
 from tests.conftest import PYTHON, ROOT, python_env
 
 # A search's own limit (hpo(): SIGABRT and its stacks at 480 s) comes before the test's.

@@ -1,4 +1,5 @@
-"""A real, throw-away PostgreSQL server for tests: initdb into a temp dir, loopback port, trust auth."""
+"""A real, throw-away PostgreSQL server (initdb into a temp dir, loopback port, trust auth): the tests'
+storage, and the one the search simulation (bench.swarm) runs its workers against."""
 
 from __future__ import annotations
 
@@ -55,8 +56,11 @@ def create_database(host: str, port: int, name: str) -> None:
 
 
 @contextmanager
-def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
-    """Start a server; yields (host, port) with `database` created. Stops it and removes its files on exit."""
+def postgres_server(database: str = "optuna", max_connections: int = 200) -> Iterator[tuple[str, int]]:
+    """Start a server; yields (host, port) with `database` created. Stops it and removes its files on exit.
+
+    ``max_connections``: a worker process of a search may hold two (its trial's and its heartbeat's).
+    """
     # Its own directory under /tmp: pytest's temp dirs are private to root, and the server
     # runs as `postgres` when we are root.
     directory = Path(tempfile.mkdtemp(prefix="pmt-pg-"))
@@ -76,7 +80,7 @@ def postgres_server(database: str = "optuna") -> Iterator[tuple[str, int]]:
             "-w",
             "start",
             "-o",
-            f"-h 127.0.0.1 -p {port} -k {directory} -c fsync=off -c max_connections=200",
+            f"-h 127.0.0.1 -p {port} -k {directory} -c fsync=off -c max_connections={max_connections}",
         ]
     )
     try:
