@@ -137,14 +137,18 @@ def judged_row(
     reason: str = "",
     per_round: PerRound | None = None,
     confidence: float = CONFIDENCE,
+    label: str | None = None,
     **values: Any,
 ) -> dict[str, Any]:
     """A measured claim's row: the interval, the verdict under the rule, and why.
 
     ``confidence`` is the level ``interval`` was computed at (a sequential look's, or 0.95);
     the row keeps it, as the simultaneous verdict spends its alpha (``add_simultaneous``).
+    ``label``: what the verdict carries in brackets (``VERDICT_LABELS``); an ``exact`` claim's
+    is always ``exact``.
     """
     claimed = claim.claimed if claimed is None else claimed
+    label = "exact" if claim.kind == "exact" else label
     result = verdict(interval, claimed, claim.tolerance, kind=claim.kind, margin=claim.margin)
     why = verdict_reason(interval, claimed, result, kind=claim.kind)
     reasons = [r for r in (why, claim.note, reason) if r]
@@ -156,7 +160,7 @@ def judged_row(
         ci=[interval.low, interval.high],
         per_round={str(k): v for k, v in per_round.items()} if per_round else None,
         # A deterministic quantity has no interval: its verdict is labelled as judged on the value.
-        verdict=f"{result.value} (exact)" if claim.kind == "exact" else result.value,
+        verdict=f"{result.value} ({label})" if label else result.value,
         reason="; ".join(reasons),
         rounds=interval.n,
         confidence=confidence,

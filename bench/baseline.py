@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import read_json_record
 from diffusion.errors import ConfigError
+from diffusion.files import read_json_record
 from diffusion.paths import KNOB_BEFORE, KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path, parse_path
 from diffusion.shapes import check
 

@@ -32,18 +32,9 @@ import numpy as np
 from bench.baseline import GATED_METRICS
 from bench.gate import PAIRINGS
 from bench.partial import Identity, Partial, code_digest, partial_path
-from diffusion.cli import (
-    CORES,
-    ROUNDS,
-    TOLERANCE,
-    TRAIN_SECONDS,
-    Parser,
-    bounded,
-    check_writable_file,
-    run,
-    write_json_atomic,
-)
+from diffusion.cli import CORES, ROUNDS, TOLERANCE, TRAIN_SECONDS, Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import parse_path
 from diffusion.presets import get_preset

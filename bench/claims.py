@@ -8,8 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 from bench.stats import KINDS
-from diffusion.cli import json_error
 from diffusion.errors import ConfigError
+from diffusion.files import json_error
 from diffusion.outputs import check_readable_file
 from diffusion.paths import KNOBS
 from diffusion.shapes import NUMBER, ListOf, Record, check
@@ -131,6 +131,7 @@ class Claim:
     note: str | None = None  # what a reader must know to read the verdict right
     suite: str = "speed"  # which suite of `bench.compare --suite` measures it
     source: str | None = None  # where the report says it
+    evidence: str | None = None  # a committed record (repo-relative) that the reading cites, e.g. S4's simulation
 
     def __post_init__(self) -> None:
         where = f"claim {self.id!r}"
@@ -184,7 +185,7 @@ REGISTRY = Record(
                 {"id": str, "family": str, "text": str, "claimed": NUMBER},
                 {
                     **dict.fromkeys(("kind", "metric", "beside", "alt", "neu", "rescale", "status"), str),
-                    **dict.fromkeys(("reason", "note", "suite", "source"), str),
+                    **dict.fromkeys(("reason", "note", "suite", "source", "evidence"), str),
                     "factor": ListOf(str),
                     "product_of": ListOf(str),
                     "tolerance": NUMBER,

@@ -12,20 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import (
-    ROUNDS,
-    SEED,
-    TRAIN_SECONDS,
-    Parser,
-    bounded,
-    check_writable_dir,
-    check_writable_file,
-    read_json_record,
-    run,
-    write_json_atomic,
-    write_text_atomic,
-)
+from diffusion.cli import ROUNDS, SEED, TRAIN_SECONDS, Parser, bounded, check_writable_dir, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import read_json_record, write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset

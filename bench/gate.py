@@ -31,19 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import baseline as stored
-from diffusion.cli import (
-    CORES,
-    ROUNDS,
-    SEED,
-    TOLERANCE,
-    TRAIN_SECONDS,
-    Parser,
-    check_writable_file,
-    run,
-    write_json_atomic,
-    write_text_atomic,
-)
+from diffusion.cli import CORES, ROUNDS, SEED, TOLERANCE, TRAIN_SECONDS, Parser, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import TrainingPath, parse_path
 from diffusion.presets import get_preset

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import TRAIN_SECONDS, Parser, bounded, check_writable_file, run, write_json_atomic
+from diffusion.cli import TRAIN_SECONDS, Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic
 from diffusion.presets import PRESETS, get_preset
 
 SCHEMA = "pmt-bench/gpu/1"  # bench.compare --from knows it as GPU_SCHEMA

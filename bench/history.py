@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, check_writable_file, json_line, read_json_record, run
+from diffusion.cli import Parser, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import json_line, read_json_record
 from diffusion.outputs import check_outputs
 from diffusion.shapes import NUMBER, MapOf, Maybe, OneOf, Record, Test, check
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bench.baseline import fingerprint_diff
 from bench.history import ChangePoint, Series
-from diffusion.cli import write_bytes_atomic, write_text_atomic
+from diffusion.files import write_bytes_atomic, write_text_atomic
 
 Steps = dict[str, list[ChangePoint]]  # by series title
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -380,21 +380,35 @@ def core_speedup(raw: dict[str, Any]) -> Reading:
 
 
 def projection(raw: dict[str, Any]) -> Reading:
-    """Search time with W workers projected from measured trial durations: W workers finish
-    ceil(N / W) waves of trials. Computed, not measured."""
-    trials = [t for r in raw["records"] if r["run"]["name"] == "threads+pruning" and "trials" in r for t in r["trials"]]
-    if not trials:
-        return Reading(None, "not measured: no pruned parallel run to project from")
+    """Search time with W workers projected from the plan's trials: W workers finish ceil(N / W)
+    waves of trials. Computed, not measured; ``simulated`` puts the simulation beside it."""
     n = raw["plan"]["trials"]
-    mean = float(np.mean([t["seconds"] for t in trials if t["seconds"]]))
+    trials = [t for r in raw["records"] if r["run"]["name"] == "threads+pruning" for t in r.get("trials", [])]
+    seconds = [t["seconds"] for t in trials if t["seconds"]]
+    mean = f" (mean {np.mean(seconds):.1f} s each)" if seconds else ""
     waves = {w: math.ceil(n / w) for w in (4, 128)}
     ratio = waves[4] / waves[128]
     return Reading(
         Interval(ratio, ratio, ratio, 1),
-        f"computed: {n} trials (mean {mean:.1f} s each); 4 workers need ceil({n}/4) = {waves[4]} waves, 128 need "
+        f"computed: {n} trials{mean}; 4 workers need ceil({n}/4) = {waves[4]} waves, 128 need "
         f"ceil({n}/128) = {waves[128]}: {waves[4]}/{waves[128]} = {ratio:.0f}x at most. 128 workers pay off only "
         f"with >= 128 trials, and a TPE sampler learns little when most trials run at once",
     )
+
+
+def simulated(reading: Reading, evidence: str) -> tuple[Reading, str | None]:
+    """A projection with the committed simulation record ``evidence`` (bench.swarm) beside it:
+    the simulated ratio becomes the row's value and the verdict is labelled ``simulated``; the
+    arithmetic stays in the reason. Without a readable record, the reading as it was."""
+    from bench.swarm_report import cite
+
+    cited = cite(ROOT / evidence)
+    if cited is None:
+        return replace(reading, reason=f"{reading.reason}; no simulation record at {evidence}"), None
+    ratio, said = cited
+    if ratio is None:
+        return replace(reading, reason=f"{reading.reason}; simulated ({evidence}): {said}"), "simulated"
+    return Reading(Interval(ratio, ratio, ratio, 1), f"simulated ({evidence}): {said}; {reading.reason}"), "simulated"
 
 
 HPO_READINGS: dict[str, Callable[[dict[str, Any]], Reading]] = {
@@ -426,7 +440,9 @@ def hpo_rows(raw: dict[str, Any], claims: list[Claim]) -> dict[str, dict[str, An
     for claim in claims:
         if claim.suite != "hpo" or claim.status != "measured" or claim.metric not in HPO_READINGS:
             continue
-        reading = HPO_READINGS[claim.metric](raw)
+        reading, label = HPO_READINGS[claim.metric](raw), None
+        if claim.evidence is not None:
+            reading, label = simulated(reading, claim.evidence)
         claimed = claim.claimed_here(jobs)
         restated = (
             f"claimed {claim.claimed:g}x at the seed's {SEED_JOBS} jobs, restated for {jobs}: {claimed:.3g}x; "
@@ -444,6 +460,7 @@ def hpo_rows(raw: dict[str, Any], claims: list[Claim]) -> dict[str, dict[str, An
             per_round=reading.per_round,
             base_value=reading.base_value,
             candidate_value=reading.candidate_value,
+            label=label,
         )
         if claim.kind == "share" and row["verdict"] == Verdict.INCONCLUSIVE.value and reading.interval.n >= 3:
             needed = trials_to_decide(reading.interval.estimate, claimed, claim.tolerance)

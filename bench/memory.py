@@ -23,15 +23,9 @@ from typing import Any
 
 from bench.footprint import Footprint
 from bench.measure import Job
-from diffusion.cli import (
-    TRAIN_SECONDS,
-    Parser,
-    check_writable_file,
-    quiet_frameworks,
-    run,
-    write_json_atomic,
-)
+from diffusion.cli import TRAIN_SECONDS, Parser, check_writable_file, quiet_frameworks, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import KNOB_MAX, format_path, parse_path
 from diffusion.presets import get_preset

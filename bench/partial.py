@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffusion.cli import json_line, whole_json_lines, write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.files import json_line, whole_json_lines, write_text_atomic
 from diffusion.shapes import Shape, check
 
 if TYPE_CHECKING:

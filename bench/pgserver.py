@@ -4,6 +4,7 @@ storage, and the one the search simulation (bench.swarm) runs its workers agains
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -83,13 +84,25 @@ def postgres_server(database: str = "optuna", max_connections: int = 200) -> Ite
             f"-h 127.0.0.1 -p {port} -k {directory} -c fsync=off -c max_connections={max_connections}",
         ]
     )
+    # A watchdog outside this process's session stops the server once this process is gone, a
+    # SIGKILL included: a killed run leaves no server behind.
+    stop = _as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+    watchdog = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {shlex.join(stop)}; rm -rf {shlex.quote(str(directory))}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database])
         yield "127.0.0.1", port
     finally:
-        subprocess.run(
-            _as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-            timeout=60,
-        )
+        subprocess.run(stop, capture_output=True, timeout=60)
+        watchdog.kill()
+        watchdog.wait()
         shutil.rmtree(directory, ignore_errors=True)

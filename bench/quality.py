@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from bench.hpo import ROOT, HpoPlan, Run, fixed_params, run_search, run_timed
-from diffusion.cli import check_writable_dir, read_json_record, write_json_atomic
+from diffusion.cli import check_writable_dir
 from diffusion.errors import ConfigError
+from diffusion.files import read_json_record, write_json_atomic
 
 SCHEMA = "pmt-bench/quality/1"
 

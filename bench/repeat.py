@@ -23,8 +23,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import Parser, bounded, check_writable_file, run, write_json_atomic, write_text_atomic
+from diffusion.cli import Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs, check_readable_file
 from diffusion.shapes import check
 

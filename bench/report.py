@@ -14,6 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bench.stats import verdict_word
+
 FAMILY_TITLES = {
     "validation": "Validation (V): ALT time / NEU time per pass",
     "training": "Training (T): NEU samples/s / ALT samples/s",
@@ -149,11 +151,6 @@ def detail_lines(row: dict[str, Any]) -> list[str]:
         lines.append(row["reason"])
     lines += [line for line in (stop_line(row), simultaneous_line(row)) if line]
     return lines
-
-
-def verdict_word(verdict: str) -> str:
-    """The verdict's style key: '(exact)' labels a value judged without an interval."""
-    return verdict.removesuffix(" (exact)")
 
 
 def ablation_cells(row: dict[str, Any]) -> list[str]:

@@ -11,15 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.stats import Verdict
-from diffusion.cli import read_json_record
+from bench.stats import VERDICT_LABELS, Verdict, verdict_word
+from diffusion.files import read_json_record
 from diffusion.shapes import NUMBER, ListOf, MapOf, Maybe, OneOf, Record, Shape, Test, check
 
 VERDICTS = tuple(v.value for v in Verdict)
-# "holds (exact)": a value judged without an interval (bench.stats.verdict).
 VERDICT = Test(
-    lambda v: isinstance(v, str) and v.removesuffix(" (exact)") in VERDICTS,
-    "a verdict (" + ", ".join(VERDICTS) + ", optionally with ' (exact)')",
+    lambda v: isinstance(v, str) and verdict_word(v) in VERDICTS,
+    "a verdict ("
+    + ", ".join(VERDICTS)
+    + ", optionally labelled "
+    + " or ".join(f"'({x})'" for x in VERDICT_LABELS)
+    + ")",
 )
 INTERVAL = Record({"estimate": NUMBER, "low": NUMBER, "high": NUMBER})
 PAIR = ListOf(NUMBER, length=2)

@@ -24,6 +24,9 @@ EQUIVALENCE_MARGIN = 0.10  # an "equal" claim holds within 1/1.1 .. 1.1
 MIN_ROUNDS = 3  # fewer paired rounds give no verdict: a t-interval at n = 2 spans a decade
 CONFIDENCE = 0.95
 KINDS = ("ratio", "share", "exact", "projection")
+# What a verdict may carry in brackets: "holds (exact)", a value judged without an interval;
+# "projection (simulated)", a projection with a committed simulation behind it.
+VERDICT_LABELS = ("exact", "simulated")
 
 
 class Verdict(str, Enum):
@@ -36,6 +39,13 @@ class Verdict(str, Enum):
     NOT_APPLICABLE = "not applicable"
     PENDING = "pending"
     NOT_MEASURED = "not measured"
+
+
+def verdict_word(verdict: str) -> str:
+    """The verdict without its label: "holds (exact)" -> "holds"."""
+    for label in VERDICT_LABELS:
+        verdict = verdict.removesuffix(f" ({label})")
+    return verdict
 
 
 # The verdicts that settle a claim: a sequential run stops once every claim it watches has one.

@@ -16,223 +16,25 @@ beside ``--json`` (``--resume`` continues a cut run).
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from diffusion.cli import Parser, bounded, check_writable_file, run, write_json_atomic
+from bench.swarm_trial import DEFAULT_WORKERS, GRACE_S, SETUP_S, Draws, SwarmPlan, load_draws, worker
+from diffusion.cli import Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
-from diffusion.outputs import check_outputs, check_readable_file
+from diffusion.files import read_json_record, write_json_atomic
+from diffusion.outputs import check_outputs
 
 SCHEMA = "pmt-bench/swarm/1"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT / "results" / "search-tiny-epyc-2cpu.json"
-DEFAULT_WORKERS = (1, 2, 4, 8, 16, 32, 64, 128)
 MAX_WORKERS = 128  # the report's 4 x 32; the server is started with room for two connections each
-GRACE_S = 30.0  # after a deadline: a worker finishes its running trial's epoch, reports, exits
-SETUP_S = 120.0  # for every worker to open the storage and load the study
-
-
-@dataclass(frozen=True)
-class SwarmPlan:
-    """What the simulation runs.
-
-    Attributes:
-        workers: the worker counts, each a fresh study of ``trials_per_worker`` x workers trials,
-            and at least ``min_trials`` (so that the pruner, which waits for 5, acts at 1 worker too).
-        trials_per_worker: trials each worker runs on average (enough waves for a rate).
-        min_trials: the fewest trials of a study (the seed's search: 20).
-        mean_trial_s: the drawn trials' mean duration after compression; None: as measured.
-        deadline_s: a worker takes no trial after this; the parent kills it after ``GRACE_S`` more.
-        epochs, startup_trials, warmup_epochs: the search's (MedianPruner from epoch 3).
-        seed: the draws of trial times and losses.
-    """
-
-    workers: tuple[int, ...] = DEFAULT_WORKERS
-    trials_per_worker: int = 4
-    min_trials: int = 20
-    mean_trial_s: float | None = None
-    deadline_s: float = 240.0
-    epochs: int = 6
-    startup_trials: int = 5
-    warmup_epochs: int = 3
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Draws:
-    """Measured trials to draw from: seconds per epoch and final validation loss, one per trial."""
-
-    epoch_s: tuple[float, ...]
-    loss: tuple[float, ...]
-    source: str = ""
-    what: str = ""
-
-    @property
-    def mean_trial_s(self) -> float:
-        return float(np.mean(self.epoch_s))
-
-
-def load_draws(path: Path, epochs: int) -> Draws:
-    """The complete, unpruned trials of a search record's one-process runs (``sequential``: no
-    other trial shares the machine), as seconds per epoch and final loss.
-
-    Raises:
-        ConfigError: not a search record, or one without such trials.
-    """
-    check_readable_file(path, "--trials-from")
-    try:
-        record = json.loads(path.read_text())
-        runs = record["search"]["records"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(
-            f"--trials-from {str(path)!r} is not a search record (bench.compare --suite hpo --json)."
-        ) from None
-    trials = [
-        t
-        for r in runs
-        if isinstance(r, dict) and r.get("run", {}).get("name") == "sequential"
-        for t in r.get("trials", [])
-        if t.get("state") == "COMPLETE" and t.get("epochs_run") and t.get("seconds") and t.get("value") is not None
-    ]
-    if len(trials) < 5:
-        raise ConfigError(
-            f"--trials-from {str(path)!r} holds {len(trials)} complete sequential trials; at least 5 are needed."
-        )
-    return Draws(
-        tuple(t["seconds"] / t["epochs_run"] * epochs for t in trials),
-        tuple(float(t["value"]) for t in trials),
-        source=str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else path.name,
-        what=f"{len(trials)} complete trials of the record's sequential searches",
-    )
-
-
-def losses(final: float, epochs: int, rng: np.random.Generator) -> list[float]:
-    """A stand-in learning curve: falling to the drawn trial's final loss, 1.5x it at epoch 1,
-    with 3% noise per epoch (the record keeps final losses only)."""
-    return [
-        final * (1 + 0.5 * (epochs - e) / max(epochs - 1, 1)) * (1 + 0.03 * rng.standard_normal())
-        for e in range(1, epochs + 1)
-    ]
-
-
-def make_objective(
-    draws: Draws, plan: SwarmPlan, scale: float, seed: int, slept: list[float]
-) -> Callable[[Any], float]:
-    """A trial that suggests the real search space, sleeps its drawn epochs and reports a loss
-    after each; pruned like a real one. ``slept`` collects the seconds each trial slept."""
-    import optuna
-
-    from diffusion.hpo.space import suggest
-
-    rng = np.random.default_rng(seed)
-
-    def objective(trial: Any) -> float:
-        suggest(trial)
-        pick = int(rng.integers(len(draws.epoch_s)))
-        per_epoch = draws.epoch_s[pick] * scale / plan.epochs
-        curve = losses(draws.loss[pick], plan.epochs, rng)
-        total = 0.0
-        try:
-            for epoch, loss in enumerate(curve, start=1):
-                time.sleep(per_epoch)
-                total += per_epoch
-                trial.report(loss, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned by the median rule at epoch {epoch}")
-            return loss
-        finally:
-            slept.append(total)
-
-    return objective
-
-
-class StorageClock:
-    """Wall time spent in the storage's calls, from every thread (the trial's and its heartbeat's).
-
-    Each public method of the RDBStorage instance is shadowed by a timed one, so Optuna's cache
-    in front of it (``_CachedStorage``) works as it always does.
-    """
-
-    def __init__(self, storage: Any) -> None:
-        self.seconds, self.calls = 0.0, 0
-        self._lock = threading.Lock()
-        for name in dir(type(storage)):
-            method = getattr(storage, name)
-            if not name.startswith("__") and callable(method) and name not in ("engine", "url"):
-                setattr(storage, name, self._timed(method))
-
-    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.seconds += time.perf_counter() - start
-                    self.calls += 1
-
-        return timed
-
-
-def worker(
-    url: str, study: str, n_trials: int, plan: SwarmPlan, draws: Draws, scale: float, seed: int, gates: Any, out: Any
-) -> None:
-    """One worker process: open the storage, say ready, wait for the start, run trials with the
-    search's worker loop until the study has its trials or the deadline stops it, report, then
-    hold its connections until the parent has read the server's CPU time."""
-    import resource
-
-    from diffusion.hpo.search import load_study, work
-    from diffusion.hpo.storage import open_storage
-
-    ready, go, release = gates
-    try:
-        storage = open_storage(url, workers=2)
-        clock = StorageClock(storage)
-        optuna_study, _ = load_study(study, storage)
-    except Exception as exc:  # reported, not raised: the parent counts a worker that never started
-        out.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
-        return
-    ready.release()
-    if not go.wait(SETUP_S + plan.deadline_s):
-        return
-    stop = threading.Event()
-    timer = threading.Timer(plan.deadline_s, stop.set)
-    timer.daemon = True
-    timer.start()
-    slept: list[float] = []
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    error = None
-    try:
-        work(optuna_study, make_objective(draws, plan, scale, seed, slept), n_trials, stop=stop)
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    timer.cancel()
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    out.put(
-        {
-            "trials": len(slept),
-            "slept_s": sum(slept),
-            "storage_s": clock.seconds,
-            "storage_calls": clock.calls,
-            "cpu_s": (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime),
-            "wall_s": time.perf_counter() - start,
-            "stopped_by_deadline": stop.is_set(),
-            **({"error": error} if error else {}),
-        }
-    )
-    release.wait(GRACE_S)
 
 
 def server_cpu_s(port: int) -> float | None:
@@ -298,7 +100,18 @@ def run_count(url: str, port: int | None, plan: SwarmPlan, draws: Draws, workers
     procs = [
         ctx.Process(
             target=worker,
-            args=(url, study, n_trials, plan, draws, scale, plan.seed * 1000 + i, (ready, go, release), out),
+            args=(
+                url,
+                study,
+                n_trials,
+                plan,
+                draws,
+                scale,
+                plan.seed * 1000 + i,
+                (ready, go, release),
+                out,
+                os.getpid(),
+            ),
             daemon=True,
         )
         for i in range(workers)
@@ -339,18 +152,20 @@ def run_count(url: str, port: int | None, plan: SwarmPlan, draws: Draws, workers
                 proc.kill()
                 proc.join(timeout=5)
     counted = _count_trials(url, study)
-    ran = sum(r.get("trials", 0) for r in reports)
+    ran = sum(r.get("trials", 0) for r in reports)  # every trial started, a failed one included
+    finished = counted["complete"] + counted["pruned"]  # what the search got done
     per_trial = lambda key: sum(r.get(key, 0.0) for r in reports) / ran if ran else None  # noqa: E731
     server = None if cpu_before is None or cpu_after is None or not ran else (cpu_after - cpu_before) / ran
     return {
         "workers": workers,
         "study_trials": n_trials,
-        "trials": ran,
+        "trials": finished,
+        "attempts": ran,
         "complete": counted["complete"],
         "pruned": counted["pruned"],
         "failed": counted["fail"],
         "wall_s": wall,
-        "trials_per_hour": ran / wall * 3600 if wall > 0 else None,
+        "trials_per_hour": finished / wall * 3600 if wall > 0 else None,
         "busy": sum(r.get("slept_s", 0.0) for r in reports) / (workers * wall) if wall > 0 else None,
         "storage_s_per_trial": per_trial("storage_s"),
         "storage_calls_per_trial": per_trial("storage_calls"),
@@ -385,15 +200,17 @@ def simulate(
 
 
 def worker_counts(text: str) -> tuple[int, ...]:
-    """``1,2,4`` -> (1, 2, 4): ascending, distinct, each 1..MAX_WORKERS."""
+    """``1,2,4`` -> (1, 2, 4): ascending, distinct, each 1..MAX_WORKERS (an argparse type)."""
+    import argparse
+
     try:
         counts = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(f"--workers must be worker counts like 1,2,4, but got {text!r}.") from None
+        raise argparse.ArgumentTypeError(f"must be worker counts like 1,2,4, but got {text!r}.") from None
     if any(not 1 <= c <= MAX_WORKERS for c in counts):
-        raise ConfigError(f"--workers must each be in 1..{MAX_WORKERS}, but got {text!r}.")
+        raise argparse.ArgumentTypeError(f"must be worker counts in 1..{MAX_WORKERS}, but got {text!r}.")
     if list(counts) != sorted(set(counts)):
-        raise ConfigError(f"--workers must be distinct and ascending, but got {text!r}.")
+        raise argparse.ArgumentTypeError(f"must be distinct and ascending, but got {text!r}.")
     return counts
 
 
@@ -449,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         [("--from", args.source), ("--trials-from", args.trials_from)],
     )
     if args.source is not None:
-        check_readable_file(args.source, "--from")
-        record = json.loads(args.source.read_text())
-        if record.get("schema") != SCHEMA:
-            raise ConfigError(f"--from {str(args.source)!r} is not a simulation record (schema {SCHEMA}).")
+        record = read_json_record(args.source, "--from", schema=SCHEMA)
         if args.markdown is not None:
             write_markdown(record, args.markdown)
         _print(record)
@@ -473,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
 
-    identity = run_identity({**asdict(plan), "draws": asdict(draws)}, "bench/swarm.py", "diffusion/hpo")
+    identity = run_identity(
+        {**asdict(plan), "draws": asdict(draws)}, "bench/swarm.py", "bench/swarm_trial.py", "diffusion/hpo"
+    )
     partial = Partial.beside(args.json, identity, resume=args.resume, part="swarm")
     done = {key: rec for key, rec in partial.done().items()}
     start = time.perf_counter()

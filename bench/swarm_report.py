@@ -75,6 +75,12 @@ def findings(record: dict[str, Any]) -> list[str]:
     server = top.get("server_cpu_s_per_trial")
     if server:
         lines.append(f"the server used {server:.3g} CPU s per trial at {top['workers']} workers")
+    failed = [r for r in rows if r.get("failed")]
+    if failed:
+        lines.append(
+            "trials failed as stale (a heartbeat later than the storage's grace, their worker starved of CPU, and "
+            "retried): " + ", ".join(f"{r['failed']} of {r['attempts']} at {r['workers']} workers" for r in failed)
+        )
     ceiling = cpu_ceiling(top, record["environment"].get("usable_cpus"))
     if ceiling is not None:
         lines.append(
@@ -95,6 +101,22 @@ def cpu_ceiling(row: dict[str, Any], cores: int | None) -> float | None:
 def mean_trial_s(record: dict[str, Any]) -> float:
     """The simulated trials' mean length: the plan's compression, or the draws' own mean."""
     return record["plan"]["mean_trial_s"] or record["draws"]["mean_trial_s"]
+
+
+def cite(path: Path) -> tuple[float | None, str] | None:
+    """What a row citing the simulation record at ``path`` shows: the simulated 128 vs 4
+    workers ratio (None where those counts did not run) and the findings; None when there is no
+    readable record there."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+        rows = rated(record["counts"])
+        said = findings(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    env = record.get("environment", {})
+    return pair_speedup(rows), f"{'; '.join(said)} ({env.get('cpu_model')}, {env.get('usable_cpus')} CPUs)"
 
 
 def fmt(value: float | None, spec: str = ".3g") -> str:
@@ -207,7 +229,7 @@ def plot_png(record: dict[str, Any]) -> bytes:
 
 
 def write_markdown(record: dict[str, Any], path: Path) -> None:
-    from diffusion.cli import write_bytes_atomic, write_text_atomic
+    from diffusion.files import write_bytes_atomic, write_text_atomic
 
     png = path.with_suffix(".png")
     write_bytes_atomic(png, plot_png(record))

@@ -20,7 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from diffusion.cli import json_line, quiet_frameworks, write_json_atomic
+from diffusion.cli import quiet_frameworks
+from diffusion.files import json_line, write_json_atomic
 
 if TYPE_CHECKING:
     from bench.measure import Job

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion.cli import SEED, Parser, bounded, check_writable_file, run, write_json_atomic
+from diffusion.cli import SEED, Parser, bounded, check_writable_file, run
 from diffusion.dataset import simulate
 from diffusion.detector import MAX_RINGS, Detector, fibonacci_sphere
 from diffusion.environment import cpu_model, environment
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic
 from diffusion.presets import get_preset
 
 SCHEMA = "pmt-bench/rings/1"

@@ -41,8 +41,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from diffusion.cli import whole_json_lines, write_text_atomic
 from diffusion.errors import ConfigError
+from diffusion.files import whole_json_lines, write_text_atomic
 from diffusion.shapes import Record, check
 
 METRICS_NAME = "metrics.jsonl"

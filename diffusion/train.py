@@ -20,9 +20,9 @@ from diffusion.cli import (
     check_writable_file,
     quiet_frameworks,
     run,
-    write_json_atomic,
 )
 from diffusion.errors import ConfigError, TrainingDiverged
+from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
 from diffusion.presets import PRESETS, get_preset

@@ -17,17 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.cli import (
-    SEED,
-    Parser,
-    bounded,
-    check_writable_dir,
-    check_writable_file,
-    quiet_frameworks,
-    run,
-    write_json_atomic,
-)
+from diffusion.cli import SEED, Parser, bounded, check_writable_dir, check_writable_file, quiet_frameworks, run
 from diffusion.errors import ConfigError
+from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
 
 SCHEMA = "pmt-bench/verify/1"

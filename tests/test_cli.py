@@ -201,3 +201,15 @@ def test_help_says_how_to_see_tensorflow_logging_again(blocked_tf, command):
     )
     assert result.returncode == 0, result.stderr
     assert "TF_CPP_MIN_LOG_LEVEL=0 shows them" in " ".join(result.stdout.split())
+
+
+def test_below_the_clis_no_module_of_diffusion_imports_the_cli_plumbing():
+    """The system under test (trainer, data, tracking, search) writes files through
+    diffusion.files; argparse and exit codes stay with the command-line modules."""
+    from tests.conftest import ROOT
+
+    clis = [p for p in (ROOT / "diffusion").rglob("*.py") if "def main(" in p.read_text() or p.name == "__main__.py"]
+    below = [p for p in (ROOT / "diffusion").rglob("*.py") if p not in clis and p.name != "cli.py"]
+    assert len(clis) >= 4 and len(below) >= 10
+    offenders = [str(p.relative_to(ROOT)) for p in below if "diffusion.cli" in p.read_text()]
+    assert offenders == []

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bench.partial import Identity, Partial
-from diffusion.cli import CORES, TOLERANCE, check_writable_file, read_json_record
+from diffusion.cli import CORES, TOLERANCE, check_writable_file
+from diffusion.files import read_json_record
 from diffusion.hpo.storage import check_journal, has_secret, redact, resolve_storage, scrub
 from diffusion.outputs import check_outputs
 from tests.test_reads import CALIBRATION_RECORD, COMPARE_RECORD, MEMORY_RECORD, cli, edited, one_line_exit_2, refused

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from bench.claims import load_claims
@@ -171,11 +174,30 @@ def test_a_cut_search_suite_reuses_its_finished_searches_and_runs_the_rest_in_th
     assert resumed["reused"] == 5
 
 
+def s4_row(data: dict, evidence: str | None) -> dict:
+    claims = [replace(c, evidence=evidence) if c.id == "S4" else c for c in load_claims()]
+    return hpo_rows(data, claims)["S4"]
+
+
 def test_many_node_row_is_a_projection_that_shows_its_arithmetic():
-    row = rows(raw(WALLS))["S4"]
+    row = s4_row(raw(WALLS), None)
     assert row["kind"] == "projection" and row["verdict"] == "projection"
     assert row["measured"]["estimate"] == 5.0  # ceil(20/4) waves vs ceil(20/128)
     assert "ceil(20/4) = 5" in row["reason"] and "computed" in row["reason"]
+    # The waves need no pruned run: a search suite run of S1 alone still shows them.
+    assert s4_row(raw({"workers-1core": 10.0, "workers-2cores": 6.0}), None)["measured"]["estimate"] == 5.0
+
+
+def test_many_node_row_with_a_simulation_record_shows_its_ratio_labelled_simulated(tmp_path):
+    from tests.test_swarm import count, record
+
+    path = tmp_path / "s4.json"
+    path.write_text(json.dumps(record([count(1, 100.0), count(4, 380.0), count(128, 3800.0)])))
+    row = s4_row(raw(WALLS), str(path))
+    assert row["verdict"] == "projection (simulated)" and row["measured"]["estimate"] == pytest.approx(10.0)
+    assert f"simulated ({path})" in row["reason"] and "ceil(20/4) = 5" in row["reason"]
+    missing = s4_row(raw(WALLS), str(tmp_path / "none.json"))
+    assert missing["verdict"] == "projection" and "no simulation record at" in missing["reason"]
 
 
 def test_failed_runs_leave_rows_not_measured():

@@ -18,17 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import (
-    FRAMEWORK_LOGS,
-    SEED,
-    Parser,
-    bounded,
-    check_writable_file,
-    quiet_frameworks,
-    run,
-    write_json_atomic,
-)
+from diffusion.cli import FRAMEWORK_LOGS, SEED, Parser, bounded, check_writable_file, quiet_frameworks, run
 from diffusion.errors import ConfigError, StudyNotFound
+from diffusion.files import write_json_atomic
 from diffusion.hpo.search import PRUNERS, SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe, has_secret, redact, resolve_storage
 from diffusion.outputs import check_outputs

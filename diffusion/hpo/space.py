@@ -94,7 +94,7 @@ def load_best(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: missing, not JSON, or parameters outside the search space.
     """
-    from diffusion.cli import read_json_record
+    from diffusion.files import read_json_record
 
     data = read_json_record(path, "--config")
     if not isinstance(data.get("params"), dict):
