@@ -26,6 +26,7 @@ from bench.stats import (
     median,
     paired_ratios,
     product_by_round,
+    rounds_interval,
     share_interval,
     verdict,
     verdict_reason,
@@ -198,7 +199,7 @@ def _reading(records: list[dict[str, Any]], base_role: str, cand_role: str, metr
         "unit": METRICS[metric].unit,
         "base_value": median(np.array(list(base.values()))) if base else None,
         "candidate_value": median(np.array(list(cand.values()))) if cand else None,
-        "measured": interval_dict(interval_of(np.array(list(ratios.values())))) if ratios else None,
+        "measured": interval_dict(rounds_interval(ratios)) if ratios else None,
     }
 
 
@@ -237,7 +238,7 @@ def assess_speed_claim(
         reason += f"; {len(errors)} worker failure(s): {errors[0]}"
     row = judged_row(
         claim,
-        interval_of(np.array(list(ratios.values())), confidence),
+        rounds_interval(ratios, confidence),
         reason=reason,
         per_round=ratios,
         confidence=confidence,
@@ -323,7 +324,7 @@ def simultaneous_interval(row: dict[str, Any], confidence: float) -> Interval | 
     if not measured:
         return None
     if row.get("kind", "ratio") == "ratio" and row.get("per_round"):
-        return interval_of(np.array(list(row["per_round"].values()), float), confidence)
+        return rounds_interval(row["per_round"], confidence)
     if row.get("kind") == "share" and not row.get("per_round"):
         trials = int(measured["n"])
         successes = measured["estimate"] * trials
@@ -453,7 +454,7 @@ def ablation_rows(
         for phase in role["phases"]:
             metric = ablation_metric(phase)
             ratios = role_ratios(records, reference, name, metric)
-            interval = interval_of(np.array(list(ratios.values())), confidence) if ratios else None
+            interval = rounds_interval(ratios, confidence) if ratios else None
             errors = worker_errors(records, name)
             train = phase == "train"
             rows.append(
@@ -539,7 +540,7 @@ def gpu_claim_rows(record: dict[str, Any], claims: list[Claim] | None = None) ->
         rows.append(
             judged_row(
                 claim,
-                interval_of(np.array(list(ratios.values()))),
+                rounds_interval(ratios),
                 per_round=ratios,
                 base_value=median(np.array(cpu[key])),
                 candidate_value=median(np.array(gpu[key])),

@@ -317,13 +317,13 @@ def gate_checks(
     import numpy as np
 
     from bench.analysis import failed_workers, interval_dict, metric_rounds, role_ratios, worker_errors
-    from bench.stats import interval_of
+    from bench.stats import rounds_interval
 
     (ref, ref_label), (new, new_label) = sides
     checks = []
     for metric, (ratio, tolerance) in expected.items():
         ratios = role_ratios(records, ref, new, metric)
-        interval = interval_dict(interval_of(np.array(list(ratios.values())))) if ratios else None
+        interval = interval_dict(rounds_interval(ratios)) if ratios else None
         parts = []
         for role, label in sides:
             values = list(metric_rounds(records, role, metric).values())
@@ -483,12 +483,11 @@ def baseline_plan(preset: str, base: TrainingPath, candidate: TrainingPath, roun
 
 def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int:
     """Measure base and candidate on this clean checkout and store their ratios."""
-    import numpy as np
 
     from bench import trees
     from bench.analysis import interval_dict, role_ratios
     from bench.runner import run_plan
-    from bench.stats import interval_of
+    from bench.stats import rounds_interval
 
     check_writable_file(args.baseline, "--baseline")
     if not trees.is_clean():
@@ -497,7 +496,7 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
     base, candidate = parse_path("alt"), parse_path(args.candidate or args.path)
     records = run_plan(baseline_plan(preset, base, candidate, rounds, args))
     ratios = {m: role_ratios(records, "base", "candidate", m) for m in GATED_METRICS}
-    measured = {m: interval_dict(interval_of(np.array(list(r.values())))) if r else None for m, r in ratios.items()}
+    measured = {m: interval_dict(rounds_interval(r)) if r else None for m, r in ratios.items()}
     ok = [r for r in records if "environment" in r]
     if not ok or not all(measured.values()):
         raise ConfigError(

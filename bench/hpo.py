@@ -23,7 +23,8 @@ import numpy as np
 
 from bench.analysis import claim_row, judged_row
 from bench.claims import SEED_JOBS, Claim
-from bench.stats import Interval, Verdict, interval_of, paired_ratios, share_interval, trials_to_decide
+from bench.reading import Reading
+from bench.stats import Interval, Verdict, paired_ratios, rounds_interval, share_interval, trials_to_decide
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,17 +268,6 @@ def measure_hpo(
 # ---- analysis: pure functions of the records -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reading:
-    """What the search suite measured for one metric of the registry."""
-
-    interval: Interval | None
-    reason: str
-    base_value: float | None = None  # seconds of the reference run (median over repeats)
-    candidate_value: float | None = None
-    per_round: dict[int, float] | None = None  # by repeat
-
-
 def walls(raw: dict[str, Any], name: str) -> dict[int, float]:
     return {r["repeat"]: r["wall_s"] for r in raw["records"] if r["run"]["name"] == name and "wall_s" in r}
 
@@ -289,7 +279,7 @@ def _speedup(raw: dict[str, Any], base: str, cand: str, reason: str) -> Reading:
     if not ratios:
         return Reading(None, f"not measured: no repeat ran both {base} and {cand}")
     return Reading(
-        interval_of(np.array(list(ratios.values()))),
+        rounds_interval(ratios),
         reason,
         float(np.median(list(b.values()))),
         float(np.median(list(c.values()))),

@@ -283,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.json, result)
     if args.source is None:
         partial.finish()
-    from bench.memory_report import markdown, plot, render
+    from bench.memory_report import markdown, plot_png, render
+    from diffusion.files import write_bytes_atomic, write_text_atomic
 
+    table, disk = rows(result), disk_rows(result)
     if args.markdown is not None:
         png = args.markdown.with_suffix(".png")
-        plot(result, png)
-        args.markdown.write_text(markdown(result, plot_name=png.name))
-    render(result)
+        write_bytes_atomic(png, plot_png(result, table))
+        write_text_atomic(args.markdown, markdown(result, table, disk, plot_name=png.name))
+    render(result, table, disk)
     return 0
 
 

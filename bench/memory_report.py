@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from bench.memory import PHASES, disk_rows, rows
 
 COLUMNS = (
     "path",
@@ -94,10 +91,13 @@ def header(result: dict[str, Any]) -> str:
     )
 
 
-def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
+def markdown(
+    result: dict[str, Any], table: list[dict[str, Any]], disk: list[dict[str, Any]], plot_name: str | None = None
+) -> str:
+    """The record's tables as Markdown; ``table`` and ``disk``: ``bench.memory.rows`` and
+    ``disk_rows`` of it (computed by the caller: rendering only renders)."""
     parts = [f"# Memory vs batch size ({result['plan']['preset']})", "", header(result), ""]
-    parts += [_md_table(COLUMNS, [memory_cells(r) for r in rows(result)]), ""]
-    disk = disk_rows(result)
+    parts += [_md_table(COLUMNS, [memory_cells(r) for r in table]), ""]
     if disk:
         parts += ["## Disk: one epoch's logs and checkpoint", ""]
         head = ("path", "tracking", "logs", "log files", "checkpoint", "checkpoint, analytic (weights + Adam)")
@@ -107,21 +107,25 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def render(result: dict[str, Any]) -> None:
-    print(markdown(result))
+def render(result: dict[str, Any], table: list[dict[str, Any]], disk: list[dict[str, Any]]) -> None:
+    print(markdown(result, table, disk))
 
 
-def plot(result: dict[str, Any], png: Path) -> None:
-    """Growth above phase start vs batch, per phase: measured points per path, the analytic line."""
+def plot_png(result: dict[str, Any], table: list[dict[str, Any]]) -> bytes:
+    """Growth above phase start vs batch, per phase of ``table`` (validation first, as
+    ``bench.memory.rows`` sorts them): measured points per path, the analytic line."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = [r for r in rows(result) if not r.get("error") and "rss_growth_mib" in r]
-    fig, axes = plt.subplots(1, len(PHASES), figsize=(11, 4.2), constrained_layout=True)
-    for ax, phase in zip(axes, PHASES, strict=True):
-        mine = [r for r in table if r["phase"] == phase]
+    measured = [r for r in table if not r.get("error") and "rss_growth_mib" in r]
+    phases = list(dict.fromkeys(r["phase"] for r in table)) or ["validate"]
+    fig, axes = plt.subplots(1, len(phases), figsize=(11, 4.2), constrained_layout=True, squeeze=False)
+    for ax, phase in zip(axes[0], phases, strict=True):
+        mine = [r for r in measured if r["phase"] == phase]
         for path in dict.fromkeys(r["path"] for r in mine):
             points = sorted(
                 (r["batch"], r.get("device_growth_mib") or r["rss_growth_mib"]) for r in mine if r["path"] == path
@@ -137,5 +141,7 @@ def plot(result: dict[str, Any], png: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Memory vs batch ({result['plan']['preset']}, {result.get('environment', {}).get('backend', '')})")
-    fig.savefig(png, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    return buffer.getvalue()

@@ -393,8 +393,8 @@ def quality_reading(raw: dict[str, Any], metric: str) -> Any:
     A seed where a recipe scored 0 has no ratio: it is left out, and the reason says so (a
     verdict still needs 3 seeds with ratios).
     """
-    from bench.hpo import Reading
-    from bench.stats import interval_of, paired_ratios
+    from bench.reading import Reading
+    from bench.stats import paired_ratios, rounds_interval
 
     if metric in SHARE_READINGS:
         return overlap_reading(raw)
@@ -408,7 +408,7 @@ def quality_reading(raw: dict[str, Any], metric: str) -> Any:
     if not ratios:
         return Reading(None, "; ".join([*notes, "no seed where both recipes have a positive value"]))
     notes.append(f"{len(ratios)} seeds, paired; base {_median(base):.4g}, candidate {_median(cand):.4g} (medians)")
-    return Reading(interval_of(np.array(list(ratios.values()))), "; ".join(notes), _median(base), _median(cand), ratios)
+    return Reading(rounds_interval(ratios), "; ".join(notes), _median(base), _median(cand), ratios)
 
 
 def overlap_reading(raw: dict[str, Any]) -> Any:
@@ -417,7 +417,7 @@ def overlap_reading(raw: dict[str, Any]) -> Any:
     PMTs of one run are not independent trials, the seeds are."""
     from scipy import stats as scipy_stats
 
-    from bench.hpo import Reading
+    from bench.reading import Reading
     from bench.stats import CONFIDENCE, Interval
 
     per_seed: dict[int, float] = {}

@@ -17,7 +17,7 @@ import numpy as np
 from bench.analysis import claim_row, interval_dict, judged_row, metric_rounds, phase_median, role_ratios
 from bench.claims import Claim
 from bench.runner import Role
-from bench.stats import interval_of, median
+from bench.stats import median, rounds_interval
 from diffusion.paths import TrainingPath
 
 SCALING_METRICS = ("train_samples_per_s", "val_pass_s")
@@ -73,7 +73,7 @@ def scaling_table(records: list[dict[str, Any]], paths: list[str], counts: list[
             for metric in SCALING_METRICS:
                 values = metric_rounds(records, name, metric)
                 ratios = role_ratios(records, one, name, metric)
-                speedup = interval_of(np.array(list(ratios.values()))) if ratios else None
+                speedup = rounds_interval(ratios) if ratios else None
                 row[metric] = median(np.array(list(values.values()))) if values else None
                 row[f"{metric}_speedup"] = interval_dict(speedup)
                 row[f"{metric}_efficiency"] = speedup.estimate / (k / counts[0]) if speedup else None
@@ -110,7 +110,7 @@ def s2_row(claim: Claim, records: list[dict[str, Any]], path: str, counts: list[
     cand = metric_rounds(records, role_name(path, high), "train_samples_per_s")
     return judged_row(
         claim,
-        interval_of(np.array(list(ratios.values()))),
+        rounds_interval(ratios),
         per_round=ratios,
         base_value=median(np.array(list(base.values()))),
         candidate_value=median(np.array(list(cand.values()))),

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -105,29 +106,9 @@ def t_quantile(confidence: float, df: int) -> float:
     return float(scipy_stats.t.ppf(0.5 + check_confidence(confidence) / 2, df))
 
 
-def ratio_interval(
-    base: np.ndarray, candidate: np.ndarray, *, higher_is_better: bool = True, confidence: float = CONFIDENCE
-) -> Interval:
-    """Ratio of candidate over base, paired by index, as "times better".
-
-    Args:
-        base, candidate: one value per round, same length, paired by index.
-        higher_is_better: True for throughput (ratio = candidate / base); False for times and
-            memory read as "x faster/smaller" (ratio = base / candidate).
-
-        confidence: the interval's level (see ``interval_of``).
-
-    Returns:
-        The geometric mean of per-round ratios with its interval (see ``interval_of``).
-    """
-    base, candidate = np.asarray(base, float), np.asarray(candidate, float)
-    if base.shape != candidate.shape or base.ndim != 1 or len(base) == 0:
-        raise ValueError(
-            f"base and candidate must be 1-D and paired, but got shapes {base.shape} and {candidate.shape}."
-        )
-    if np.any(base <= 0) or np.any(candidate <= 0):
-        raise ValueError("ratios need positive values.")
-    return interval_of(candidate / base if higher_is_better else base / candidate, confidence)
+def rounds_interval(ratios: Mapping[Any, float], confidence: float = CONFIDENCE) -> Interval:
+    """``interval_of`` over per-round ratios keyed by round (what ``paired_ratios`` returns)."""
+    return interval_of(np.fromiter(ratios.values(), float, len(ratios)), confidence)
 
 
 def interval_of(ratios: np.ndarray, confidence: float = CONFIDENCE) -> Interval:

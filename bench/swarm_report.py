@@ -74,7 +74,11 @@ def findings(record: dict[str, Any]) -> list[str]:
         )
     server = top.get("server_cpu_s_per_trial")
     if server:
-        lines.append(f"the server used {server:.3g} CPU s per trial at {top['workers']} workers")
+        lines.append(
+            f"the server used {server:.3g} CPU s per trial at {top['workers']} workers: one server core keeps up with "
+            f"{top['workers']} workers while their trials last over {top['workers']} x {server:.3g} = "
+            f"{top['workers'] * server:.3g} s (computed)"
+        )
     failed = [r for r in rows if r.get("failed")]
     if failed:
         lines.append(

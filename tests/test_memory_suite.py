@@ -10,7 +10,7 @@ import pytest
 from bench.footprint import MIB, Footprint
 from bench.measure import DeviceMemory, Job
 from bench.memory import VAL_BATCHES, MemoryPlan, disk_rows, measure, rows
-from bench.memory_report import markdown, plot
+from bench.memory_report import markdown, plot_png
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
 from tests.conftest import PYTHON, python_env
@@ -71,17 +71,17 @@ def test_a_failed_worker_is_a_row_that_says_so():
     )
     out["footprint"] = FP.record()
     assert all(r["error"] == "boom" for r in rows(out))
-    assert "failed: boom" in markdown(out | {"seconds": 1.0})
+    assert "failed: boom" in markdown(out | {"seconds": 1.0}, rows(out), disk_rows(out))
 
 
 def test_markdown_and_plot_render_a_record(tmp_path):
     out = result(MemoryPlan(preset="tiny", paths=("alt", "neu"), batches=(32, 64), disk_paths=("alt",)))
     out["disk"] = None
     out["records"][-1]["disk"] |= {"checkpoint_bytes_analytic": FP.checkpoint_bytes, "log_files": ["metrics.jsonl"]}
-    text = markdown(out, plot_name="m.png")
+    text = markdown(out, rows(out), disk_rows(out), plot_name="m.png")
     assert "| alt | train | 64 |" in text and "analytic" in text and "metrics.jsonl" in text
     assert disk_rows(out)[0]["checkpoint_bytes"] == 12_100
-    plot(out, tmp_path / "m.png")
+    (tmp_path / "m.png").write_bytes(plot_png(out, rows(out)))
     assert (tmp_path / "m.png").stat().st_size > 10_000
 
 

@@ -10,7 +10,7 @@ from bench.stats import (
     interval_of,
     paired_ratios,
     product_by_round,
-    ratio_interval,
+    rounds_interval,
     share_interval,
     trials_to_decide,
     verdict,
@@ -54,7 +54,7 @@ def test_two_rounds_give_a_wide_interval_not_a_narrow_one():
 
 
 def test_one_round_is_a_point_marked_n_1():
-    got = ratio_interval(np.array([10.0]), np.array([20.0]))
+    got = rounds_interval(paired_ratios({0: 10.0}, {0: 20.0}))
     assert (got.estimate, got.low, got.high, got.n) == (2.0, 2.0, 2.0, 1)
 
 
@@ -63,21 +63,22 @@ def test_paired_ratio_recovers_a_known_speedup_despite_drift():
     drift = rng.lognormal(0, 0.3, 12)  # the machine's speed drifts between rounds
     base = 100 * drift * rng.lognormal(0, 0.02, 12)
     candidate = 250 * drift * rng.lognormal(0, 0.02, 12)
-    got = ratio_interval(base, candidate)
+    got = rounds_interval(paired_ratios(dict(enumerate(base)), dict(enumerate(candidate))))
     assert got.low < 2.5 < got.high
     assert got.half_width_rel < 0.05  # pairing cancels the drift
 
 
 def test_times_are_read_as_times_faster():
-    got = ratio_interval(np.array([120.0, 121.0, 119.0]), np.array([15.0, 15.2, 14.8]), higher_is_better=False)
+    got = rounds_interval(
+        paired_ratios({0: 120.0, 1: 121.0, 2: 119.0}, {0: 15.0, 1: 15.2, 2: 14.8}, higher_is_better=False)
+    )
     assert got.estimate == pytest.approx(8.0, rel=0.02)
 
 
-def test_ratios_need_paired_positive_values():
-    with pytest.raises(ValueError, match="paired"):
-        ratio_interval(np.array([1.0, 2.0]), np.array([1.0]))
+def test_ratios_are_paired_by_round_and_need_positive_values():
+    assert paired_ratios({0: 1.0, 1: 2.0}, {1: 4.0, 2: 8.0}) == {1: 2.0}  # round 0 and 2 have no partner
     with pytest.raises(ValueError, match="positive"):
-        ratio_interval(np.array([1.0, 0.0]), np.array([1.0, 1.0]))
+        paired_ratios({0: 1.0, 1: 0.0}, {0: 1.0, 1: 1.0})
     with pytest.raises(ValueError, match="positive"):
         interval_of(np.array([]))
 
@@ -219,7 +220,8 @@ def test_interval_at_another_level_uses_that_levels_t_quantile():
 
 def test_a_higher_level_widens_ratio_and_share_intervals():
     base, cand = np.array([10.0, 11.0, 9.0, 10.5]), np.array([20.0, 23.0, 17.0, 21.0])
-    narrow, wide = ratio_interval(base, cand), ratio_interval(base, cand, confidence=0.995)
+    ratios = paired_ratios(dict(enumerate(base)), dict(enumerate(cand)))
+    narrow, wide = rounds_interval(ratios), rounds_interval(ratios, confidence=0.995)
     assert wide.low < narrow.low and narrow.high < wide.high
     assert share_interval(30, 40, 0.995).low < share_interval(30, 40).low
 
