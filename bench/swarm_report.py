@@ -79,6 +79,13 @@ def findings(record: dict[str, Any]) -> list[str]:
             f"{top['workers']} workers while their trials last over {top['workers']} x {server:.3g} = "
             f"{top['workers'] * server:.3g} s (computed)"
         )
+    over = [r for r in rows if r.get("study_trials") and r["trials"] > r["study_trials"]]
+    if over:
+        lines.append(
+            "the worker loop finished more trials than the study asked for ("
+            + ", ".join(f"{r['trials']} for {r['study_trials']} at {r['workers']} workers" for r in over)
+            + "): workers that read the count at the same moment each start one"
+        )
     failed = [r for r in rows if r.get("failed")]
     if failed:
         lines.append(
@@ -132,7 +139,7 @@ def table(record: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in record["counts"]:
         if r["workers"] not in rows:
-            out.append([str(r["workers"]), "failed: " + r.get("error", "no rate"), *["-"] * 8])
+            out.append([str(r["workers"]), "failed: " + r.get("error", "no rate"), *["-"] * (len(COLUMNS) - 2)])
             continue
         r = rows[r["workers"]]
         out.append(
@@ -144,6 +151,7 @@ def table(record: dict[str, Any]) -> list[list[str]]:
                 f"{r['speedup']:.3g}x",
                 f"{r['efficiency']:.0%}",
                 f"{r['busy']:.0%}",
+                f"{r['busy'] * r['workers']:.3g}",
                 fmt(r["storage_s_per_trial"]),
                 fmt(r["server_cpu_s_per_trial"]),
                 fmt(r["client_cpu_s_per_trial"]),
@@ -160,6 +168,7 @@ COLUMNS = (
     "speed-up",
     "efficiency",
     "busy",
+    "trial s/s",
     "storage s/trial",
     "server CPU s/trial",
     "worker CPU s/trial",
@@ -186,7 +195,7 @@ def markdown(record: dict[str, Any], plot_name: str | None = None) -> str:
         *("| " + " | ".join(row) + " |" for row in table(record)),
         "",
         "Speed-up: trials per hour over the fewest workers'; efficiency: speed-up per worker; busy: share of the "
-        "workers' wall time spent in trials (sleeping); storage s/trial: wall time in storage calls (every thread; "
+        "workers' wall time spent in trials (sleeping); trial s/s: seconds of trials run per second (busy x workers: the rate of work, whatever share of trials the pruner cut short); storage s/trial: wall time in storage calls (every thread; "
         "waiting for a core included); server CPU: the PostgreSQL processes' CPU time over the run per trial.",
         "",
         *(f"- {line}" for line in findings(record)),
