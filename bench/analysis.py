@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.claims import METRICS, SUITE_HINTS, Claim, load_claims
+from bench.claims import METRICS, SUITE_HINTS, Claim
 from bench.stats import (
     CONFIDENCE,
     Interval,
@@ -437,50 +437,6 @@ def assess_claims(
     return add_simultaneous([rows[c.id] for c in claims])
 
 
-def ablation_metric(phase: str) -> str:
-    return {"train": "train_samples_per_s", "validate": "val_pass_s"}[phase]
-
-
-def ablation_rows(
-    records: list[dict[str, Any]], roles: list[dict[str, Any]], *, confidence: float = CONFIDENCE
-) -> list[dict[str, Any]]:
-    """For each ablation role: its phase's metric against its reference role, paired by round,
-    with its interval at ``confidence`` (a sequential run's stopping look's, like its claims)."""
-    rows = []
-    for role in roles:
-        name, reference = role["name"], role["reference"]
-        if reference is None:
-            continue
-        for phase in role["phases"]:
-            metric = ablation_metric(phase)
-            ratios = role_ratios(records, reference, name, metric)
-            interval = rounds_interval(ratios, confidence) if ratios else None
-            errors = worker_errors(records, name)
-            train = phase == "train"
-            rows.append(
-                {
-                    "role": name,
-                    "spec": role["spec"],
-                    "knobs": role["knobs"],
-                    "phase": phase,
-                    "metric": metric,
-                    "unit": METRICS[metric].unit,
-                    "reference": reference,
-                    "reference_value": phase_median(records, reference, phase, metric),
-                    "value": phase_median(records, name, phase, metric),
-                    "ratio": interval_dict(interval),
-                    "first_call_s": phase_median(records, name, phase, "first_step_s" if train else "first_val_pass_s"),
-                    "samples_per_s": phase_median(
-                        records, name, phase, "train_samples_per_s" if train else "val_samples_per_s"
-                    ),
-                    "val_loss_stderr": None if train else phase_median(records, name, phase, "val_loss_stderr"),
-                    "input_wait_share": phase_median(records, name, phase, "input_wait_share") if train else None,
-                    "note": f"not measured: {errors[0]}" if interval is None and errors else "",
-                }
-            )
-    return rows
-
-
 def path_summary(records: list[dict[str, Any]], role: str) -> dict[str, Any]:
     """Medians over rounds of the figures shown per path (first calls, throughput, memory)."""
     keys = {
@@ -509,46 +465,3 @@ def path_summary(records: list[dict[str, Any]], role: str) -> dict[str, Any]:
     disk = [rec["disk"] for rec in records if rec.get("role") == role and "disk" in rec]
     out["disk"] = disk[0] if disk else None
     return out
-
-
-GPU_READINGS = {
-    "gpu_forward_speedup": "forward_s",
-    "gpu_backward_speedup": "backward_s",
-    "gpu_epoch_speedup": "epoch_s",
-}
-
-
-def gpu_claim_rows(record: dict[str, Any], claims: list[Claim] | None = None) -> list[dict[str, Any]]:
-    """Rows of the GPU suite's claims from a ``bench.gpu`` record: CPU time / GPU time of one
-    reading. The repeats of the two devices are independent timings, paired by index. The
-    simultaneous family is the record's own judged rows."""
-    rows = []
-    cpu, gpu = record.get("cpu") or {}, record["gpu"]
-    for claim in claims or load_claims():
-        if claim.suite != "gpu" or claim.status != "measured" or claim.metric is None:
-            continue
-        key = GPU_READINGS[claim.metric]
-        if "error" in cpu or not cpu.get(key):
-            rows.append(claim_row(claim, reason=f"not measured: {cpu.get('error', 'no CPU readings')}"))
-            continue
-        base, cand = dict(enumerate(cpu[key])), dict(enumerate(gpu[key]))
-        try:
-            ratios = paired_ratios(base, cand, higher_is_better=False)
-        except ValueError:
-            rows.append(claim_row(claim, reason="not measured: a reading of zero (backward no slower than forward)"))
-            continue
-        rows.append(
-            judged_row(
-                claim,
-                rounds_interval(ratios),
-                per_round=ratios,
-                base_value=median(np.array(cpu[key])),
-                candidate_value=median(np.array(gpu[key])),
-                unit="s",
-                reason=(
-                    f"backend jax; {gpu.get('device_kind')} vs {cpu.get('cores')} CPU cores of the same host; "
-                    f"batch 32; {len(ratios)} independent repeats per device, paired by index"
-                ),
-            )
-        )
-    return add_simultaneous(rows)

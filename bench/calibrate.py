@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.baseline import GATED_METRICS
-from bench.gate import PAIRINGS
+from bench.gate_options import PAIRINGS
 from bench.partial import Identity, Partial, code_digest, partial_path
 from diffusion.cli import CORES, ROUNDS, TOLERANCE, TRAIN_SECONDS, Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
@@ -75,7 +75,7 @@ class CalibrateParser(Parser):
     """
 
     def format_help(self) -> str:
-        from bench.gate import calibrated_defaults
+        from bench.gate_options import calibrated_defaults
 
         try:
             defaults = calibrated_defaults("tiny")
@@ -90,7 +90,7 @@ class CalibrateParser(Parser):
 
 
 def build_parser() -> Parser:
-    from bench.gate import JOB_OPTIONS
+    from bench.gate_options import JOB_OPTIONS
 
     parser = CalibrateParser(prog="python -m bench.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--aa-runs", type=RUNS, default=60, help="gate runs of HEAD against HEAD (default 60)")
@@ -234,7 +234,8 @@ def summarise(
 
 def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     from bench.analysis import role_ratios
-    from bench.gate import gate_checks, machine
+    from bench.gate import gate_checks
+    from bench.gate_ci import machine
     from bench.runner import run_plan
 
     start = time.perf_counter()
@@ -359,7 +360,9 @@ def check_paths(args: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.baseline import fingerprint
-    from bench.gate import JOB_OPTIONS, ab_plan, calibrated_defaults, machine
+    from bench.gate import ab_plan
+    from bench.gate_ci import machine
+    from bench.gate_options import JOB_OPTIONS, calibrated_defaults
     from bench.progress import JobProgress
     from diffusion.progress import fit_job_detail
 
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     get_preset(args.preset)
     path = parse_path(args.path)
-    from bench.gate import check_cpus
+    from bench.gate_options import check_cpus
 
     check_cpus(args.cpus, "--cpus")
     check_writable_file(args.json, "--json")

@@ -183,7 +183,8 @@ def measure_speed(
 ) -> dict[str, Any]:
     """The speed suite (bench/speed.py): memory in whole processes, then V/T in frozen turns,
     round after round until every V/T claim is decided, the budget is spent or --rounds is reached."""
-    from bench.analysis import ablation_rows, path_summary, rounds_done
+    from bench.ablations import ablation_rows
+    from bench.analysis import path_summary, rounds_done
     from bench.partial import Partial, run_identity
     from bench.progress import JobProgress
     from bench.shapes import WORKER_RECORD
@@ -359,7 +360,8 @@ def measure_quality_suite(args: Any, base_spec: str, cand_spec: str) -> dict[str
     """The quality suite: both recipes' search, final training and verification per seed, then
     time to quality; finished jobs resume from --work-dir."""
     from bench.progress import JobProgress
-    from bench.quality import QualityPlan, measure_quality, ttq_summary, verification_summary
+    from bench.quality import QualityPlan, measure_quality
+    from bench.quality_analysis import ttq_summary, verification_summary
 
     plan = QualityPlan(
         preset=args.quality_preset,
@@ -385,7 +387,7 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
     from bench.analysis import assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
-    from bench.quality import quality_rows
+    from bench.quality_analysis import quality_rows
     from bench.scaling import scaling_rows
     from diffusion.environment import environment
 
@@ -459,10 +461,11 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
 def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]:
     """The same measurements judged again: claims, ablations and search rows recomputed from the
     saved worker and search records under the current registry and rule."""
-    from bench.analysis import ablation_rows, assess_claims
+    from bench.ablations import ablation_rows
+    from bench.analysis import assess_claims
     from bench.claims import load_claims
     from bench.hpo import hpo_rows
-    from bench.quality import quality_rows
+    from bench.quality_analysis import quality_rows
     from bench.runner import plan_roles
     from bench.scaling import scaling_rows
 
@@ -581,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("schema") == GPU_SCHEMA:
         from bench.gpu_report import markdown, plot, render
     else:
-        from bench.report import markdown, plot, render
+        from bench.report import markdown, render
+        from bench.report_plot import plot
 
     if args.json is not None:
         write_json_atomic(args.json, result)
@@ -591,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         png = args.markdown.with_suffix(".png")
         plot(result, png)
         if result.get("scaling"):
-            from bench.report import plot_scaling, scaling_plot_name
+            from bench.report import scaling_plot_name
+            from bench.report_plot import plot_scaling
 
             plot_scaling(result, png.with_name(scaling_plot_name(png.name)))
         if result.get("scale"):

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cpu, default=float))
         return 0
     record = measure(args, preset, data)
-    from bench.analysis import gpu_claim_rows
+    from bench.gpu_analysis import gpu_claim_rows
     from diffusion.environment import environment
 
     record.update(

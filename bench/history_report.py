@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from bench.baseline import fingerprint_diff
+from bench.history_series import ChangePoint, Series
 from diffusion.files import write_bytes_atomic, write_text_atomic
 
-if TYPE_CHECKING:  # the history CLI imports this module; its types are only named here
-    from bench.history import ChangePoint, Series
-
-    Steps = dict[str, list[ChangePoint]]  # by series title
+Steps = dict[str, list[ChangePoint]]  # by series title
 
 
 def short(commit: str, dirty: bool = False) -> str:

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEASURING_CODE = (
     "diffusion",
     "bench/measure.py",
+    "bench/probes.py",
     "bench/worker.py",
     "bench/footprint.py",
     "bench/runner.py",

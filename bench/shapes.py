@@ -232,7 +232,7 @@ CALIBRATION = Record(
         "cpus": Maybe(int),
     },
 )
-# What the gate takes from a committed calibration that met its target (bench.gate.calibrated_defaults).
+# What the gate takes from a committed calibration that met its target (bench.gate_options.calibrated_defaults).
 CALIBRATED = Record({"tolerance": NUMBER, "rounds": int}, {"pairing": str, "cpus": Maybe(int)})
 BASELINE = Record(
     {

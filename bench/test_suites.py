@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.measure import MemorySampler, Session
+from bench.measure import Session
+from bench.probes import MemorySampler
 from bench.runner import ablation_roles
 from diffusion.paths import ALT, NEU
 

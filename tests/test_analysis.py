@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from bench.ablations import ablation_rows
 from bench.analysis import (
-    ablation_rows,
     add_simultaneous,
     assess_claims,
     judged_row,

@@ -545,7 +545,8 @@ def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
 
 
 def test_a_pinned_gate_sends_cpus_so_a_ref_without_the_field_is_refused():
-    from bench.gate import JOB_OPTIONS, sent_fields
+    from bench.gate import sent_fields
+    from bench.gate_options import JOB_OPTIONS
 
     assert "cpus" in sent_fields("neu", "tiny", JOB_OPTIONS, 1)
     assert "cpus" not in sent_fields("neu", "tiny", JOB_OPTIONS, None)
@@ -553,7 +554,7 @@ def test_a_pinned_gate_sends_cpus_so_a_ref_without_the_field_is_refused():
 
 @pytest.mark.parametrize("cpus", [0, 4096])
 def test_cpus_from_a_calibration_of_a_larger_machine_is_refused_naming_it(cpus):
-    from bench.gate import check_cpus
+    from bench.gate_options import check_cpus
 
     with pytest.raises(
         ConfigError, match=f"cpus of gate-calibration-tiny-big.json must be between 1 and .* but got {cpus}"
@@ -563,19 +564,19 @@ def test_cpus_from_a_calibration_of_a_larger_machine_is_refused_naming_it(cpus):
 
 
 def test_a_calibration_that_pinned_more_cores_than_this_machine_has_is_refused(tmp_path, monkeypatch):
-    import bench.gate
+    import bench.gate_options
 
     record = {"meets_target": True, "tolerance": 0.05, "rounds": 8, "cpus": 4096}
     (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps(record))
-    monkeypatch.setattr(bench.gate, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench.gate_options, "RESULTS", tmp_path)
     with pytest.raises(ConfigError, match="cpus of gate-calibration-tiny-big.json must be between 1 and"):
-        bench.gate.calibrated_defaults("tiny")
+        bench.gate_options.calibrated_defaults("tiny")
     (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1}))
-    assert bench.gate.calibrated_defaults("tiny")["cpus"] == 1
+    assert bench.gate_options.calibrated_defaults("tiny")["cpus"] == 1
     # A record from before turns measured whole processes; the gate then runs it that way.
-    assert bench.gate.calibrated_defaults("tiny")["pairing"] == "processes"
+    assert bench.gate_options.calibrated_defaults("tiny")["pairing"] == "processes"
     (tmp_path / "gate-calibration-tiny-big.json").write_text(json.dumps({**record, "cpus": 1, "pairing": "turns"}))
-    assert bench.gate.calibrated_defaults("tiny")["pairing"] == "turns"
+    assert bench.gate_options.calibrated_defaults("tiny")["pairing"] == "turns"
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,10 @@ import pytest
 from junitparser import Error, Failure, JUnitXml
 
 import bench.gate
+import bench.gate_options
 import bench.trees
-from bench.gate import Check, annotation, build_parser, gate, junit_xml, summary_markdown
+from bench.gate import build_parser, gate
+from bench.gate_ci import Check, annotation, junit_xml, summary_markdown
 from diffusion.errors import ConfigError
 from tests.conftest import PYTHON, ROOT, TF_BLOCKED, python_env
 from tests.test_gate import bench as run_module
@@ -385,7 +387,7 @@ def test_help_states_the_exit_codes():
 
 
 def test_help_defaults_are_the_calibration_in_force(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench.gate, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench.gate_options, "RESULTS", tmp_path)
     record = {"meets_target": True, "tolerance": 0.07, "rounds": 9, "cpus": 1, "pairing": "processes"}
     (tmp_path / "gate-calibration-tiny-here.json").write_text(json.dumps(record))
     text = " ".join(build_parser().format_help().split())
@@ -425,7 +427,7 @@ def test_an_output_that_is_an_input_or_another_output_is_refused(monkeypatch, tm
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=message.replace("$", r"\$")):
-        bench.gate.check_paths(build_parser().parse_args(argv))
+        bench.gate_options.check_paths(build_parser().parse_args(argv))
 
 
 def test_a_junit_file_in_a_missing_directory_is_one_line_exit_2_and_nothing_runs(blocked_tf, tmp_path):

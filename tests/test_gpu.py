@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.analysis import gpu_claim_rows
+from bench.gpu_analysis import gpu_claim_rows
 from tests.conftest import PYTHON, ROOT, python_env, run_test_file
 
 RECORD = ROOT / "results" / "gpu-seed-h200-x2.json"

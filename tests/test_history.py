@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import history
+from bench import history, history_series
 from diffusion.cli import run
 from diffusion.errors import ConfigError
 
@@ -47,8 +47,10 @@ def entry(i: int, estimate: float, *, machine: dict | None = None, setup: str = 
     )
 
 
-def series_of(estimates: list[float]) -> history.Series:
-    (series,) = history.build_series([entry(i, e) for i, e in enumerate(estimates)], [commit(i) for i in range(99)])
+def series_of(estimates: list[float]) -> history_series.Series:
+    (series,) = history_series.build_series(
+        [entry(i, e) for i, e in enumerate(estimates)], [commit(i) for i in range(99)]
+    )
     return series
 
 
@@ -56,48 +58,48 @@ def test_a_planted_step_is_found_at_its_commit():
     rng = np.random.default_rng(20)
     speeds = 100 * np.exp(rng.normal(0, 0.02, 16))
     speeds[10:] *= 0.88  # commit 10 makes training 12% slower
-    (step,) = history.change_points(series_of(speeds.tolist()))
+    (step,) = history_series.change_points(series_of(speeds.tolist()))
     assert step.commit == commit(10) and step.index == 10
-    assert step.change == pytest.approx(-0.12, abs=0.03) and step.pvalue < history.ALPHA
+    assert step.change == pytest.approx(-0.12, abs=0.03) and step.pvalue < history_series.ALPHA
 
 
 def test_a_flat_noisy_series_has_no_change_point():
     rng = np.random.default_rng(21)
-    assert history.change_points(series_of((100 * np.exp(rng.normal(0, 0.02, 16))).tolist())) == []
+    assert history_series.change_points(series_of((100 * np.exp(rng.normal(0, 0.02, 16))).tolist())) == []
 
 
 def test_a_series_too_short_for_two_segments_has_no_change_point():
-    assert history.find_steps([1.0, 1.0, 2.0]) == []
+    assert history_series.find_steps([1.0, 1.0, 2.0]) == []
 
 
 def test_equal_values_with_one_step_are_a_change_point():
-    assert [i for i, _ in history.find_steps([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]
+    assert [i for i, _ in history_series.find_steps([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]
 
 
 def test_a_series_follows_git_order_not_the_time_made():
     entries = [entry(i, 100.0) for i in range(4)]
     order = [commit(i) for i in (2, 0, 3, 1)]
-    (series,) = history.build_series(entries, order)
+    (series,) = history_series.build_series(entries, order)
     assert [p.commit for p in series.points] == order and series.ordered_by == "git commit order"
 
 
 def test_a_short_commit_id_matches_its_commit_in_git_order():
     e = entry(1, 100.0)
     e["commit"] = commit(1)[:10]
-    (series,) = history.build_series([entry(0, 100.0), e], [commit(0), commit(1)])
+    (series,) = history_series.build_series([entry(0, 100.0), e], [commit(0), commit(1)])
     assert series.ordered_by == "git commit order"
 
 
 def test_commits_not_in_the_repository_are_ordered_by_time_and_said_so():
     entries = [entry(i, 100.0) for i in (3, 1, 2)]
-    (series,) = history.build_series(entries, [commit(1)])
+    (series,) = history_series.build_series(entries, [commit(1)])
     assert [p.commit for p in series.points] == [commit(1), commit(2), commit(3)]
     assert series.ordered_by.startswith("time made (2 of 3 commits")
 
 
 def test_another_machine_is_another_series():
     other = {**MACHINE, "cpu_model": "Intel Xeon"}
-    series = history.build_series([entry(0, 100.0), entry(1, 60.0, machine=other)], [commit(0), commit(1)])
+    series = history_series.build_series([entry(0, 100.0), entry(1, 60.0, machine=other)], [commit(0), commit(1)])
     assert len(series) == 2 and {len(s.points) for s in series} == {1}
     from bench.history_report import notes
 
@@ -109,7 +111,7 @@ def test_another_machine_is_another_series():
 
 def test_an_unknown_metric_is_refused_with_the_valid_ones():
     with pytest.raises(ConfigError, match=r"--metric must be one of train_samples_per_s, but got V9"):
-        history.build_series([entry(0, 100.0)], [], ["V9"])
+        history_series.build_series([entry(0, 100.0)], [], ["V9"])
 
 
 def test_entries_of_a_committed_compare_record():
@@ -171,7 +173,7 @@ def test_entries_of_a_gate_record():
 
 def test_another_setup_is_another_series():
     entries = [entry(0, 100.0, setup="gate against, in turns"), entry(1, 60.0, setup="gate against, whole processes")]
-    assert len(history.build_series(entries, [commit(0), commit(1)])) == 2
+    assert len(history_series.build_series(entries, [commit(0), commit(1)])) == 2
 
 
 def test_a_gate_record_without_a_commit_is_refused():
@@ -261,7 +263,7 @@ def test_commit_order_is_git_order_oldest_first(tmp_path: Path):
     for i in range(3):
         git("commit", "-q", "--allow-empty", "-m", f"c{i}")
         made.append(git("rev-parse", "HEAD"))
-    assert history.commit_order(tmp_path) == made
+    assert history_series.commit_order(tmp_path) == made
 
 
 def test_the_gate_refuses_a_history_that_is_its_json(tmp_path: Path):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.measure import MIB, MemorySampler
+from bench.probes import MIB, MemorySampler
 
 KNOWN_MIB = 200
 

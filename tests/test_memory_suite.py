@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from bench.footprint import MIB, Footprint
-from bench.measure import DeviceMemory, Job
+from bench.measure import Job
 from bench.memory import VAL_BATCHES, MemoryPlan, disk_rows, measure, rows
 from bench.memory_report import markdown, plot_png
+from bench.probes import DeviceMemory
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
 from tests.conftest import PYTHON, python_env

@@ -10,15 +10,8 @@ import subprocess
 import pytest
 
 from bench.claims import load_claims
-from bench.quality import (
-    QualityPlan,
-    cost_figures,
-    quality_reading,
-    quality_rows,
-    time_to_target,
-    ttq_path,
-    ttq_summary,
-)
+from bench.quality import QualityPlan, time_to_target, ttq_path
+from bench.quality_analysis import cost_figures, quality_reading, quality_rows, ttq_summary
 from tests.conftest import PYTHON, python_env
 
 
