@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import suites
+from bench.suites import SCALING_ROUNDS, measure_side_suites, search_plan, side_rows, suite_names
 from diffusion.cli import ROUNDS, SEED, TRAIN_SECONDS, Parser, bounded, check_writable_dir, check_writable_file, run
 from diffusion.errors import ConfigError
 from diffusion.files import read_json_record, write_json_atomic, write_text_atomic
@@ -29,7 +31,7 @@ GPU_SCHEMA = "pmt-bench/gpu/1"  # bench.gpu's records, which --from renders too
 
 # A day: past it a run would hold a machine for longer than any CI job or SLURM slot allows.
 BUDGET_MINUTES = bounded(float, positive=True, high=24 * 60.0, why=" (a day)")
-SPEED_ROUNDS, SCALING_ROUNDS = 16, 5
+SPEED_ROUNDS = 16
 
 
 def build_parser() -> Parser:
@@ -168,9 +170,6 @@ def load_result(path: Path, *, reassess: bool = False) -> dict[str, Any]:
     return result
 
 
-SUITES = ("speed", "hpo", "scaling", "quality", "scale", "all")
-
-
 def measure_speed(
     args: Any,
     claims: list[Any],
@@ -270,125 +269,11 @@ def judging(sequential: dict[str, Any] | None, *, ablations: bool = False) -> di
     return {"confidence": sequential["confidence"], **({} if ablations else {"stop": sequential["stop"]})}
 
 
-def search_plan(args: Any) -> Any:
-    """The search suite's ``HpoPlan`` on this machine's cores, ``--hpo-runs`` checked.
-
-    Raises:
-        ConfigError: ``--hpo-runs`` names a search the suite does not make here.
-    """
-    import os
-    from dataclasses import replace
-
-    from bench.hpo import HpoPlan, check_run_names, core_pair_for
-
-    plan = HpoPlan(
-        preset=args.hpo_preset,
-        trials=args.hpo_trials,
-        epochs=args.hpo_epochs,
-        repeats=args.hpo_repeats,
-        seed=args.seed,
-        core_pair=core_pair_for(len(os.sched_getaffinity(0))),
-    )
-    return replace(plan, only=check_run_names(args.hpo_runs, plan)) if args.hpo_runs else plan
-
-
-def measure_search(args: Any, kept: list[Any]) -> dict[str, Any]:
-    """The search suite: the same fixed trials sequential, parallel, pruned, and as many workers
-    as pinned cores at two core counts (S1); each finished search is kept for --resume."""
-    from dataclasses import asdict
-
-    from bench.hpo import measure_hpo, runs
-    from bench.partial import Partial, run_identity
-    from bench.progress import JobProgress
-
-    plan = search_plan(args)
-    identity = run_identity(asdict(plan), "bench/hpo.py")
-    partial = Partial.beside(args.json, identity, resume=args.resume, part="search")
-    kept.append(partial)
-    done = partial.done()
-    with JobProgress(
-        "search" + (f" ({len(done)} searches reused)" if done else ""), plan.repeats * len(runs(plan)) - len(done)
-    ) as progress:
-
-        def on_run(repeat: int, run: Any, record: dict[str, Any]) -> None:
-            partial.append((repeat, run.name), record)
-            progress.done(f"repeat {repeat + 1}/{plan.repeats} {run.name}", record)
-
-        return measure_hpo(plan, on_run=on_run, done=done)
-
-
-def measure_scaling(args: Any, base: Any, candidate: Any, kept: list[Any]) -> dict[str, Any]:
-    """The scaling suite: both paths at 1, 2, 4, ... cores by CPU affinity, interleaved rounds."""
-    import os
-
-    from bench.partial import Partial, run_identity
-    from bench.progress import JobProgress
-    from bench.runner import Plan, run_plan
-    from bench.scaling import core_counts, scaling_roles, scaling_table
-    from bench.shapes import WORKER_RECORD
-
-    counts = core_counts(len(os.sched_getaffinity(0)))
-    paths = {format_path(base): base, format_path(candidate): candidate}
-    roles = scaling_roles(paths, counts)
-    plan = Plan(
-        tuple(roles),
-        args.preset,
-        args.rounds or SCALING_ROUNDS,
-        job_options={"train_seconds": args.train_seconds},
-        seed=args.seed,
-    )
-    identity = run_identity(plan.record(), "bench/scaling.py")
-    partial = Partial.beside(args.json, identity, resume=args.resume, part="scaling", shape=WORKER_RECORD)
-    kept.append(partial)
-    done = partial.done()
-    with JobProgress(
-        "scaling" + (f" ({len(done)} jobs reused)" if done else ""), plan.rounds * len(roles) - len(done)
-    ) as progress:
-        on_job = partial.on_job(lambda r, role, rec: progress.done(f"round {r + 1} {role.name}", rec))
-        records = run_plan(plan, done=done, on_job=on_job)
-    return {
-        "rounds": plan.rounds,
-        "counts": counts,
-        "paths": list(paths),
-        "roles": [r.record() for r in roles],
-        "records": records,
-        "table": scaling_table(records, list(paths), counts),
-    }
-
-
-def measure_quality_suite(args: Any, base_spec: str, cand_spec: str) -> dict[str, Any]:
-    """The quality suite: both recipes' search, final training and verification per seed, then
-    time to quality; finished jobs resume from --work-dir."""
-    from bench.progress import JobProgress
-    from bench.quality import QualityPlan, measure_quality
-    from bench.quality_analysis import ttq_summary, verification_summary
-
-    plan = QualityPlan(
-        preset=args.quality_preset,
-        seeds=args.quality_seeds,
-        trials=args.hpo_trials,
-        trial_epochs=args.hpo_epochs,
-        events=args.quality_events,
-        ttq_runs=args.ttq_runs,
-    )
-    jobs = plan.seeds * 6 + plan.ttq_runs * 2
-    with JobProgress("quality", jobs) as progress:
-
-        def on_job(name: str, record: dict[str, Any], reused: bool) -> None:
-            progress.done(name + (" (reused)" if reused else ""), record)
-
-        raw = measure_quality(plan, base_spec, cand_spec, args.work_dir, on_job=on_job)
-    return {**raw, "ttq_summary": ttq_summary(raw), "verification": verification_summary(raw)}
-
-
 def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[str, Any]:
     """Run the chosen suites; ``kept`` gains their partial records (bench/partial.py), which
     the caller removes once the result is written."""
     from bench.analysis import assess_claims
     from bench.claims import load_claims
-    from bench.hpo import hpo_rows
-    from bench.quality_analysis import quality_rows
-    from bench.scaling import scaling_rows
     from diffusion.environment import environment
 
     claims = load_claims(args.claims)
@@ -399,33 +284,19 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
         scale, speed = measure_scale(args, claims, base, candidate, kept)
     else:
         speed = measure_speed(args, claims, base, candidate, kept) if args.suite in ("speed", "all") else None
-    search = measure_search(args, kept) if args.suite in ("hpo", "all") else None
-    scaling = measure_scaling(args, base, candidate, kept) if args.suite in ("scaling", "all") else None
-    quality = measure_quality_suite(args, base_spec, cand_spec) if args.suite in ("quality", "all") else None
+    side = measure_side_suites(args, base, candidate, kept)
     if args.json is not None:
         # Raw measurements first: an error in the analysis below must not cost the measuring time.
         write_json_atomic(
-            args.json.with_suffix(".raw.json"),
-            {
-                "schema": SCHEMA + "-raw",
-                "speed": speed,
-                "search": search,
-                "scaling": scaling,
-                "quality": quality,
-                "scale": scale,
-            },
+            args.json.with_suffix(".raw.json"), {"schema": SCHEMA + "-raw", "speed": speed, **side, "scale": scale}
         )
-    suite_rows = {
-        **(scaling_rows(scaling, claims) if scaling else {}),
-        **(hpo_rows(search, claims) if search else {}),
-        **(quality_rows(quality, claims) if quality else {}),
-    }
+    suite_rows = side_rows(side, claims)
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "suite": args.suite,
         "preset": args.preset,
-        "rounds": speed["sequential"]["rounds"] if speed else (scaling["rounds"] if scaling else 0),
+        "rounds": speed["sequential"]["rounds"] if speed else ((side.get("scaling") or {}).get("rounds") or 0),
         "wall_s": time.perf_counter() - start,
         "base": {
             "spec": format_path(base),
@@ -452,9 +323,7 @@ def measure(args: Any, base_spec: str, cand_spec: str, kept: list[Any]) -> dict[
         "ablations": speed["ablations"] if speed else [],
         "environment": (speed or {}).get("environment") or environment(preset=args.preset),
         "records": speed["records"] if speed else [],
-        "search": search,
-        "scaling": scaling,
-        "quality": quality,
+        **side,
     }
 
 
@@ -464,10 +333,7 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
     from bench.ablations import ablation_rows
     from bench.analysis import assess_claims
     from bench.claims import load_claims
-    from bench.hpo import hpo_rows
-    from bench.quality_analysis import quality_rows
     from bench.runner import plan_roles
-    from bench.scaling import scaling_rows
 
     claims = load_claims(claims_path)
     base, candidate = parse_path(result["base"]["spec"]), parse_path(result["candidate"]["spec"])
@@ -476,7 +342,6 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
         typed = {r.name: r.record() for r in plan_roles(base, candidate, both_ways=True)}
         roles = [typed[r["name"]] for r in roles if r["name"] in typed]
     records = result.get("records") or None
-    search = result.get("search")
     return {
         **result,
         "schema": SCHEMA,
@@ -487,11 +352,7 @@ def reassess(result: dict[str, Any], claims_path: Path | None) -> dict[str, Any]
             roles,
             base.knobs(),
             candidate.knobs(),
-            suite_rows={
-                **(scaling_rows(result["scaling"], claims) if result.get("scaling") else {}),
-                **(hpo_rows(search, claims) if search else {}),
-                **(quality_rows(result["quality"], claims) if result.get("quality") else {}),
-            },
+            suite_rows=side_rows(result, claims),
             **judging(result.get("sequential")),
         ),
         "ablations": ablation_rows(records, roles, **judging(result.get("sequential"), ablations=True))
@@ -517,7 +378,7 @@ def check_paths(args: Any) -> None:
         if args.json is None or args.source is not None
         else [
             (f"--json's partial record ({part})", partial_path(args.json, part))
-            for part in ("memory", "speed", "search", "scaling")
+            for part in ("memory", "speed", *(s.partial for s in suites.SIDE_SUITES if s.partial))
         ]
     )
     outputs = [
@@ -540,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         if given is not None:
             parse_path(given)
     get_preset(args.preset)
-    if args.suite not in SUITES:
-        raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, but got {args.suite!r}.")
+    if args.suite not in suite_names():
+        raise ConfigError(f"--suite must be one of {', '.join(suite_names())}, but got {args.suite!r}.")
     get_preset(args.hpo_preset)
     get_preset(args.quality_preset)
     if args.hpo_runs:
