@@ -7,7 +7,9 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -114,6 +116,69 @@ def quiet_frameworks() -> None:
     the C++ logger reads the variable once, at import."""
     if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+
+# What a backend's C++ libraries log while they load, before TensorFlow's logger starts: no log
+# level applies to them yet (tensorflow/tensorflow#100442), so on a CPU where TensorFlow turns on
+# its oneDNN custom ops (AVX-512 VNNI or BF16) two lines reach stderr whatever
+# TF_CPP_MIN_LOG_LEVEL says. absl's line prefix: severity, MMDD, time, thread, file:line].
+ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] ")
+ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+SEVERITIES = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 1 hides I, 2 also W, 3 also E
+
+
+def log_level() -> int:
+    """TF_CPP_MIN_LOG_LEVEL as a number (0, the backend's own default, when unset or not 0-3)."""
+    text = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    return int(text) if text in ("0", "1", "2", "3") else 0
+
+
+def hidden(line: str, level: int) -> bool:
+    """Whether a start-up line of the backend falls below ``level`` (``TF_CPP_MIN_LOG_LEVEL``)."""
+    if line.rstrip("\n") == ABSL_NOTICE:
+        return level >= 1  # it is a warning of its own
+    match = ABSL_LINE.match(line)
+    return match is not None and SEVERITIES.index(match.group(1)) < level
+
+
+@contextmanager
+def backend_log_filter(level: int) -> Iterator[None]:
+    """Route this process's stderr (fd 2) through a pipe while the block runs, dropping the
+    lines ``hidden`` at ``level``; every other line reaches the real stderr as it comes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as pipe, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+            for raw in pipe:
+                if not hidden(raw.decode(errors="replace"), level):
+                    out.write(raw)
+
+    thread = threading.Thread(target=pump, name="backend-log-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump reads to its end and stops
+        os.close(saved)
+        thread.join(timeout=10)
+
+
+def load_backend() -> None:
+    """``quiet_frameworks``, then import Keras and its backend with their start-up lines below
+    the log level filtered out (``backend_log_filter``). Call where the backend loads anyway."""
+    quiet_frameworks()
+    level = log_level()
+    if "keras" in sys.modules or level == 0:
+        import keras  # noqa: F401
+
+        return
+    with backend_log_filter(level):
+        import keras  # noqa: F401
 
 
 def check_writable_dir(path: Path, what: str) -> Path:

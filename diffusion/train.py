@@ -18,7 +18,7 @@ from diffusion.cli import (
     bounded,
     check_writable_dir,
     check_writable_file,
-    quiet_frameworks,
+    load_backend,
     run,
 )
 from diffusion.errors import ConfigError, TrainingDiverged
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(note, file=sys.stderr)
 
-    quiet_frameworks()
+    load_backend()  # it trains next: the backend loads now, its start-up lines filtered
     from diffusion.progress import TrainingProgress
     from diffusion.trainer import Trainer, fit
 

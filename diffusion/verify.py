@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.cli import SEED, Parser, bounded, check_writable_dir, check_writable_file, quiet_frameworks, run
+from diffusion.cli import SEED, Parser, bounded, check_writable_dir, check_writable_file, load_backend, run
 from diffusion.errors import ConfigError
 from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(
             f"--trigger-k must be at most the {select} selected PMTs (--select), but got {args.trigger_k}."
         )
-    quiet_frameworks()
+    load_backend()  # it builds the model next
     from diffusion.progress import StageProgress, say
 
     planned = stages(selection=not args.no_selection, plots=args.plots is not None)

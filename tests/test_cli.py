@@ -213,3 +213,42 @@ def test_below_the_clis_no_module_of_diffusion_imports_the_cli_plumbing():
     assert len(clis) >= 4 and len(below) >= 10
     offenders = [str(p.relative_to(ROOT)) for p in below if "diffusion.cli" in p.read_text()]
     assert offenders == []
+
+
+ONEDNN = "I0000 00:00:1796231378.140977    1295 port.cc:153] oneDNN custom operations are on. You may see ..."
+NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+@pytest.mark.parametrize(
+    ("line", "level", "hidden"),
+    [
+        (ONEDNN, 2, True),  # the backend's start-up INFO line, logged before its logger starts
+        (ONEDNN, 0, False),  # TF_CPP_MIN_LOG_LEVEL=0: the user asked for everything
+        (NOTICE, 1, True),
+        (NOTICE, 0, False),
+        ("W0000 00:00:17.5  12 cpu_feature_guard.cc:1] AVX", 2, True),
+        ("W0000 00:00:17.5  12 cpu_feature_guard.cc:1] AVX", 1, False),
+        ("E0000 00:00:17.5  12 cuda_dnn.cc:8] Unable to register", 2, False),  # errors always show
+        ("epoch 1/3  loss 1.2", 3, False),  # our own lines are never the backend's
+        ("Traceback (most recent call last):", 3, False),
+    ],
+)
+def test_a_backend_start_up_line_is_hidden_only_below_the_log_level(line, level, hidden):
+    from diffusion.cli import hidden as is_hidden
+
+    assert is_hidden(line + "\n", level) is hidden
+
+
+def test_the_backend_log_filter_drops_start_up_lines_and_passes_everything_else(capfd):
+    import os
+
+    from diffusion.cli import backend_log_filter
+
+    with backend_log_filter(2):
+        os.write(2, f"{NOTICE}\n{ONEDNN}\nkept: a line of ours\n".encode())
+        os.write(2, b"E0000 00:00:17.5  12 x.cc:1] an error of the backend\n")
+    os.write(2, b"after the block\n")
+    assert (
+        capfd.readouterr().err
+        == "kept: a line of ours\nE0000 00:00:17.5  12 x.cc:1] an error of the backend\nafter the block\n"
+    )

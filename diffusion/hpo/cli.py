@@ -18,7 +18,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import FRAMEWORK_LOGS, SEED, Parser, bounded, check_writable_file, quiet_frameworks, run
+from diffusion.cli import (
+    FRAMEWORK_LOGS,
+    SEED,
+    Parser,
+    bounded,
+    check_writable_file,
+    load_backend,
+    quiet_frameworks,
+    run,
+)
 from diffusion.errors import ConfigError, StudyNotFound
 from diffusion.files import write_json_atomic
 from diffusion.hpo.search import PRUNERS, SearchConfig
@@ -200,7 +209,10 @@ def best_value(study: Any) -> float | None:
 def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
     print(storage_spec.line(), flush=True)
-    quiet_frameworks()
+    if args.workers:
+        quiet_frameworks()  # the worker processes train; this one only watches
+    else:
+        load_backend()  # its threads train here
     from diffusion.hpo.search import counts, create_study, work_in_threads
     from diffusion.hpo.storage import open_storage
     from diffusion.progress import TrialProgress
@@ -269,7 +281,7 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
 
 def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
     print(storage_spec.line(), flush=True)
-    quiet_frameworks()
+    load_backend()
     from diffusion.hpo.search import load_study, make_objective, work
     from diffusion.hpo.storage import open_storage
 
