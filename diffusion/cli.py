@@ -151,8 +151,11 @@ def backend_log_filter(level: int) -> Iterator[None]:
     os.dup2(write, 2)
     os.close(write)
 
+    # Both ends opened here, not in the thread: a thread that starts late must still find them.
+    pipe, out = os.fdopen(read, "rb"), os.fdopen(os.dup(saved), "wb", buffering=0)
+
     def pump() -> None:
-        with os.fdopen(read, "rb") as pipe, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+        with pipe, out:
             for raw in pipe:
                 if not hidden(raw.decode(errors="replace"), level):
                     out.write(raw)

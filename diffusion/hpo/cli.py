@@ -209,16 +209,15 @@ def best_value(study: Any) -> float | None:
 def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
     config = config_from(args)
     print(storage_spec.line(), flush=True)
-    if args.workers:
-        quiet_frameworks()  # the worker processes train; this one only watches
-    else:
-        load_backend()  # its threads train here
+    quiet_frameworks()
     from diffusion.hpo.search import counts, create_study, work_in_threads
     from diffusion.hpo.storage import open_storage
     from diffusion.progress import TrialProgress
 
     storage = open_storage(storage_spec.url, workers=args.workers or args.n_jobs)
     study = create_study(args.study, storage, config)
+    if not args.workers:
+        load_backend()  # its threads train here (worker processes load their own); the storage answered first
     start = time.perf_counter()
     with TrialProgress(args.n_trials, disable=args.no_progress) as progress:
 
@@ -281,7 +280,7 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
 
 def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
     print(storage_spec.line(), flush=True)
-    load_backend()
+    quiet_frameworks()
     from diffusion.hpo.search import load_study, make_objective, work
     from diffusion.hpo.storage import open_storage
 
@@ -292,6 +291,7 @@ def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
         return EXIT_NOT_READY
     if args.recycle:
         return recycle(study, storage_spec, args.study, args.n_trials, args.recycle)
+    load_backend()  # the storage answered (a bad one is refused before the backend loads); it trains next
     ran = work(study, make_objective(config), args.n_trials, max_trials=args.max_trials)
     print(f"worker {os.getpid()} ran {ran} trial(s) of study {args.study!r}", flush=True)
     return 0
