@@ -379,8 +379,17 @@ def test_rows_saved_before_simultaneous_verdicts_render_without_a_mark():
 
 
 def test_a_sequential_rows_stop_reason_and_level_are_in_its_details():
-    row = {**near_edge_rows()["T1"], "n": 9, "stop": "decided: every claim decided at n = 9", "confidence": 0.9893}
+    row = {
+        **near_edge_rows()["T1"],
+        "rounds": 9,
+        "n": 9,
+        "stop": "decided: every claim decided at n = 9",
+        "confidence": 0.9893,
+    }
     assert "n = 9 rounds, stopped: decided: every claim decided at n = 9; interval at 98.93%" in detail_lines(row)[-1]
+    # Cut by the budget after one timed round: the 3 rounds run include the memory rounds.
+    cut = {**row, "rounds": 1, "n": 3, "stop": "budget: n = 1 before the look at 3", "confidence": 0.95}
+    assert detail_lines(cut)[-1].endswith("n = 1 timed of 3 rounds, stopped: budget: n = 1 before the look at 3")
 
 
 def test_rows_with_simultaneous_verdicts_fit_the_saved_claim_shape():
