@@ -25,14 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.swarm_trial import DEFAULT_WORKERS, GRACE_S, SETUP_S, Draws, SwarmPlan, load_draws, worker
+from bench.swarm_trial import DEFAULT_WORKERS, GRACE_S, ROOT, SETUP_S, Draws, SwarmPlan, load_draws, worker
 from diffusion.cli import Parser, bounded, check_writable_file, run
 from diffusion.errors import ConfigError
 from diffusion.files import read_json_record, write_json_atomic
 from diffusion.outputs import check_outputs
 
 SCHEMA = "pmt-bench/swarm/1"
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT / "results" / "search-tiny-epyc-2cpu.json"
 MAX_WORKERS = 128  # the report's 4 x 32; the server is started with room for two connections each
 
@@ -259,10 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue a cut run from the counts kept beside --json")
     parser.add_argument("--from", dest="source", type=Path, help="render a saved record; run nothing")
     args = parser.parse_args(argv)
+    from bench.partial import partial_path
     from bench.swarm_report import write_markdown
 
+    png = args.markdown.with_suffix(".png") if args.markdown is not None else None
+    kept = partial_path(args.json, "swarm") if args.json is not None and args.source is None else None
     check_outputs(
-        [("--json", args.json), ("--markdown", args.markdown)],
+        [
+            ("--json", args.json),
+            ("--json's partial record", kept),
+            ("--markdown", args.markdown),
+            ("--markdown's plot", png),
+        ],
         [("--from", args.source), ("--trials-from", args.trials_from)],
     )
     if args.source is not None:
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         {**asdict(plan), "draws": asdict(draws)}, "bench/swarm.py", "bench/swarm_trial.py", "diffusion/hpo"
     )
     partial = Partial.beside(args.json, identity, resume=args.resume, part="swarm")
-    done = {key: rec for key, rec in partial.done().items()}
+    done = partial.done()
     start = time.perf_counter()
     with (
         storage_for(args.storage, plan) as (url, port, described),

@@ -90,7 +90,7 @@ def load_draws(path: Path, epochs: int) -> Draws:
     return Draws(
         tuple(t["seconds"] / t["epochs_run"] * epochs for t in trials),
         tuple(float(t["value"]) for t in trials),
-        source=str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else path.name,
+        source=str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else path.name,
         what=f"{len(trials)} complete trials of the record's sequential searches",
     )
 
@@ -147,7 +147,7 @@ class StorageClock:
         self._lock = threading.Lock()
         for name in dir(type(storage)):
             method = getattr(storage, name)
-            if not name.startswith("__") and callable(method) and name not in ("engine", "url"):
+            if not name.startswith("__") and callable(method):
                 setattr(storage, name, self._timed(method))
 
     def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:

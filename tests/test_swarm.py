@@ -105,6 +105,11 @@ def test_draws_are_the_complete_sequential_trials_of_the_committed_search_record
     assert 1 < draws.mean_trial_s < 60 and all(0 < v < 10 for v in draws.loss)
 
 
+def test_draws_name_their_record_relative_to_the_repository_however_the_path_was_given(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert load_draws(RECORD.relative_to(ROOT), epochs=6).source == "results/search-tiny-epyc-2cpu.json"
+
+
 def test_a_file_that_is_no_search_record_or_has_too_few_trials_is_refused(tmp_path):
     bad = tmp_path / "r.json"
     bad.write_text("[]")
@@ -201,6 +206,17 @@ def test_an_output_on_the_trials_record_or_a_storage_that_is_no_server_is_one_li
         (["--json", str(RECORD)], "--json"),
         (["--storage", "sqlite:///s.db", "--json", "s.json"], "--storage must be a postgresql:// URL"),
         (["--from", "missing.json"], "--from"),
+        (
+            [
+                "--from",
+                str(tmp_path / "r.json"),
+                "--markdown",
+                str(tmp_path / "r.md"),
+                "--trials-from",
+                str(tmp_path / "r.png"),
+            ],
+            "--markdown's plot",
+        ),
     ):
         result = subprocess.run(
             [PYTHON, "-m", "bench.swarm", *args],
