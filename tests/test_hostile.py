@@ -241,14 +241,14 @@ def test_gate_and_calibrate_say_the_range_of_cpus_and_tolerance(module, capsys):
 
 @pytest.mark.parametrize("value", ["4:00:00$(id)", "٤:٠٠:٠٠", "1-", "abc", "4:00:00:00", "10:000"])
 def test_an_sbatch_time_that_is_none_of_its_forms_is_refused(value):
-    from diffusion.hpo.cli import check_time
+    from diffusion.hpo.sbatch import check_time
 
     refused(lambda: check_time(value), "`--time` must be one of sbatch's forms")
 
 
 @pytest.mark.parametrize("value", ["90", "90:30", "04:00:00", "2-12", "2-12:30", "1-00:00:00", "UNLIMITED"])
 def test_every_sbatch_time_form_is_accepted(value):
-    from diffusion.hpo.cli import check_time
+    from diffusion.hpo.sbatch import check_time
 
     assert check_time(value) == value
 

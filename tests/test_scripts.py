@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from diffusion.errors import ConfigError
-from diffusion.hpo.cli import check_study, dispatch
+from diffusion.hpo.cli import dispatch
+from diffusion.hpo.options import check_study
 from tests.conftest import PYTHON, python_env
 
 SBATCH = ["sbatch", "--n-trials", "8", "--workers", "2"]
