@@ -10,15 +10,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import (
-    COMPACT_BELOW,
-    _claim_table,
-    _md_table,
-    claim_cells,
-    detail_lines,
-    environment_rows,
-    wide_console,
-)
+from bench.report import COMPACT_BELOW, _claim_table, _md_table, wide_console
+from bench.report_cells import claim_cells, detail_lines
+from bench.report_tables import environment_rows
 
 TITLE = "GPU vs CPU (S3), JAX backend: ratio = CPU time / GPU time"
 
@@ -168,7 +162,7 @@ def render(record: dict[str, Any], console: Console | None = None) -> None:
 
 
 def markdown(record: dict[str, Any], plot_name: str | None = None) -> str:
-    from bench.report import COLUMNS
+    from bench.report_cells import COLUMNS
 
     parts = [
         f"# {header(record)}",

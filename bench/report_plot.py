@@ -7,9 +7,18 @@ import io
 from pathlib import Path
 from typing import Any
 
-from bench.report import VERDICT_COLOR, header_line
+from bench.report import header_line
 from bench.stats import verdict_word
 from diffusion.files import write_bytes_atomic
+
+VERDICT_COLOR = {  # the plot's colours, one per verdict, with a key
+    "holds": "tab:green",
+    "refuted": "tab:red",
+    "refuted (reversed)": "darkred",
+    "exceeded": "tab:cyan",
+    "inconclusive": "tab:orange",
+    "projection": "tab:blue",
+}
 
 
 def _save(fig: Any, path: Path) -> None:

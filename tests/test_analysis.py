@@ -16,7 +16,8 @@ from bench.analysis import (
     watched_ratios,
 )
 from bench.claims import load_claims
-from bench.report import claim_cells, detail_lines, family_note, markdown, render
+from bench.report import markdown, render
+from bench.report_cells import claim_cells, detail_lines, family_note
 from bench.runner import ablation_roles, plan_roles
 from bench.sequential import Schedule, decide
 from bench.stats import Interval, interval_of, share_interval

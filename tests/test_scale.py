@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.report import scale_tables
+from bench.report_tables import scale_tables
 from bench.scale import PLOTTED, SCALE_PRESETS, entry, params_of, plot, table
 
 
