@@ -5,8 +5,9 @@ status); nothing here branches on a claim's id or a role's name.
 
 Two statements per row: the verdict at 95% per claim (``verdict``, ``ci``), and the verdict under
 simultaneous 95% coverage of every claim judged with an interval in the run (``simultaneous``:
-Bonferroni, each of the m intervals at ``1 - alpha/m``). In a sequential run (bench/sequential.py)
-the watched claims are judged at their look's level, whose alpha takes the place of 0.05.
+Bonferroni, each of the m intervals at ``1 - alpha/m``; bench/simultaneous.py). In a sequential run
+(bench/sequential.py) the watched claims are judged at their look's level, whose alpha takes the
+place of 0.05. A row's shape and the rule's judgement of one interval are bench/claim_rows.py's.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from bench.claim_rows import PerRound, claim_row, interval_dict, judged_row
 from bench.claims import METRICS, SUITE_HINTS, Claim
+from bench.simultaneous import add_simultaneous
 from bench.stats import (
     CONFIDENCE,
-    Interval,
     Verdict,
     check_confidence,
-    claim_band,
     interval_of,
     median,
     paired_ratios,
     product_by_round,
     rounds_interval,
-    share_interval,
-    verdict,
-    verdict_reason,
 )
 
-PerRound = dict[int, float]
 # The families whose speed claims a sequential run watches: measured in turns, round after round.
 # Memory and disk (M) are whole-process readings, not noisy, and do not hold the rounds open.
 WATCHED_FAMILIES = ("validation", "training")
@@ -81,12 +78,6 @@ def failed_workers(records: list[dict[str, Any]], *roles: str) -> int:
     return sum(1 for rec in records if rec.get("role") in roles and "error" in rec)
 
 
-def interval_dict(interval: Interval | None) -> dict[str, float] | None:
-    if interval is None:
-        return None
-    return {"estimate": interval.estimate, "low": interval.low, "high": interval.high, "n": interval.n}
-
-
 def claim_roles(claim: Claim, roles: list[dict[str, Any]]) -> tuple[str, str] | None:
     """The (reference, measured) role names for a claim: base and candidate, or the ablation
     whose knobs are the claim's factor. None if the plan has no such role."""
@@ -96,77 +87,6 @@ def claim_roles(claim: Claim, roles: list[dict[str, Any]]) -> tuple[str, str] | 
         if role.get("reference") == "base" and set(role.get("knobs", ())) == set(claim.factor):
             return "base", role["name"]
     return None
-
-
-def claim_row(claim: Claim, **values: Any) -> dict[str, Any]:
-    """A claim's row with nothing measured yet; ``values`` fill in what was."""
-    unit = METRICS[claim.metric].unit if claim.metric in METRICS else None
-    row: dict[str, Any] = {
-        "id": claim.id,
-        "family": claim.family,
-        "text": claim.text,
-        "kind": claim.kind,
-        "status": claim.status,
-        "source": claim.source,
-        "claimed": claim.claimed,
-        "claimed_here": claim.claimed,
-        "claimed_alt": claim.alt,
-        "claimed_neu": claim.neu,
-        "tolerance": claim.tolerance,
-        "margin": claim.margin,
-        "band": list(claim_band(claim.claimed, claim.tolerance, claim.margin)),
-        "metric": claim.metric,
-        "unit": unit,
-        "base_value": None,
-        "candidate_value": None,
-        "measured": None,
-        "ci": None,
-        "per_round": None,
-        "beside": None,
-        "verdict": Verdict.NOT_MEASURED.value,
-        "reason": "",
-        "rounds": 0,
-    }
-    return {**row, **values}
-
-
-def judged_row(
-    claim: Claim,
-    interval: Interval,
-    *,
-    claimed: float | None = None,
-    reason: str = "",
-    per_round: PerRound | None = None,
-    confidence: float = CONFIDENCE,
-    label: str | None = None,
-    **values: Any,
-) -> dict[str, Any]:
-    """A measured claim's row: the interval, the verdict under the rule, and why.
-
-    ``confidence`` is the level ``interval`` was computed at (a sequential look's, or 0.95);
-    the row keeps it, as the simultaneous verdict spends its alpha (``add_simultaneous``).
-    ``label``: what the verdict carries in brackets (``VERDICT_LABELS``); an ``exact`` claim's
-    is always ``exact``.
-    """
-    claimed = claim.claimed if claimed is None else claimed
-    label = "exact" if claim.kind == "exact" else label
-    result = verdict(interval, claimed, claim.tolerance, kind=claim.kind, margin=claim.margin)
-    why = verdict_reason(interval, claimed, result, kind=claim.kind)
-    reasons = [r for r in (why, claim.note, reason) if r]
-    return claim_row(
-        claim,
-        claimed_here=claimed,
-        band=list(claim_band(claimed, claim.tolerance, claim.margin)),
-        measured=interval_dict(interval),
-        ci=[interval.low, interval.high],
-        per_round={str(k): v for k, v in per_round.items()} if per_round else None,
-        # A deterministic quantity has no interval: its verdict is labelled as judged on the value.
-        verdict=f"{result.value} ({label})" if label else result.value,
-        reason="; ".join(reasons),
-        rounds=interval.n,
-        confidence=confidence,
-        **values,
-    )
 
 
 def _context(records: list[dict[str, Any]], base_role: str, cand_role: str, metric: str) -> str:
@@ -314,73 +234,6 @@ def watched_ratios(
 def rounds_done(records: list[dict[str, Any]]) -> int:
     """How many distinct rounds the records hold (a round whose workers all failed counts too)."""
     return len({int(rec["round"]) for rec in records if "round" in rec})
-
-
-def simultaneous_interval(row: dict[str, Any], confidence: float) -> Interval | None:
-    """A judged row's interval again at ``confidence``, from what the row keeps: the per-round
-    ratios of a ``ratio`` row, or the trials of a Wilson ``share``. None for an interval that
-    cannot be rebuilt from the row (a share derived from ratios, or over seeds)."""
-    measured = row.get("measured")
-    if not measured:
-        return None
-    if row.get("kind", "ratio") == "ratio" and row.get("per_round"):
-        return rounds_interval(row["per_round"], confidence)
-    if row.get("kind") == "share" and not row.get("per_round"):
-        trials = int(measured["n"])
-        successes = measured["estimate"] * trials
-        if trials >= 1 and abs(successes - round(successes)) < 1e-6:
-            return share_interval(round(successes), trials, confidence)
-    return None
-
-
-def in_family(row: dict[str, Any]) -> bool:
-    """Whether a row's verdict rests on an interval, and so counts in the simultaneous family."""
-    return row.get("kind", "ratio") in ("ratio", "share") and bool(row.get("measured")) and bool(row.get("ci"))
-
-
-def add_simultaneous(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every judged row with its verdict under simultaneous coverage of the run's table.
-
-    The family is every row judged on an interval (``in_family``), m of them. Each is judged
-    again at ``1 - alpha/m``, where alpha is what its own interval spends (1 - its
-    ``confidence``: 0.05, or a sequential look's alpha), so by the union bound all m intervals
-    cover together with probability >= 95% (a sequential run's looks included). A row judged
-    without an interval (exact, projection) keeps its verdict. Rows are returned new; the
-    inputs are not changed.
-
-    Each judged row gains ``simultaneous``: {verdict, ci, confidence, family}; verdict and ci
-    are None where the interval cannot be rebuilt from the row (``simultaneous_interval``).
-    """
-    family = sum(in_family(r) for r in rows)
-    out = []
-    for row in rows:
-        if not row.get("measured"):
-            out.append(row)
-            continue
-        if not in_family(row):
-            same = {"verdict": row["verdict"], "ci": row.get("ci"), "confidence": None, "family": family}
-            out.append({**row, "simultaneous": same})
-            continue
-        confidence = 1 - (1 - row.get("confidence", CONFIDENCE)) / family
-        interval = simultaneous_interval(row, confidence)
-        judged = None
-        if interval is not None:
-            claimed = row.get("claimed_here", row["claimed"])
-            judged = verdict(
-                interval,
-                claimed,
-                row.get("tolerance", 0.20),
-                kind=row.get("kind", "ratio"),
-                margin=row.get("margin", 0.10),
-            ).value
-        sim = {
-            "verdict": judged,
-            "ci": [interval.low, interval.high] if interval is not None else None,
-            "confidence": confidence,
-            "family": family,
-        }
-        out.append({**row, "simultaneous": sim})
-    return out
 
 
 def assess_claims(

@@ -51,6 +51,8 @@ JUDGING_CODE = (
     "bench/calibrate.py",
     "bench/gate.py",
     "bench/analysis.py",
+    "bench/claim_rows.py",
+    "bench/simultaneous.py",
     "bench/stats.py",
     "bench/runner.py",
     "bench/turns.py",

@@ -36,7 +36,7 @@ def fmt_claimed(row: dict[str, Any]) -> str:
 
 
 def simultaneous_differs(row: dict[str, Any]) -> bool:
-    """Whether the row's verdict under simultaneous coverage (``bench.analysis.add_simultaneous``)
+    """Whether the row's verdict under simultaneous coverage (``bench.simultaneous.add_simultaneous``)
     differs from its own; False for records saved before rows carried one."""
     sim = row.get("simultaneous") or {}
     return sim.get("verdict") is not None and sim["verdict"] != row["verdict"]

@@ -7,19 +7,14 @@ import pytest
 from rich.console import Console
 
 from bench.ablations import ablation_rows
-from bench.analysis import (
-    add_simultaneous,
-    assess_claims,
-    judged_row,
-    rounds_done,
-    watched_claims,
-    watched_ratios,
-)
+from bench.analysis import assess_claims, rounds_done, watched_claims, watched_ratios
+from bench.claim_rows import judged_row
 from bench.claims import load_claims
 from bench.report import markdown, render
 from bench.report_cells import claim_cells, detail_lines, family_note
 from bench.runner import ablation_roles, plan_roles
 from bench.sequential import Schedule, decide
+from bench.simultaneous import add_simultaneous
 from bench.stats import Interval, interval_of, share_interval
 from diffusion.paths import ALT, NEU
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench import compare, suites
-from bench.analysis import claim_row
+from bench.claim_rows import claim_row
 from bench.claims import load_claims
 from diffusion.paths import format_path
 
