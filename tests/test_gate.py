@@ -462,7 +462,7 @@ def a_run(kind: str, fired: bool, high: float, per_round: dict[str, list[float]]
 
 
 def test_calibration_summary_counts_bounds_and_noise():
-    from bench.calibrate import TARGET, summarise
+    from bench.calibration import TARGET, summarise
 
     quiet = {"train_samples_per_s": [1.0, 1.1, 0.9], "train_step_ms_median": [1.0, 1.0, 1.0], "val_pass_s": []}
     runs = [a_run("aa", False, 1.1, quiet)] * 60 + [a_run("power", True, 0.8, quiet)] * 19
@@ -482,7 +482,7 @@ def test_calibration_summary_counts_bounds_and_noise():
 
 
 def test_a_calibration_record_renders_its_summary_and_plot(tmp_path, blocked_tf):
-    from bench.calibrate import SCHEMA, TARGET, summarise
+    from bench.calibration import SCHEMA, TARGET, summarise
 
     def checked(kind: str, high: float) -> dict:
         run = a_run(kind, high < 0.9, high, {"train_samples_per_s": [1.0, 0.95, 1.02]})
@@ -535,7 +535,7 @@ def test_rendering_something_that_is_not_a_calibration_record_is_one_line_exit_2
 
 
 def test_a_calibration_short_of_the_counts_does_not_meet_the_target():
-    from bench.calibrate import summarise
+    from bench.calibration import summarise
 
     quiet = {"train_samples_per_s": [1.0, 1.0]}
     summary = summarise(

@@ -292,7 +292,7 @@ def test_memory_killed_mid_run_resumes_with_its_finished_jobs_unchanged(tmp_path
 
 
 def test_a_calibrations_schedule_alternates_the_two_kinds():
-    from bench.calibrate import schedule
+    from bench.calibration import schedule
 
     assert schedule(4, 2) == [("aa", 0), ("power", 0), ("aa", 1), ("aa", 2), ("power", 1), ("aa", 3)]
 
@@ -302,7 +302,8 @@ class Cut(Exception):
 
 
 def test_a_cut_calibration_resumes_with_its_finished_runs_and_measures_the_rest(tmp_path):
-    from bench.calibrate import run_schedule, schedule
+    from bench.calibrate import run_schedule
+    from bench.calibration import schedule
 
     planned = schedule(3, 2)
     measured: list[int] = []
