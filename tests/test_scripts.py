@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from diffusion.errors import ConfigError
-from diffusion.hpo.cli import dispatch
-from diffusion.hpo.options import check_study
+from diffusion.hpo.cli import check_study, dispatch
 from tests.conftest import PYTHON, python_env
 
 SBATCH = ["sbatch", "--n-trials", "8", "--workers", "2"]

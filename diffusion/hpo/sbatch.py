@@ -8,9 +8,11 @@ import shlex
 from typing import Any
 
 from diffusion.errors import ConfigError
-from diffusion.hpo.options import EXIT_NOT_READY, SITE_FLAGS, config_from
+from diffusion.hpo.search import SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, has_secret, redact
+from diffusion.hpo.workers import EXIT_NOT_READY
 
+SITE_FLAGS = ("account", "constraint", "qos", "partition")  # sbatch options a site may require
 NOT_READY_TRIES, NOT_READY_SLEEP_S = 120, 5  # how long other tasks wait for task 0's `init`: 10 minutes
 # sbatch reads an #SBATCH value up to whitespace or '#', and takes '"' and '\\' as quoting (not
 # a shell's single quotes, so shlex.quote would put quotes into the value); bash reads the line
@@ -23,6 +25,8 @@ SBATCH_UNSAFE = re.compile(r"""[\s"'\\#]|[^ -~]""")
 SLURM_TIME = re.compile(
     r"[0-9]{1,6}(:[0-9]{1,2}){0,2}|[0-9]{1,4}-[0-9]{1,2}(:[0-9]{1,2}){0,2}|UNLIMITED|INFINITE", re.IGNORECASE
 )
+
+
 SLURM_TIME_FORMS = (
     "MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, DAYS-HOURS, DAYS-HOURS:MINUTES or DAYS-HOURS:MINUTES:SECONDS"
 )
@@ -65,8 +69,12 @@ def comment(text: str) -> str:
     return "# " + text.encode("unicode_escape").decode("ascii")
 
 
-def cmd_sbatch(args: Any, storage_spec: ResolvedStorage) -> int:
-    config = config_from(args)
+def sbatch_script(args: Any, config: SearchConfig, storage_spec: ResolvedStorage) -> str:
+    """The script of ``sbatch``'s arguments, every value checked (``sbatch_value``) and quoted.
+
+    Raises:
+        ConfigError: a value that sbatch or bash would read otherwise, or a ``--time`` of no sbatch form.
+    """
     if storage_spec.journal is not None or storage_spec.url.startswith("sqlite"):
         note = "# A journal file works across nodes only on a shared file system with working locks; PostgreSQL is safer.\n"
     else:
@@ -124,5 +132,4 @@ def cmd_sbatch(args: Any, storage_spec: ResolvedStorage) -> int:
         f"echo {shlex.quote(never_appeared)} >&2",
         f"exit {EXIT_NOT_READY}",
     ]
-    print("\n".join(line for line in lines if line))
-    return 0
+    return "\n".join(line for line in lines if line)

@@ -1,5 +1,6 @@
-"""The handlers of ``python -m diffusion.hpo run, worker, init, best``: each takes the parsed
-arguments and the resolved storage, and loads Optuna and TensorFlow only once those were checked."""
+"""Running a study's trials: in threads of this process or in worker processes (``run``), and in
+recycled child processes (``worker --recycle``), with the progress and summary lines they print.
+What loads the backend and reads the arguments is diffusion/hpo/cli.py's."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from diffusion.cli import check_writable_file, load_backend, quiet_frameworks
-from diffusion.errors import ConfigError, StudyNotFound
-from diffusion.files import write_json_atomic
-from diffusion.hpo.options import EXIT_NOT_READY, config_from
+from diffusion.hpo.search import SearchConfig
 from diffusion.hpo.storage import ENV_VAR, ResolvedStorage, describe
-from diffusion.outputs import check_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
+EXIT_NOT_READY = 3  # `worker`: no such study yet; a cluster job retries (2 means retrying cannot help)
 
 
 def worker_command(study: str, n_trials: int, max_trials: int | None = None) -> list[str]:
@@ -54,20 +51,30 @@ def best_value(study: Any) -> float | None:
         return None
 
 
-def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
-    config = config_from(args)
-    print(storage_spec.line(), flush=True)
-    quiet_frameworks()
-    from diffusion.hpo.search import counts, create_study, work_in_threads
-    from diffusion.hpo.storage import open_storage
+def run_study(
+    study: Any,
+    config: SearchConfig,
+    storage_spec: ResolvedStorage,
+    *,
+    name: str,
+    n_trials: int,
+    workers: int | None,
+    every: int,
+    n_jobs: int,
+    no_progress: bool,
+) -> int:
+    """Run ``study`` to ``n_trials`` finished trials, in ``n_jobs`` threads of this process (the
+    backend loaded already) or in ``workers`` worker processes of ``every`` trials each, replaced
+    while work remains; with a progress bar (a line per trial when piped) unless ``no_progress``.
+
+    Returns:
+        0 if the study reached ``n_trials``, else 1; the summary line printed either way.
+    """
+    from diffusion.hpo.search import counts, work_in_threads
     from diffusion.progress import TrialProgress
 
-    storage = open_storage(storage_spec.url, workers=args.workers or args.n_jobs)
-    study = create_study(args.study, storage, config)
-    if not args.workers:
-        load_backend()  # its threads train here (worker processes load their own); the storage answered first
     start = time.perf_counter()
-    with TrialProgress(args.n_trials, disable=args.no_progress) as progress:
+    with TrialProgress(n_trials, disable=no_progress) as progress:
 
         def refresh(*, quiet: bool = False) -> dict[str, int]:
             trials = study.get_trials(deepcopy=False)
@@ -76,16 +83,16 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
             return c
 
         before = refresh(quiet=True)  # a study resumed: its earlier trials count, without a line each
-        if before["finished"] and not args.no_progress:
+        if before["finished"] and not no_progress:
             print(f"the study holds {before['finished']} finished trial(s) already", file=sys.stderr, flush=True)
-        if args.workers:
+        if workers:
             env = worker_env(storage_spec)
-            command = worker_command(args.study, args.n_trials, args.recycle)
+            command = worker_command(name, n_trials, every)
 
             def spawn() -> subprocess.Popen:
                 return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
-            procs: list[subprocess.Popen | None] = [spawn() for _ in range(args.workers)]
+            procs: list[subprocess.Popen | None] = [spawn() for _ in range(workers)]
             failed: list[int] = []
             while procs:
                 c = refresh()
@@ -95,7 +102,7 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
                     if p.returncode:
                         failed.append(p.returncode)
                     # A worker that ran its --recycle trials exits 0; replace it while work remains.
-                    procs[i] = spawn() if p.returncode == 0 and c["finished"] < args.n_trials else None
+                    procs[i] = spawn() if p.returncode == 0 and c["finished"] < n_trials else None
                 procs = [p for p in procs if p is not None]
                 time.sleep(0.5)
             if failed:
@@ -112,37 +119,18 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
             try:
-                work_in_threads(study, config, args.n_trials, args.n_jobs)
+                work_in_threads(study, config, n_trials, n_jobs)
             finally:
                 done.set()
                 poller.join()  # its last poll ends before the final one, so no line follows the summary
         c = refresh()
     wall = time.perf_counter() - start
     print(
-        f"study {args.study!r} on {describe(storage_spec.url)} ({storage_spec.display()}): "
+        f"study {name!r} on {describe(storage_spec.url)} ({storage_spec.display()}): "
         f"{summary_line(c, best_value(study))}; "
         f"{wall:.1f} s"
     )
-    return 0 if c["finished"] >= args.n_trials else 1
-
-
-def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
-    print(storage_spec.line(), flush=True)
-    quiet_frameworks()
-    from diffusion.hpo.search import load_study, make_objective, work
-    from diffusion.hpo.storage import open_storage
-
-    try:
-        study, config = load_study(args.study, open_storage(storage_spec.url))
-    except StudyNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_READY
-    if args.recycle:
-        return recycle(study, storage_spec, args.study, args.n_trials, args.recycle)
-    load_backend()  # the storage answered (a bad one is refused before the backend loads); it trains next
-    ran = work(study, make_objective(config), args.n_trials, max_trials=args.max_trials)
-    print(f"worker {os.getpid()} ran {ran} trial(s) of study {args.study!r}", flush=True)
-    return 0
+    return 0 if c["finished"] >= n_trials else 1
 
 
 def recycle(study: Any, storage_spec: ResolvedStorage, name: str, n_trials: int, every: int) -> int:
@@ -163,46 +151,4 @@ def recycle(study: Any, storage_spec: ResolvedStorage, name: str, n_trials: int,
         if code:
             return code if code > 0 else 1  # killed by a signal: still a failure the job must see
     print(f"worker {os.getpid()}: study {name!r} done after {children} worker process(es)", flush=True)
-    return 0
-
-
-def cmd_init(args: Any, storage_spec: ResolvedStorage) -> int:
-    config = config_from(args)
-    print(storage_spec.line(), flush=True)
-    from diffusion.hpo.search import create_study
-    from diffusion.hpo.storage import open_storage
-
-    create_study(args.study, open_storage(storage_spec.url), config)
-    print(f"study {args.study!r} ready on {storage_spec.display()}")
-    return 0
-
-
-def cmd_best(args: Any, storage_spec: ResolvedStorage) -> int:
-    source = "--storage's default" if storage_spec.source == "default" else storage_spec.source
-    check_outputs([("--out", args.out)], [(source, storage_spec.file)])
-    check_writable_file(args.out, "--out")
-    print(storage_spec.line(), flush=True)
-    journal = storage_spec.journal
-    if journal is not None and not journal.exists():
-        raise ConfigError(f"no study named {args.study!r}: journal {str(journal)!r} does not exist.")
-    from diffusion.hpo.search import load_study
-    from diffusion.hpo.storage import open_storage
-
-    study, config = load_study(args.study, open_storage(storage_spec.url))
-    try:
-        trial = study.best_trial
-    except ValueError:
-        raise ConfigError(f"study {args.study!r} has no completed trial yet.") from None
-    record = {
-        "schema": 1,
-        "study": args.study,
-        "storage": storage_spec.display(),
-        "value": trial.value,
-        "trial": trial.number,
-        "params": trial.params,
-        "search": asdict(config),
-        "path": trial.user_attrs.get("path"),
-    }
-    write_json_atomic(args.out, record)
-    print(f"best trial {trial.number}: val loss {trial.value:.4f}, params {trial.params} -> {args.out}")
     return 0
