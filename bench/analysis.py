@@ -12,12 +12,13 @@ place of 0.05. A row's shape and the rule's judgement of one interval are bench/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from bench.claim_rows import PerRound, claim_row, interval_dict, judged_row
-from bench.claims import METRICS, SUITE_HINTS, Claim
+from bench.claims import METRICS, Claim
 from bench.simultaneous import add_simultaneous
 from bench.stats import (
     CONFIDENCE,
@@ -246,6 +247,7 @@ def assess_claims(
     *,
     confidence: float = CONFIDENCE,
     stop: str | None = None,
+    not_run: Callable[[Claim], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every claim's row, in registry order; product rows see the factors measured before them.
 
@@ -259,6 +261,8 @@ def assess_claims(
             run. Other claims are judged at 0.95.
         stop: why the speed suite's rounds stopped (``Decision.stop_note``), kept on its rows
             beside ``n``, the rounds it ran; None for a fixed number of rounds.
+        not_run: the row of a measured claim this run has no reading of (bench/suites.py:
+            ``not_run_row`` says how to run its suite); None: a plain "not measured".
 
     Returns:
         The rows; every judged row carries ``simultaneous`` (``add_simultaneous``), every
@@ -281,10 +285,10 @@ def assess_claims(
             rows[claim.id], factor_ratios[claim.id] = assess_speed_claim(claim, records, roles, knobs, confidence=level)
         elif suite_rows is not None and claim.id in suite_rows:
             rows[claim.id] = suite_rows[claim.id]
-        elif claim.suite == "gpu":  # no GPU in this run: the row waits for a GPU record
-            rows[claim.id] = claim_row(claim, verdict=Verdict.PENDING.value, reason=SUITE_HINTS["gpu"])
+        elif not_run is not None:
+            rows[claim.id] = not_run(claim)
         else:
-            rows[claim.id] = claim_row(claim, reason=f"not measured in this run: {SUITE_HINTS[claim.suite]}")
+            rows[claim.id] = claim_row(claim, reason="not measured in this run")
         if claim.suite == "speed" and claim.status == "measured" and records is not None:
             rows[claim.id] = {**rows[claim.id], "n": rounds_done(records), "stop": stop}
     return add_simultaneous([rows[c.id] for c in claims])

@@ -50,6 +50,7 @@ JUDGING_CODE = (
     "bench/claim_rows.py",
     "bench/simultaneous.py",
     "bench/stats.py",
+    "bench/roles.py",
     "bench/runner.py",
     "bench/turns.py",
     "bench/trees.py",
@@ -84,7 +85,7 @@ def plant_slowdown(root: Path, fraction: float) -> None:
 @contextmanager
 def trees(commit: str, fraction: float) -> Iterator[tuple[Any, Any]]:
     """HEAD's committed files twice: as they are, and with the planted slowdown."""
-    from bench.runner import CodeTree
+    from bench.roles import CodeTree
     from bench.trees import exported
 
     with exported(commit, "REF HEAD") as plain, exported(commit, "HEAD planted") as slow:
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--aa-runs and --power-runs must not both be 0.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
-    get_preset(args.preset)
+    preset = get_preset(args.preset)
     path = parse_path(args.path)
     from bench.gate_options import check_cpus
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         def measure_one(n: int, kind: str) -> dict[str, Any]:
             head = plain if kind == "aa" else slow
             plan = ab_plan(
-                (plain, path), (head, path), args.preset, rounds, options=options, cpus=cpus, pairing=pairing, seed=n
+                (plain, path), (head, path), preset, rounds, options=options, cpus=cpus, pairing=pairing, seed=n
             )
             return one_run(plan, tolerance, n)
 

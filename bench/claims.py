@@ -47,44 +47,6 @@ METRICS: dict[str, Metric] = {
     "log_bytes": Metric("disk", "log_bytes", False, "B", requires=("tracking",)),
     "checkpoint_bytes": Metric("disk", "checkpoint_bytes", False, "B"),
 }
-# Measured by the search suite (bench/hpo.py: HPO_READINGS), not from worker records.
-HPO_METRICS = (
-    "hpo_thread_speedup",
-    "hpo_pruned_share",
-    "hpo_pruning_speedup",
-    "hpo_pruned_time_saved",
-    "hpo_pruned_parallel_speedup",
-    "hpo_core_speedup",
-    "hpo_projection",
-)
-# Measured by the GPU suite (bench/gpu.py) on a GPU machine: GPU / CPU speedups of one reading.
-GPU_METRICS = ("gpu_forward_speedup", "gpu_backward_speedup", "gpu_epoch_speedup")
-# Measured by the scaling suite (bench/scaling.py): cores by CPU affinity.
-SCALING_METRICS = ("scaling_train_speedup",)
-# Measured by the quality suite (bench/quality.py): both recipes from search to verified model.
-QUALITY_METRICS = (
-    "quality_val_loss",
-    "quality_fidelity",
-    "quality_physics_score",
-    "quality_multiplicity",
-    "quality_energy_violation",
-    "selection_detection_rate",
-    "selection_time",
-    "selection_overlap",
-    "workflow_time_to_best",
-    "workflow_final_training",
-    "workflow_validation",
-    "cost_cpu_s",
-)
-SUITES = ("speed", "hpo", "gpu", "scaling", "quality")
-# Why a measured claim has no row in a run that did not include its suite.
-SUITE_HINTS = {
-    "speed": "add --suite speed (or all)",
-    "hpo": "add --suite hpo (or all)",
-    "scaling": "add --suite scaling (or all)",
-    "quality": "add --suite quality (or all)",
-    "gpu": "needs a GPU: KERAS_BACKEND=jax python -m bench.gpu on a GPU machine (its record renders with --from)",
-}
 FAMILIES = (
     "validation",
     "training",
@@ -129,7 +91,7 @@ class Claim:
     status: str = "measured"
     reason: str | None = None
     note: str | None = None  # what a reader must know to read the verdict right
-    suite: str = "speed"  # which suite of `bench.compare --suite` measures it
+    suite: str = "speed"  # which suite measures it (bench/suites.py: SUITES)
     source: str | None = None  # where the report says it
     evidence: str | None = None  # a committed record (repo-relative) that the reading cites, e.g. S4's simulation
 
@@ -153,16 +115,8 @@ class Claim:
             if not self.reason:
                 raise ConfigError(f"{where}: a claim with status {self.status!r} needs a `reason`.")
             return
-        if self.suite not in SUITES:
-            raise ConfigError(f"{where}: `suite` must be one of {', '.join(SUITES)}, but got {self.suite!r}.")
-        if self.product_of:
-            return
-        valid = {"hpo": HPO_METRICS, "gpu": GPU_METRICS, "scaling": SCALING_METRICS, "quality": QUALITY_METRICS}.get(
-            self.suite, tuple(METRICS)
-        )
-        for name, value in (("metric", self.metric), ("beside", self.beside)):
-            if (value is not None or name == "metric") and value not in valid:
-                raise ConfigError(f"{where}: `{name}` must be one of {', '.join(valid)}, but got {value!r}.")
+        # `suite`, `metric` and `beside` are checked against the suite table (bench/suites.py:
+        # ``load_registry``), where every suite names its own metrics.
         for knob in self.factor:
             if knob not in KNOBS:
                 raise ConfigError(f"{where}: unknown knob {knob!r} in `factor`; valid knobs: {', '.join(KNOBS)}.")

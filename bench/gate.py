@@ -30,18 +30,21 @@ from bench.gate_ci import Check, annotation, machine, on_github, write_ci_output
 from bench.gate_options import (
     JOB_OPTIONS,
     PAIRINGS,
+    GateOptions,
     build_parser,
     calibrated_defaults,
-    check_arguments,
     check_paths,
+    gate_options,
 )
 from diffusion.cli import check_writable_file, run
 from diffusion.errors import ConfigError
 from diffusion.files import write_json_atomic
-from diffusion.paths import TrainingPath, parse_path
+from diffusion.paths import ALT, TrainingPath, parse_path
+from diffusion.presets import Preset, get_preset
 
 if TYPE_CHECKING:
-    from bench.runner import CodeTree, Plan, Runner
+    from bench.roles import CodeTree
+    from bench.runner import Plan, Runner
     from bench.turns import Starter
 
 RUN_SCHEMA = "pmt-bench/gate-run/2"
@@ -49,19 +52,18 @@ GATED_METRICS = stored.GATED_METRICS
 UNITS = {"train_samples_per_s": "samples/s", "val_pass_s": "s per validation pass"}
 
 
-def sent_fields(spec: str, preset: str, options: dict[str, Any], cpus: int | None) -> list[str]:
-    """The job fields a worker is sent (unset options stay out of the payload, bench/runner.py),
-    which a REF tree's worker must know."""
+def sent_fields(path: TrainingPath, preset: Preset, options: dict[str, Any], cpus: int | None) -> list[str]:
+    """The payload fields a REF tree's worker is sent (``Job.payload`` for another tree: the
+    spec, and no unset option), which it must know."""
     from bench.measure import Job
 
-    job = Job(spec, preset, **options, cpus=cpus)
-    return [k for k, v in dataclasses.asdict(job).items() if v is not None]
+    return list(Job(path, preset, **options, cpus=cpus).payload(as_spec=True))
 
 
 def ab_plan(
     ref: tuple[CodeTree, TrainingPath],
     head: tuple[CodeTree, TrainingPath],
-    preset: str,
+    preset: Preset,
     rounds: int,
     *,
     options: dict[str, Any],
@@ -71,7 +73,8 @@ def ab_plan(
 ) -> Plan:
     """The A/B gate's plan: ``ref`` and ``head`` as (code tree, path), measured the gate's way.
     ``bench.calibrate`` runs this same plan."""
-    from bench.runner import Plan, Role
+    from bench.roles import Role
+    from bench.runner import Plan
 
     (ref_tree, ref_path), (head_tree, head_path) = ref, head
     roles = (
@@ -166,9 +169,9 @@ def measure(
 
 
 def ab_gate(
-    args: Any,
+    args: GateOptions,
     against: tuple[str, str],
-    preset: str,
+    preset: Preset,
     rounds: int,
     tolerance: float,
     cpus: int | None,
@@ -188,11 +191,10 @@ def ab_gate(
     from bench import trees
 
     ref_name, commit = against
-    ref_path = parse_path(args.path)
-    head_path = parse_path(args.candidate) if args.candidate else ref_path
+    ref_path, head_path = args.path, args.head_path
     head = trees.head_tree()
     options = {**JOB_OPTIONS, "train_seconds": args.train_seconds}
-    job_fields = sent_fields(args.path, preset, options, cpus)
+    job_fields = sent_fields(ref_path, preset, options, cpus)
     ref_label = f"REF {ref_name}" + ("" if commit.startswith(ref_name) else f" {trees.short(commit)}")
     with trees.exported(commit, ref_label) as ref_tree:
         plan = ab_plan(
@@ -217,7 +219,7 @@ def ab_gate(
         ref_knobs = knobs[roles[0].spec]
         subject = f"{head.label} ({roles[1].spec}) against REF {ref_name} = {trees.short(commit)} ({roles[0].spec})"
         setup = (
-            f"{preset}, {rounds} rounds "
+            f"{preset.name}, {rounds} rounds "
             + ("taking turns" if plan.turn_seconds is not None else "of whole processes")
             + f", tolerance {tolerance:.0%}, "
             f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
@@ -253,14 +255,15 @@ def ab_gate(
     return checks, {**summary, "checks": [c.record() for c in checks]}
 
 
-def baseline_plan(preset: str, base: TrainingPath, candidate: TrainingPath, rounds: int, args: Any) -> Any:
-    from bench.runner import Plan, Role
+def baseline_plan(preset: Preset, base: TrainingPath, candidate: TrainingPath, rounds: int, args: GateOptions) -> Any:
+    from bench.roles import Role
+    from bench.runner import Plan
 
     roles = (Role("base", base, ("validate", "train")), Role("candidate", candidate, ("validate", "train"), "base"))
     return Plan(roles, preset, rounds, job_options={**JOB_OPTIONS, "train_seconds": args.train_seconds}, seed=args.seed)
 
 
-def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int:
+def write_baseline(args: GateOptions, preset: Preset, rounds: int, tolerance: float) -> int:
     """Measure base and candidate on this clean checkout and store their ratios."""
 
     from bench import trees
@@ -272,7 +275,7 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
     if not trees.is_clean():
         raise ConfigError("--write-baseline must run from a clean commit, but the tree has uncommitted changes.")
     commit = trees.resolve_ref("HEAD")
-    base, candidate = parse_path("alt"), parse_path(args.candidate or args.path)
+    base, candidate = ALT, args.head_path
     records = run_plan(baseline_plan(preset, base, candidate, rounds, args))
     ratios = {m: role_ratios(records, "base", "candidate", m) for m in GATED_METRICS}
     measured = {m: interval_dict(rounds_interval(r)) if r else None for m, r in ratios.items()}
@@ -283,7 +286,7 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
         )
     record = stored.build(
         commit=commit,
-        preset=preset,
+        preset=preset.name,
         rounds=rounds,
         job_options={**JOB_OPTIONS, "train_seconds": args.train_seconds},
         paths={"base": base, "candidate": candidate},
@@ -300,12 +303,12 @@ def write_baseline(args: Any, preset: str, rounds: int, tolerance: float) -> int
     return 0
 
 
-def baseline_gate(args: Any, data: dict[str, Any]) -> tuple[list[Check], dict[str, Any]]:
+def baseline_gate(args: GateOptions, data: dict[str, Any]) -> tuple[list[Check], dict[str, Any]]:
     paths = data["paths"]
-    base = parse_path(paths["base"]["spec"])
-    candidate = parse_path(args.candidate or paths["candidate"]["spec"])
+    base = parse_path(paths["base"]["spec"])  # a record being read: its specs are parsed here
+    candidate = args.candidate if args.candidate is not None else parse_path(paths["candidate"]["spec"])
     rounds = args.rounds or data["rounds"]
-    plan = baseline_plan(data["preset"], base, candidate, rounds, args)
+    plan = baseline_plan(get_preset(data["preset"]), base, candidate, rounds, args)
     subject = f"{plan.roles[1].spec}/{paths['base']['spec']} against baseline {args.baseline}"
     setup = f"{data['preset']}, {rounds} rounds of whole processes"
     print(f"gate: {subject}, {setup}", flush=True)
@@ -338,33 +341,32 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def gate(args: Any, *, start: Starter | None = None) -> int:
+def gate(parsed: Any, *, start: Starter | None = None) -> int:
     """The gate for parsed arguments: the exit status of ``main``.
 
     Args:
         start: starts a turn-taking worker (None: a real one; tests pass fakes).
     """
-    check_paths(args)
-    check_arguments(args)
+    check_paths(parsed)
+    args = gate_options(parsed)
     began = time.perf_counter()
+    preset = args.preset or get_preset("tiny")
     if args.baseline is not None and args.write_baseline:
-        preset = args.preset or "tiny"
-        defaults = calibrated_defaults(preset)
+        defaults = calibrated_defaults(preset.name)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
         return write_baseline(args, preset, args.rounds or defaults["rounds"], tolerance)
     if args.baseline is not None:
         data = stored.load(args.baseline, allow_other_machine=args.allow_other_machine)
-        if args.preset is not None and args.preset != data["preset"]:
-            raise ConfigError(f"--preset must be the baseline's {data['preset']!r}, but got {args.preset!r}.")
+        if args.preset is not None and args.preset.name != data["preset"]:
+            raise ConfigError(f"--preset must be the baseline's {data['preset']!r}, but got {args.preset.name!r}.")
         checks, summary = baseline_gate(args, data)
     else:
         from bench.trees import resolve_against
 
-        same_path = args.candidate is None or parse_path(args.candidate).knobs() == parse_path(args.path).knobs()
+        same_path = args.head_path == args.path
         # Before any worker starts: nothing to compare is refused.
         against = resolve_against(args.against, aa=args.aa, same_path=same_path)
-        preset = args.preset or "tiny"
-        defaults = calibrated_defaults(preset)
+        defaults = calibrated_defaults(preset.name)
         tolerance = args.tolerance if args.tolerance is not None else defaults["tolerance"]
         cpus = args.cpus if args.cpus is not None else defaults["cpus"]
         pairing = args.pairing or defaults["pairing"]

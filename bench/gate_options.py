@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from bench.gate_ci import step_summary
 from diffusion.cli import CORES, ROUNDS, SEED, TOLERANCE, TRAIN_SECONDS, Parser, check_writable_file
 from diffusion.errors import ConfigError
 from diffusion.outputs import check_outputs
-from diffusion.paths import parse_path
-from diffusion.presets import get_preset
+from diffusion.paths import TrainingPath, parse_path
+from diffusion.presets import Preset, get_preset
 from diffusion.shapes import check as check_shape
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -208,11 +209,6 @@ def check_arguments(args: Any) -> None:
     if args.tolerance is not None and not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), but got {args.tolerance}.")
     check_cpus(args.cpus, "--cpus")
-    for spec in (args.path, args.candidate):
-        if spec is not None:
-            parse_path(spec)
-    if args.preset is not None:
-        get_preset(args.preset)
     for name in ("cpus", "pairing", "aa"):
         if getattr(args, name) not in (None, False) and args.baseline is not None:
             raise ConfigError(
@@ -224,3 +220,71 @@ def check_arguments(args: Any) -> None:
         raise ConfigError(
             "--junit, --summary and --history report a gate's checks; --write-baseline measures no check."
         )
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """A gate run's options, parsed and checked once (``gate_options``): what bench.gate's
+    functions take instead of the parsed arguments.
+
+    Attributes:
+        path: ``--path``, measured from both trees (A/B) or the baseline's candidate's stand-in.
+        candidate: ``--candidate``: what this checkout runs instead of ``path``; None: ``path``.
+        preset: ``--preset``; None: tiny, or with ``--baseline`` the baseline's.
+        rounds, tolerance, cpus, pairing: None: the calibration in force (or the baseline's).
+        Every other field is the option of the same name.
+    """
+
+    path: TrainingPath
+    candidate: TrainingPath | None
+    preset: Preset | None
+    against: str | None
+    baseline: Path | None
+    aa: bool
+    rounds: int | None
+    tolerance: float | None
+    train_seconds: float
+    cpus: int | None
+    pairing: str | None
+    seed: int
+    write_baseline: bool
+    allow_other_machine: bool
+    json: Path | None
+    junit: Path | None
+    summary: Path | None
+    history: Path | None
+
+    @property
+    def head_path(self) -> TrainingPath:
+        """What this checkout runs: ``--candidate``, else ``--path``."""
+        return self.candidate if self.candidate is not None else self.path
+
+
+def gate_options(args: Any) -> GateOptions:
+    """The gate's typed options: every check of ``check_arguments``, and each path spec and the
+    preset parsed, here and nowhere else.
+
+    Raises:
+        ConfigError: naming the option, the rule and the value.
+    """
+    check_arguments(args)
+    return GateOptions(
+        path=parse_path(args.path),
+        candidate=parse_path(args.candidate) if args.candidate is not None else None,
+        preset=get_preset(args.preset) if args.preset is not None else None,
+        against=args.against,
+        baseline=args.baseline,
+        aa=args.aa,
+        rounds=args.rounds,
+        tolerance=args.tolerance,
+        train_seconds=args.train_seconds,
+        cpus=args.cpus,
+        pairing=args.pairing,
+        seed=args.seed,
+        write_baseline=args.write_baseline,
+        allow_other_machine=args.allow_other_machine,
+        json=args.json,
+        junit=args.junit,
+        summary=args.summary,
+        history=args.history,
+    )

@@ -196,7 +196,7 @@ def run_search(run: Run, plan: HpoPlan, params: list[dict[str, Any]], directory:
 def run_timed(cmd: list[str], what: str, *, cpus: list[int] | None = None) -> dict[str, Any]:
     """A command of this checkout in a fresh process (pinned to ``cpus`` if given): its wall
     seconds, the CPU seconds it used, when it started (epoch seconds), and why it failed."""
-    from bench.runner import failure, tree_env
+    from bench.roles import failure, tree_env
 
     cpu_before = child_cpu_s()
     started = time.time()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from bench.probes import CpuMeter, DeviceMemory, MemorySampler, device_peak_bytes
-from diffusion.paths import format_path, parse_path
-from diffusion.presets import get_preset
+from diffusion.paths import TrainingPath, format_path, parse_path, path_from_knobs
+from diffusion.presets import Preset, get_preset
 
 PHASES = ("validate", "train")
 
@@ -29,8 +29,8 @@ class Job:
     """One worker's task.
 
     Attributes:
-        spec: path spec.
-        preset: preset name.
+        path: the knobs it trains with.
+        preset: the data and model.
         phases: phases to measure, in order.
         train_seconds: steady-state training is timed for at least this long...
         min_steps: ...and at least this many steps, after the first (traced) step and warm-up.
@@ -42,8 +42,8 @@ class Job:
             pools sized to match (bench/worker.py does it before the framework loads); None: all.
     """
 
-    spec: str
-    preset: str
+    path: TrainingPath
+    preset: Preset
     phases: tuple[str, ...] = PHASES
     train_seconds: float = 2.5
     min_steps: int = 10
@@ -54,11 +54,49 @@ class Job:
     cpus: int | None = None
 
     def __post_init__(self) -> None:
-        parse_path(self.spec)
-        get_preset(self.preset)
+        if not isinstance(self.path, TrainingPath) or not isinstance(self.preset, Preset):
+            # A spec or preset name is parsed where it enters (a CLI, a record), not here.
+            raise TypeError(f"a Job takes a TrainingPath and a Preset, not {self.path!r} and {self.preset!r}.")
         unknown = [p for p in self.phases if p not in PHASES]
         if unknown:
             raise ValueError(f"unknown phases {unknown}; valid phases: {', '.join(PHASES)}.")
+
+    @property
+    def spec(self) -> str:
+        return format_path(self.path)
+
+    def options(self) -> dict[str, Any]:
+        """Every field but the path and the preset."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("path", "preset")}
+
+    def record(self) -> dict[str, Any]:
+        """The job as records keep it: the spec and preset by name, then the options."""
+        return {"spec": self.spec, "preset": self.preset.name, **self.options(), "phases": list(self.phases)}
+
+    def payload(self, *, as_spec: bool = False) -> dict[str, Any]:
+        """The job as a worker receives it: the path as its knob mapping, so the worker parses
+        nothing. ``as_spec`` sends the spec instead, for a worker of another code tree (the gate's
+        REF): there a spec means what that tree's code says, and an older tree's worker reads
+        only that. Unset options stay out, so such a worker that predates an option still reads it."""
+        path = {"spec": self.spec} if as_spec else {"path": self.path.knobs()}
+        options = {k: v for k, v in self.options().items() if v is not None}
+        return {**path, "preset": self.preset.name, **options, "phases": list(self.phases)}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> Job:
+        """The job a worker was sent (``payload``): the one place a worker turns names into values.
+
+        Raises:
+            ConfigError: an unknown knob, spec or preset.
+        """
+        fields = dict(data)
+        path = path_from_knobs(fields.pop("path")) if "path" in fields else parse_path(fields.pop("spec"))
+        preset = get_preset(fields.pop("preset"))
+        return cls(path, preset, **{**fields, "phases": tuple(fields.get("phases", PHASES))})
+
+
+# The fields a payload may carry, either form: what bench/trees.py checks a REF tree's worker takes.
+PAYLOAD_FIELDS = ("spec", "path", *(f.name for f in dataclasses.fields(Job) if f.name != "path"))
 
 
 def measure_train(trainer: Any, job: Job) -> dict[str, Any]:
@@ -179,14 +217,14 @@ def run_job(job: Job) -> dict[str, Any]:
     from diffusion.environment import environment
     from diffusion.trainer import Trainer
 
-    path, preset = parse_path(job.spec), get_preset(job.preset)
+    path, preset = job.path, job.preset
     with MemorySampler() as setup_mem:
         t0 = time.perf_counter()
         trainer = Trainer(preset, path, seed=job.seed)
         setup_s = time.perf_counter() - t0
     record: dict[str, Any] = {
-        "job": dataclasses.asdict(job),
-        "spec": format_path(path),
+        "job": job.record(),
+        "spec": job.spec,
         "path": path.knobs(),
         "setup": {"seconds": setup_s, **setup_mem.summary()},
         "params": trainer.model.count_params(),
@@ -222,7 +260,7 @@ class TurnTaker:
 
         self.job = job
         t0 = time.perf_counter()
-        self.trainer = Trainer(get_preset(job.preset), parse_path(job.spec), seed=job.seed)
+        self.trainer = Trainer(job.preset, job.path, seed=job.seed)
         self.setup_s = time.perf_counter() - t0
         self.first_pass: Any = None
         self.first: Any = None
@@ -281,8 +319,8 @@ class TurnTaker:
                 "turn_samples_per_s": self.turn_samples_per_s,
             }
         record = {
-            "job": dataclasses.asdict(job),
-            "spec": format_path(trainer.path),
+            "job": job.record(),
+            "spec": job.spec,
             "path": trainer.path.knobs(),
             "setup": {"seconds": self.setup_s},
             "params": trainer.model.count_params(),
@@ -290,7 +328,7 @@ class TurnTaker:
             "measured_in_turns": True,
             "device_memory": device_peak_bytes(),
             "traces": dict(trainer.stepper.traces),
-            "environment": environment(preset=job.preset, loader_impl=trainer.loader.implementation),
+            "environment": environment(preset=job.preset.name, loader_impl=trainer.loader.implementation),
         }
         trainer.close()
         return record
@@ -303,11 +341,11 @@ class Session:
     ``first_validation_pass``; the suites then benchmark steady-state calls.
     """
 
-    def __init__(self, preset: str, spec: str, seed: int = 0) -> None:
+    def __init__(self, preset: Preset, path: TrainingPath, seed: int = 0) -> None:
         from diffusion.trainer import Trainer
 
-        self.job = Job(spec, preset, seed=seed)
-        self.trainer = Trainer(get_preset(preset), parse_path(spec), seed=seed)
+        self.job = Job(path, preset, seed=seed)
+        self.trainer = Trainer(preset, path, seed=seed)
         self.first_call_s: dict[str, float] = {}
 
     def first_train_step(self) -> float:
@@ -342,12 +380,12 @@ class Session:
             "phase": phase,
             "spec": format_path(trainer.path),
             "path": trainer.path.knobs(),
-            "preset": self.job.preset,
+            "preset": self.job.preset.name,
             "samples_per_call": trainer.path.batch_size if phase == "train" else trainer.path.val_samples,
             "first_call_s": self.first_call_s.get(phase),
             **memory.summary(),
             "traces": dict(trainer.stepper.traces),
-            "environment": environment(preset=self.job.preset, loader_impl=trainer.loader.implementation),
+            "environment": environment(preset=self.job.preset.name, loader_impl=trainer.loader.implementation),
         }
 
     def close(self) -> None:

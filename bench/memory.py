@@ -16,8 +16,8 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from diffusion.cli import TRAIN_SECONDS, Parser, check_writable_file, quiet_fram
 from diffusion.errors import ConfigError
 from diffusion.files import write_json_atomic
 from diffusion.outputs import check_outputs
-from diffusion.paths import KNOB_MAX, format_path, parse_path
-from diffusion.presets import get_preset
+from diffusion.paths import ALT, KNOB_MAX, NEU, TrainingPath, format_path, parse_path
+from diffusion.presets import Preset, get_preset
 
 SCHEMA = "pmt-bench/memory/1"
 CPU_BATCHES = (32, 64, 128, 256, 512, 1024)
@@ -40,6 +40,8 @@ PHASES = ("validate", "train")
 MAX_JOBS = 200
 
 Runner = Callable[[Job], dict[str, Any]]
+# The disk jobs: logs and a checkpoint of a one-epoch fit, TensorBoard's histograms the most a path writes.
+DISK_PATHS: tuple[TrainingPath, ...] = (ALT, NEU, dataclasses.replace(NEU, tracking="histograms"))
 
 
 @dataclass(frozen=True)
@@ -47,23 +49,20 @@ class MemoryPlan:
     """What one memory run measures.
 
     Attributes:
-        preset: preset name.
-        paths: path specs; each is measured at every batch size.
+        preset: the data and model.
+        paths: each is measured at every batch size.
         batches: training and validation batch sizes.
         train_seconds: steady training per job; memory needs steps, not seconds, so it is short.
-        disk_paths: path specs whose one-epoch logs and checkpoint are measured.
+        disk_paths: the paths whose one-epoch logs and checkpoint are measured.
     """
 
-    preset: str = "small"
-    paths: tuple[str, ...] = ("alt", "neu")
+    preset: Preset = field(default_factory=lambda: get_preset("small"))
+    paths: tuple[TrainingPath, ...] = (ALT, NEU)
     batches: tuple[int, ...] = CPU_BATCHES
     train_seconds: float = 1.0
-    disk_paths: tuple[str, ...] = ("alt", "neu", "neu:tracking=histograms")
+    disk_paths: tuple[TrainingPath, ...] = DISK_PATHS
 
     def __post_init__(self) -> None:
-        get_preset(self.preset)
-        for spec in (*self.paths, *self.disk_paths):
-            parse_path(spec)
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"`batches` must be positive integers, but got {self.batches!r}.")
         if max(self.batches) > KNOB_MAX["batch_size"]:
@@ -72,7 +71,9 @@ class MemoryPlan:
             raise ConfigError(f"`train_seconds` must be positive, but got {self.train_seconds!r}.")
         for name, values in (("paths", self.paths), ("batches", self.batches), ("disk_paths", self.disk_paths)):
             if len(set(values)) != len(values):  # one job per (path, batch): a repeat would reuse the first
-                twice = sorted({str(v) for v in values if values.count(v) > 1})
+                twice = sorted(
+                    {str(v) if isinstance(v, int) else format_path(v) for v in values if values.count(v) > 1}
+                )
                 raise ConfigError(f"`{name}` must not repeat a value, but got {', '.join(twice)} more than once.")
         jobs = len(self.paths) * len(self.batches) + len(self.disk_paths)
         if jobs > MAX_JOBS:
@@ -81,38 +82,61 @@ class MemoryPlan:
                 f"{len(self.paths)} paths x {len(self.batches)} batches + {len(self.disk_paths)} disk jobs make {jobs}."
             )
 
+    @classmethod
+    def from_specs(
+        cls,
+        preset: str = "small",
+        paths: Iterable[str] = ("alt", "neu"),
+        disk_paths: Iterable[str] | None = None,
+        **rest: Any,
+    ) -> MemoryPlan:
+        """The plan a command line names: the preset by name, the paths as specs (parsed here, once).
+
+        Raises:
+            ConfigError: an unknown preset, path or knob, or a bad plan.
+        """
+        disk = DISK_PATHS if disk_paths is None else tuple(parse_path(spec) for spec in disk_paths)
+        return cls(get_preset(preset), tuple(parse_path(spec) for spec in paths), disk_paths=disk, **rest)
+
     def validates_at(self, batch: int) -> bool:
         """Whether VAL_BATCHES batches of ``batch`` fit the preset's fixed validation set."""
-        return batch * VAL_BATCHES <= get_preset(self.preset).n_val
+        return batch * VAL_BATCHES <= self.preset.n_val
 
-    def batch_spec(self, spec: str, batch: int) -> str:
-        """``spec`` training and validating at ``batch`` (VAL_BATCHES batches a pass). Above what
+    def batch_path(self, path: TrainingPath, batch: int) -> TrainingPath:
+        """``path`` training and validating at ``batch`` (VAL_BATCHES batches a pass). Above what
         the validation set holds, only training is measured; the validation batch stays in range."""
-        val_batch = batch if self.validates_at(batch) else get_preset(self.preset).n_val // VAL_BATCHES
-        path = dataclasses.replace(
-            parse_path(spec), batch_size=batch, val_batch_size=val_batch, val_batches=VAL_BATCHES
-        )
-        return format_path(path)
+        val_batch = batch if self.validates_at(batch) else self.preset.n_val // VAL_BATCHES
+        return dataclasses.replace(path, batch_size=batch, val_batch_size=val_batch, val_batches=VAL_BATCHES)
 
     def jobs(self) -> list[tuple[str, int | None, Job]]:
         """(path spec, batch or None for disk, job), in a fixed order: paths interleaved per batch."""
         options = {"train_seconds": self.train_seconds, "min_steps": 4, "warmup_steps": 1, "val_passes": 1}
         jobs: list[tuple[str, int | None, Job]] = [
             (
-                spec,
+                format_path(path),
                 batch,
                 Job(
-                    self.batch_spec(spec, batch),
+                    self.batch_path(path, batch),
                     self.preset,
                     PHASES if self.validates_at(batch) else ("train",),
                     **options,
                 ),
             )
             for batch in self.batches
-            for spec in self.paths
+            for path in self.paths
         ]
-        jobs += [(spec, None, Job(spec, self.preset, (), fit_disk=True)) for spec in self.disk_paths]
+        jobs += [(format_path(path), None, Job(path, self.preset, (), fit_disk=True)) for path in self.disk_paths]
         return jobs
+
+    def record(self) -> dict[str, Any]:
+        """The plan as records keep it: the preset by name, the paths as specs."""
+        return {
+            "preset": self.preset.name,
+            "paths": [format_path(p) for p in self.paths],
+            "batches": list(self.batches),
+            "train_seconds": self.train_seconds,
+            "disk_paths": [format_path(p) for p in self.disk_paths],
+        }
 
 
 def measure(
@@ -143,7 +167,7 @@ def measure(
             on_job(spec, batch, record)
     return {
         "schema": SCHEMA,
-        "plan": dataclasses.asdict(plan),
+        "plan": plan.record(),
         "records": records,
         # This process's part: a resumed run's reused jobs were timed by the run that was cut.
         "seconds": time.perf_counter() - t0,
@@ -153,13 +177,12 @@ def measure(
     }
 
 
-def model_footprint(preset_name: str) -> Footprint:
+def model_footprint(preset: Preset) -> Footprint:
     """The preset's denoiser, built once (no training), as bench/footprint.py counts it."""
     from bench.footprint import footprint, layer_shapes
     from diffusion.data import prepare
     from diffusion.model import build_denoiser
 
-    preset = get_preset(preset_name)
     train = prepare(preset).train
     return footprint(layer_shapes(build_denoiser(train.x.shape[1], train.cond.shape[1], preset.model)))
 
@@ -245,17 +268,17 @@ def main(argv: list[str] | None = None) -> int:
             batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
         except ValueError:
             raise ConfigError(f"--batches must be integers separated by commas, but got {args.batches!r}.") from None
-        plan = MemoryPlan(
-            preset=args.preset,
-            paths=parse_specs(args.paths),
+        plan = MemoryPlan.from_specs(
+            args.preset,
+            parse_specs(args.paths),
+            disk_paths=() if args.no_disk else None,
             batches=batches or (GPU_BATCHES if args.gpu else CPU_BATCHES),
             train_seconds=args.train_seconds,
-            disk_paths=() if args.no_disk else MemoryPlan.disk_paths,
         )
         from bench.shapes import MEMORY_JOB
 
         partial = Partial.beside(
-            args.json, run_identity(dataclasses.asdict(plan), "bench/memory.py"), resume=args.resume, shape=MEMORY_JOB
+            args.json, run_identity(plan.record(), "bench/memory.py"), resume=args.resume, shape=MEMORY_JOB
         )
         quiet_frameworks()
         from bench.runner import run_worker
@@ -278,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         from diffusion.environment import environment
 
         result["footprint"] = model_footprint(plan.preset).record()
-        result["environment"] = environment(preset=plan.preset)
+        result["environment"] = environment(preset=plan.preset.name)
     if args.json is not None:
         write_json_atomic(args.json, result)
     if args.source is None:

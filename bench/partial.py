@@ -31,7 +31,7 @@ from diffusion.files import json_line, whole_json_lines, write_text_atomic
 from diffusion.shapes import Shape, check
 
 if TYPE_CHECKING:
-    from bench.runner import OnJob
+    from bench.roles import OnJob
 
 SCHEMA = "pmt-bench/partial/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ MEASURING_CODE = (
     "bench/probes.py",
     "bench/worker.py",
     "bench/footprint.py",
+    "bench/roles.py",
     "bench/runner.py",
     "bench/turns.py",
 )

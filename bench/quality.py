@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from bench.hpo import ROOT, HpoPlan, Run, fixed_params, run_search, run_timed
 from diffusion.cli import check_writable_dir
 from diffusion.errors import ConfigError
 from diffusion.files import read_json_record, write_json_atomic
+from diffusion.paths import TrainingPath, format_path
+from diffusion.presets import Preset, get_preset
 
 SCHEMA = "pmt-bench/quality/1"
 
@@ -46,17 +48,21 @@ class Recipe:
 
     Attributes:
         role: ``base`` or ``candidate``: which side of every ratio it is.
-        path: the path spec of its search trials and final training.
+        path: the path of its search trials and final training.
         epochs: epochs of the final training.
         search: how its search runs (parallelism, pruner).
         tuned: the final training uses the search's best parameters; else the preset's defaults.
     """
 
     role: str
-    path: str
+    path: TrainingPath
     epochs: int
     search: Run
     tuned: bool
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as records keep it, its path as a spec."""
+        return {**asdict(self), "path": format_path(self.path)}
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class QualityPlan:
         ttq_runs, ttq_max_epochs: time-to-quality runs per recipe, and the budget of each.
     """
 
-    preset: str = "tiny"
+    preset: Preset = field(default_factory=lambda: get_preset("tiny"))
     seeds: int = 3
     base_epochs: int = 5
     candidate_epochs: int = 30
@@ -84,12 +90,17 @@ class QualityPlan:
     ttq_runs: int = 6  # the fewest runs whose order statistics give a 95% interval of the median
     ttq_max_epochs: int = 60
 
-    def digest(self, base: str, candidate: str) -> str:
+    def record(self) -> dict[str, Any]:
+        """The plan as records keep it, its preset by name."""
+        return {**asdict(self), "preset": self.preset.name}
+
+    def digest(self, base: TrainingPath, candidate: TrainingPath) -> str:
         """Names the work directory: the fields that change what a job computes. More seeds or
         time-to-quality runs add jobs to the same directory (a target that moved renames the
         time-to-quality jobs)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("seeds", "ttq_runs")}
-        spec = json.dumps({**fields, "base": base, "candidate": candidate, "code": code_digest()}, sort_keys=True)
+        fields = {k: v for k, v in self.record().items() if k not in ("seeds", "ttq_runs")}
+        paths = {"base": format_path(base), "candidate": format_path(candidate)}
+        spec = json.dumps({**fields, **paths, "code": code_digest()}, sort_keys=True)
         return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -103,16 +114,13 @@ def code_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def recipes(plan: QualityPlan, base: str, candidate: str) -> tuple[Recipe, Recipe]:
+def recipes(plan: QualityPlan, base: TrainingPath, candidate: TrainingPath) -> tuple[Recipe, Recipe]:
+    # A search's trials run in `python -m diffusion.hpo run`, which takes the path as a spec.
+    base_search = Run("sequential", "threads", 1, "none", path=format_path(base))
+    candidate_search = Run("parallel+pruning", "threads", plan.jobs, "median", path=format_path(candidate))
     return (
-        Recipe("base", base, plan.base_epochs, Run("sequential", "threads", 1, "none", path=base), tuned=False),
-        Recipe(
-            "candidate",
-            candidate,
-            plan.candidate_epochs,
-            Run("parallel+pruning", "threads", plan.jobs, "median", path=candidate),
-            tuned=True,
-        ),
+        Recipe("base", base, plan.base_epochs, base_search, tuned=False),
+        Recipe("candidate", candidate, plan.candidate_epochs, candidate_search, tuned=True),
     )
 
 
@@ -127,7 +135,7 @@ def train_cmd(
     target_loss: float | None = None,
 ) -> list[str]:
     """``diffusion.train`` for the recipe: its epochs unless ``epochs`` is given (a budget)."""
-    cmd = [sys.executable, "-m", "diffusion.train", "--path", recipe.path, "--preset", plan.preset]
+    cmd = [sys.executable, "-m", "diffusion.train", "--path", format_path(recipe.path), "--preset", plan.preset.name]
     cmd += ["--epochs", str(epochs or recipe.epochs), "--seed", str(seed)]
     cmd += ["--out", str(out / "run"), "--json", str(out / "train.json"), "--no-progress"]
     if config is not None:
@@ -168,7 +176,7 @@ class Work:
 
 def search_job(recipe: Recipe, plan: QualityPlan, seed: int) -> Callable[[Path], dict[str, Any]]:
     def make(folder: Path) -> dict[str, Any]:
-        hpo = HpoPlan(preset=plan.preset, trials=plan.trials, epochs=plan.trial_epochs, jobs=plan.jobs, seed=seed)
+        hpo = HpoPlan(preset=plan.preset.name, trials=plan.trials, epochs=plan.trial_epochs, jobs=plan.jobs, seed=seed)
         return run_search(recipe.search, hpo, fixed_params(plan.trials, seed), folder, f"{recipe.role}-{seed}")
 
     return make
@@ -213,14 +221,14 @@ def verify_job(plan: QualityPlan, seed: int, run_dir: Path) -> Callable[[Path], 
 
 def measure_quality(
     plan: QualityPlan,
-    base: str,
-    candidate: str,
+    base: TrainingPath,
+    candidate: TrainingPath,
     work_dir: Path,
     on_job: Callable[[str, dict[str, Any], bool], None] | None = None,
 ) -> dict[str, Any]:
     """Every round (search, final training, verification of both recipes, in a random order
     per round), then the time-to-quality runs; returns the raw record."""
-    work = Work(work_dir / f"quality-{plan.preset}-{plan.digest(base, candidate)}")
+    work = Work(work_dir / f"quality-{plan.preset.name}-{plan.digest(base, candidate)}")
     pair = recipes(plan, base, candidate)
     start = time.perf_counter()
 
@@ -249,9 +257,9 @@ def measure_quality(
     ttq = measure_ttq(plan, pair, rounds, job)
     return {
         "schema": SCHEMA,
-        "plan": asdict(plan),
+        "plan": plan.record(),
         "cores": len(os.sched_getaffinity(0)),
-        "recipes": [dataclasses.asdict(r) for r in pair],
+        "recipes": [r.record() for r in pair],
         "rounds": rounds,
         "ttq": ttq,
         "work_dir": str(work.directory),
@@ -293,20 +301,16 @@ def measure_ttq(
     }
 
 
-def ttq_path(spec: str, preset: str) -> str:
-    """The spec with validation over the whole fixed set, in the path's own batch size: every
-    run is judged on the same samples (a path's usual pass covers a different prefix)."""
-    from diffusion.paths import format_path, parse_path
-    from diffusion.presets import get_preset
-
-    path = parse_path(spec)
-    n_val = get_preset(preset).n_val
+def ttq_path(path: TrainingPath, preset: Preset) -> TrainingPath:
+    """The path with validation over the whole fixed set, in its own batch size: every run is
+    judged on the same samples (a path's usual pass covers a different prefix)."""
+    n_val = preset.n_val
     if n_val % path.val_batch_size:
         raise ConfigError(
-            f"time to quality validates on all {n_val} samples of preset {preset!r}, which "
-            f"val_batch_size {path.val_batch_size} of {spec!r} does not divide."
+            f"time to quality validates on all {n_val} samples of preset {preset.name!r}, which "
+            f"val_batch_size {path.val_batch_size} of {format_path(path)!r} does not divide."
         )
-    return format_path(dataclasses.replace(path, val_batches=n_val // path.val_batch_size))
+    return dataclasses.replace(path, val_batches=n_val // path.val_batch_size)
 
 
 def time_to_target(record: dict[str, Any], target: float) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,147 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.measure import Job
+from bench.roles import ROOT, OnJob, Role, failure, job_payload, role_job, tagged, tree_env
 from diffusion.errors import ConfigError
-from diffusion.paths import KNOB_PHASE, MEASURED_PHASES, TrainingPath, format_path
-from diffusion.presets import get_preset
+from diffusion.presets import Preset
 
 if TYPE_CHECKING:
     from bench.turns import Starter
-
-
-def failure(what: str, proc: subprocess.CompletedProcess) -> str:
-    """Why a child process failed, in one line: the signal that killed it (a crash prints no
-    error of its own), or its exit status and last non-empty stderr line."""
-    import signal
-
-    if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = f"signal {-proc.returncode}"
-        return f"{what} killed by {name}"
-    tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()][-1:] or ["no output"]
-    return f"{what} exited {proc.returncode}: {tail[0]}"
-
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class CodeTree:
-    """A directory holding the project's code at some commit, that workers run from.
-
-    Attributes:
-        root: the directory (``bench/`` and ``diffusion/`` are below it).
-        label: how reports name it ("REF main", "HEAD").
-        commit: the commit its files come from, with "+uncommitted" if they differ from it.
-    """
-
-    root: Path
-    label: str
-    commit: str | None
-
-    def record(self) -> dict[str, Any]:
-        return {"root": str(self.root), "label": self.label, "commit": self.commit}
-
-
-@dataclass(frozen=True)
-class Role:
-    """One measured variant and why it is in the plan.
-
-    Attributes:
-        name: the key of its records ("base", "candidate", "base+loader", ...); for display.
-        path: the knobs it trains with.
-        phases: the phases it measures (an ablation only the phase its knob changes).
-        reference: the role it is judged against, or None for base and candidate themselves.
-        knobs: the knobs it changes relative to its reference.
-        tree: the code it runs from; None for this checkout.
-        cpus: pin its workers to this many cores (the scaling suite); None: all usable cores.
-    """
-
-    name: str
-    path: TrainingPath
-    phases: tuple[str, ...]
-    reference: str | None = None
-    knobs: tuple[str, ...] = ()
-    tree: CodeTree | None = None
-    cpus: int | None = None
-
-    @property
-    def root(self) -> Path:
-        return self.tree.root if self.tree is not None else ROOT
-
-    @property
-    def spec(self) -> str:
-        return format_path(self.path)
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form kept in results, so a saved run knows what each role was."""
-        return {
-            "name": self.name,
-            "spec": self.spec,
-            "phases": list(self.phases),
-            "reference": self.reference,
-            "knobs": list(self.knobs),
-            "tree": self.tree.record() if self.tree is not None else None,
-            "cpus": self.cpus,
-        }
-
-
-def differing_knobs(base: TrainingPath, candidate: TrainingPath) -> list[str]:
-    return [k for k in KNOB_PHASE if getattr(base, k) != getattr(candidate, k)]
-
-
-def ablation_roles(base: TrainingPath, candidate: TrainingPath, *, both_ways: bool = False) -> list[Role]:
-    """One-factor variants: base with one knob set to the candidate's value (and, with
-    ``both_ways``, the candidate with one knob set back), plus XLA beyond the seed."""
-    roles = []
-    for knob in (k for k in differing_knobs(base, candidate) if KNOB_PHASE[k] in MEASURED_PHASES):
-        phase = (KNOB_PHASE[knob],)
-        forward = dataclasses.replace(base, **{knob: getattr(candidate, knob)})
-        roles.append(Role(f"base+{knob}", forward, phase, "base", (knob,)))
-        if both_ways:
-            back = dataclasses.replace(candidate, **{knob: getattr(base, knob)})
-            roles.append(Role(f"candidate-{knob}", back, phase, "candidate", (knob,)))
-    if candidate.train_compile != "xla":
-        xla = dataclasses.replace(candidate, train_compile="xla", val_compile="xla")
-        roles.append(Role("candidate+xla", xla, ("validate", "train"), "candidate", ("train_compile", "val_compile")))
-    return roles
-
-
-def plan_roles(
-    base: TrainingPath, candidate: TrainingPath, *, ablations: bool = True, both_ways: bool = False
-) -> list[Role]:
-    roles = [Role("base", base, ("validate", "train")), Role("candidate", candidate, ("validate", "train"))]
-    return roles + (ablation_roles(base, candidate, both_ways=both_ways) if ablations else [])
-
-
-def tree_env(root: Path) -> dict[str, str]:
-    """This process's environment with ``root`` first on PYTHONPATH and this checkout removed
-    (else a module that ``root`` lacks would silently come from this checkout)."""
-    env = dict(os.environ)
-    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), *inherited])
-    return env
-
-
-def job_payload(job: Job) -> str:
-    """The job as a worker receives it. Unset options stay out, so a worker of an older tree
-    (the gate's REF) that predates an option still reads the job."""
-    return json.dumps({k: v for k, v in dataclasses.asdict(job).items() if v is not None})
-
-
-def role_job(role: Role, preset: str, options: Mapping[str, Any], **extra: Any) -> Job:
-    """The job a role's worker runs: its spec and phases, the plan's options, its cores."""
-    return Job(role.spec, preset, role.phases, **{**options, **extra, **({"cpus": role.cpus} if role.cpus else {})})
-
-
-def tagged(record: dict[str, Any], round_id: int, role: Role) -> dict[str, Any]:
-    """A worker's record with the round, role, spec and (for another tree) tree it belongs to."""
-    out = {**record, "round": round_id, "role": role.name, "spec": role.spec}
-    if role.tree is not None:
-        out["tree"] = role.tree.record()
-    return out
 
 
 def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str, Any]:
@@ -172,7 +36,7 @@ def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str
     comes back as {'error': ...}."""
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         out = Path(tmp) / "record.json"
-        payload = job_payload(job)
+        payload = job_payload(job, root)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.worker", payload, str(out)],
@@ -190,12 +54,11 @@ def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str
 
 
 Runner = Callable[[Job, Path], dict[str, Any]]
-OnJob = Callable[[int, Role, dict[str, Any]], None]
 
 
 def run_rounds(
     roles: list[Role],
-    preset: str,
+    preset: Preset,
     rounds: int,
     *,
     job_options: dict[str, Any] | None = None,
@@ -241,7 +104,7 @@ class Plan:
 
     Attributes:
         roles: the variants; names must be unique (records are keyed by them).
-        preset: preset name.
+        preset: the data and model of every job.
         rounds: every role runs once per round, in a fresh random order.
         job_options: extra ``Job`` fields for every job (``train_seconds``, ``val_passes``...).
         seed: the order of jobs within rounds.
@@ -256,7 +119,7 @@ class Plan:
     """
 
     roles: tuple[Role, ...]
-    preset: str
+    preset: Preset
     rounds: int
     job_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -266,7 +129,8 @@ class Plan:
     warm_together: bool = False
 
     def __post_init__(self) -> None:
-        get_preset(self.preset)
+        if not isinstance(self.preset, Preset):  # a name is looked up where it enters, not here
+            raise TypeError(f"`preset` must be a Preset, but got {self.preset!r}.")
         turns = self.turn_seconds
         if turns is not None and (isinstance(turns, bool) or not isinstance(turns, (int, float)) or not 0 < turns < 60):
             raise ConfigError(f"`turn_seconds` must be a number of seconds in (0, 60) or None, but got {turns!r}.")
@@ -284,7 +148,7 @@ class Plan:
     def record(self) -> dict[str, Any]:
         return {
             "roles": [r.record() for r in self.roles],
-            "preset": self.preset,
+            "preset": self.preset.name,
             "rounds": self.rounds,
             "job_options": dict(self.job_options),
             "seed": self.seed,

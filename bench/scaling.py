@@ -16,11 +16,13 @@ import numpy as np
 
 from bench.analysis import claim_row, interval_dict, judged_row, metric_rounds, phase_median, role_ratios
 from bench.claims import Claim
-from bench.runner import Role
+from bench.roles import Role
 from bench.stats import median, rounds_interval
 from diffusion.paths import TrainingPath
 
-SCALING_METRICS = ("train_samples_per_s", "val_pass_s")
+TABLE_METRICS = ("train_samples_per_s", "val_pass_s")  # the worker-record readings of the scaling table
+# The suite's claim readings: what each metric of claims.toml compares between core counts.
+SCALING_READINGS = {"scaling_train_speedup": "train_samples_per_s"}
 # The report's S1 and S2 compare 8 cores with 4.
 REPORT_CORES = (4, 8)
 # How XLA's CPU client names its Eigen pool's threads (``tf_XLAEigen`` on JAX 0.11): one per core
@@ -48,6 +50,11 @@ def scaling_roles(paths: dict[str, TrainingPath], counts: list[int]) -> list[Rol
     ]
 
 
+def counts_of(roles: tuple[Role, ...]) -> tuple[list[str], list[int]]:
+    """The path specs and core counts of ``scaling_roles``'s roles, in their order."""
+    return list(dict.fromkeys(r.spec for r in roles)), list(dict.fromkeys(r.cpus or 0 for r in roles))
+
+
 def thread_medians(records: list[dict[str, Any]], role: str) -> dict[str, float | None]:
     """Median over a role's workers of its thread count at the end, and of the threads of XLA's
     CPU pool among them (``XLA_POOL_THREAD``; none under TensorFlow)."""
@@ -70,7 +77,7 @@ def scaling_table(records: list[dict[str, Any]], paths: list[str], counts: list[
         for k in counts:
             name = role_name(path, k)
             row: dict[str, Any] = {"path": path, "cores": k, "role": name}
-            for metric in SCALING_METRICS:
+            for metric in TABLE_METRICS:
                 values = metric_rounds(records, name, metric)
                 ratios = role_ratios(records, one, name, metric)
                 speedup = rounds_interval(ratios) if ratios else None
@@ -103,11 +110,12 @@ def s2_row(claim: Claim, records: list[dict[str, Any]], path: str, counts: list[
         return claim_row(claim, reason="not measured: this machine has one usable core")
     low, high = pair
     as_stated = "as the report states it" if pair == REPORT_CORES else f"not 8 vs 4: this machine has {counts[-1]}"
-    ratios = role_ratios(records, role_name(path, low), role_name(path, high), "train_samples_per_s")
+    metric = SCALING_READINGS[claim.metric or ""]
+    ratios = role_ratios(records, role_name(path, low), role_name(path, high), metric)
     if not ratios:
         return claim_row(claim, reason=f"not measured: no round measured {path} at both {low} and {high} cores")
-    base = metric_rounds(records, role_name(path, low), "train_samples_per_s")
-    cand = metric_rounds(records, role_name(path, high), "train_samples_per_s")
+    base = metric_rounds(records, role_name(path, low), metric)
+    cand = metric_rounds(records, role_name(path, high), metric)
     return judged_row(
         claim,
         rounds_interval(ratios),

@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench.runner import Plan, Role, Runner, plan_roles, run_plan, run_worker
+from bench.roles import Role, plan_roles
+from bench.runner import Plan, Runner, run_plan, run_worker
 from bench.turns import Starter, TurnWorker
 from diffusion.paths import TrainingPath
+from diffusion.presets import Preset
 
 if TYPE_CHECKING:
     from bench.partial import Partial
@@ -52,7 +54,7 @@ class SpeedPlan:
 
     Attributes:
         base, candidate: the two paths.
-        preset: preset name.
+        preset: the data and model.
         max_rounds: rounds of turns at most.
         budget_s: wall seconds for the whole suite; no round starts that would not end in it.
         train_seconds: training per role and round (summed over its turns).
@@ -68,7 +70,7 @@ class SpeedPlan:
 
     base: TrainingPath
     candidate: TrainingPath
-    preset: str
+    preset: Preset
     max_rounds: int
     budget_s: float
     train_seconds: float = 2.5

@@ -1,186 +1,209 @@
-"""The suites that run beside the speed suite's records, as one table (``SIDE_SUITES``): each
-with its ``--suite`` name, the key of its raw record in a result, how it measures, the claim
-rows it fills, and the part name of its partial record beside ``--json``. bench.compare runs,
-keeps and judges them by iterating the table; adding one touches the table and its module."""
+"""Every suite as one entry of one table (``SUITES``): its ``--suite`` name and help, the hint a
+claim it measures shows when it did not run, its metrics (named once, in its readings table),
+its default preset and rounds, its own CLI options, the typed plan it builds from them, how it
+measures, the claim rows it fills, and the part name of its partial record beside ``--json``.
+
+bench.compare builds its parser, checks the registry, runs the suites and judges their rows by
+iterating the table; adding a suite touches the table and the suite's own module. The speed and
+scale suites fill the comparison record's top level (its schema), so compare runs them itself
+(bench/speed_suite.py); the GPU suite has its own CLI (bench.gpu), whose records render here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from diffusion.paths import TrainingPath, format_path
+from bench import quality_suite, scaling_suite, search_suite, speed_suite
+from bench.claims import METRICS, Claim, load_claims
+from diffusion.cli import Parser
+from diffusion.errors import ConfigError
 
-SCALING_ROUNDS = 5  # the scaling suite runs every round (no sequential stop)
+if TYPE_CHECKING:
+    from bench.compare_options import CompareOptions
 
-Measure = Callable[[Any, TrainingPath, TrainingPath, list[Any]], dict[str, Any]]
+Options = Callable[[Parser], None]
+PlanFrom = Callable[[Any, "CompareOptions"], Any]  # (parsed arguments, common options) -> the suite's plan
+Measure = Callable[[Any, "CompareOptions", list[Any]], dict[str, Any]]  # (plan, options, kept partials)
 Rows = Callable[[dict[str, Any], list[Any]], dict[str, dict[str, Any]]]
-
-
-def search_plan(args: Any) -> Any:
-    """The search suite's ``HpoPlan`` on this machine's cores, ``--hpo-runs`` checked.
-
-    Raises:
-        ConfigError: ``--hpo-runs`` names a search the suite does not make here.
-    """
-    import os
-    from dataclasses import replace
-
-    from bench.hpo import HpoPlan, check_run_names, core_pair_for
-
-    plan = HpoPlan(
-        preset=args.hpo_preset,
-        trials=args.hpo_trials,
-        epochs=args.hpo_epochs,
-        repeats=args.hpo_repeats,
-        seed=args.seed,
-        core_pair=core_pair_for(len(os.sched_getaffinity(0))),
-    )
-    return replace(plan, only=check_run_names(args.hpo_runs, plan)) if args.hpo_runs else plan
-
-
-def measure_search(args: Any, base: TrainingPath, candidate: TrainingPath, kept: list[Any]) -> dict[str, Any]:
-    """The search suite: the same fixed trials sequential, parallel, pruned, and as many workers
-    as pinned cores at two core counts (S1); each finished search is kept for --resume."""
-    from dataclasses import asdict
-
-    from bench.hpo import measure_hpo, runs
-    from bench.partial import Partial, run_identity
-    from bench.progress import JobProgress
-
-    plan = search_plan(args)
-    identity = run_identity(asdict(plan), "bench/hpo.py")
-    partial = Partial.beside(args.json, identity, resume=args.resume, part="search")
-    kept.append(partial)
-    done = partial.done()
-    with JobProgress(
-        "search" + (f" ({len(done)} searches reused)" if done else ""), plan.repeats * len(runs(plan)) - len(done)
-    ) as progress:
-
-        def on_run(repeat: int, run: Any, record: dict[str, Any]) -> None:
-            partial.append((repeat, run.name), record)
-            progress.done(f"repeat {repeat + 1}/{plan.repeats} {run.name}", record)
-
-        return measure_hpo(plan, on_run=on_run, done=done)
-
-
-def measure_scaling(args: Any, base: TrainingPath, candidate: TrainingPath, kept: list[Any]) -> dict[str, Any]:
-    """The scaling suite: both paths at 1, 2, 4, ... cores by CPU affinity, interleaved rounds."""
-    import os
-
-    from bench.partial import Partial, run_identity
-    from bench.progress import JobProgress
-    from bench.runner import Plan, run_plan
-    from bench.scaling import core_counts, scaling_roles, scaling_table
-    from bench.shapes import WORKER_RECORD
-
-    counts = core_counts(len(os.sched_getaffinity(0)))
-    paths = {format_path(base): base, format_path(candidate): candidate}
-    roles = scaling_roles(paths, counts)
-    plan = Plan(
-        tuple(roles),
-        args.preset,
-        args.rounds or SCALING_ROUNDS,
-        job_options={"train_seconds": args.train_seconds},
-        seed=args.seed,
-    )
-    identity = run_identity(plan.record(), "bench/scaling.py")
-    partial = Partial.beside(args.json, identity, resume=args.resume, part="scaling", shape=WORKER_RECORD)
-    kept.append(partial)
-    done = partial.done()
-    with JobProgress(
-        "scaling" + (f" ({len(done)} jobs reused)" if done else ""), plan.rounds * len(roles) - len(done)
-    ) as progress:
-        on_job = partial.on_job(lambda r, role, rec: progress.done(f"round {r + 1} {role.name}", rec))
-        records = run_plan(plan, done=done, on_job=on_job)
-    return {
-        "rounds": plan.rounds,
-        "counts": counts,
-        "paths": list(paths),
-        "roles": [r.record() for r in roles],
-        "records": records,
-        "table": scaling_table(records, list(paths), counts),
-    }
-
-
-def measure_quality_suite(args: Any, base: TrainingPath, candidate: TrainingPath, kept: list[Any]) -> dict[str, Any]:
-    """The quality suite: both recipes' search, final training and verification per seed, then
-    time to quality; finished jobs resume from --work-dir."""
-    from bench.progress import JobProgress
-    from bench.quality import QualityPlan, measure_quality
-    from bench.quality_analysis import ttq_summary, verification_summary
-
-    plan = QualityPlan(
-        preset=args.quality_preset,
-        seeds=args.quality_seeds,
-        trials=args.hpo_trials,
-        trial_epochs=args.hpo_epochs,
-        events=args.quality_events,
-        ttq_runs=args.ttq_runs,
-    )
-    jobs = plan.seeds * 6 + plan.ttq_runs * 2
-    with JobProgress("quality", jobs) as progress:
-
-        def on_job(name: str, record: dict[str, Any], reused: bool) -> None:
-            progress.done(name + (" (reused)" if reused else ""), record)
-
-        raw = measure_quality(plan, format_path(base), format_path(candidate), args.work_dir, on_job=on_job)
-    return {**raw, "ttq_summary": ttq_summary(raw), "verification": verification_summary(raw)}
-
-
-def _hpo_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
-    from bench.hpo import hpo_rows
-
-    return hpo_rows(raw, claims)
-
-
-def _scaling_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
-    from bench.scaling import scaling_rows
-
-    return scaling_rows(raw, claims)
-
-
-def _quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
-    from bench.quality_analysis import quality_rows
-
-    return quality_rows(raw, claims)
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A suite beside the speed suite.
+    """One suite.
 
     Attributes:
-        name: its ``--suite`` value (``all`` runs every one).
-        key: where a result keeps its raw record.
-        measure: runs it: ``(args, base, candidate, kept)``; ``kept`` gains its partial record.
-        rows: the claim rows of a raw record, by claim id.
-        partial: the part name of its partial record beside ``--json`` (None: it keeps its own).
+        name: its ``--suite`` value, and the ``suite`` of the claims it measures in claims.toml.
+        hint: how to run it, shown in the row of a claim it measures when it did not run.
+        metrics: the names of its readings (from its readings table, where each is named).
+        about: its line of ``--suite``'s help (empty: not run by bench.compare).
+        preset, rounds: its defaults where ``--preset`` / ``--rounds`` are not given.
+        in_all: ``--suite all`` runs it.
+        options: adds its own options to bench.compare's parser.
+        plan: its typed plan, from the parsed arguments and the common options: built once,
+            before any suite runs, so a bad option of any suite is refused first.
+        key: where a comparison record keeps its raw record (None: compare runs it itself).
+        measure: runs its plan: ``(plan, options, kept)``; ``kept`` gains its partial records.
+        rows: the claim rows of its raw record, by claim id.
+        partial: the part name of its partial record beside ``--json`` (None: none, or its own).
+        waits: a claim it measures that a run did not read is pending (it waits for a record
+            this run cannot make: a GPU's), not "not measured".
     """
 
     name: str
-    key: str
-    measure: Measure
-    rows: Rows
-    partial: str | None
+    hint: str
+    metrics: Callable[[], Iterable[str]]
+    about: str = ""
+    preset: str | None = None
+    rounds: int | None = None
+    in_all: bool = True
+    options: Options | None = None
+    plan: PlanFrom | None = None
+    key: str | None = None
+    measure: Measure | None = None
+    rows: Rows | None = None
+    partial: str | None = None
+    waits: bool = False
 
 
-SIDE_SUITES: tuple[Suite, ...] = (
-    Suite("hpo", "search", measure_search, _hpo_rows, "search"),
-    Suite("scaling", "scaling", measure_scaling, _scaling_rows, "scaling"),
-    Suite("quality", "quality", measure_quality_suite, _quality_rows, None),  # resumes from --work-dir
+def gpu_metrics() -> Iterable[str]:
+    from bench.gpu_analysis import GPU_READINGS
+
+    return GPU_READINGS
+
+
+def no_metrics() -> Iterable[str]:
+    return ()
+
+
+SUITES: tuple[Suite, ...] = (
+    Suite(
+        "speed",
+        "add --suite speed (or all)",
+        lambda: METRICS,
+        about="V, T, M claims: ALT, NEU and the one-knob ablations in frozen turns, memory in whole processes",
+        preset="seed",
+        rounds=speed_suite.SPEED_ROUNDS,
+        options=speed_suite.speed_options,
+        plan=speed_suite.speed_plan,
+    ),
+    Suite(
+        "hpo",
+        "add --suite hpo (or all)",
+        search_suite.search_metrics,
+        about="H, S1, S4: the same fixed trials sequential, in threads, in workers, pruned",
+        preset="tiny",
+        options=search_suite.search_options,
+        plan=search_suite.search_plan,
+        key="search",
+        measure=search_suite.measure_search,
+        rows=search_suite.search_rows,
+        partial="search",
+    ),
+    Suite(
+        "scaling",
+        "add --suite scaling (or all)",
+        scaling_suite.scaling_metrics,
+        about="S2: both paths at 1, 2, 4, ... cores by CPU affinity",
+        preset="seed",
+        rounds=scaling_suite.SCALING_ROUNDS,
+        plan=scaling_suite.scaling_plan,
+        key="scaling",
+        measure=scaling_suite.measure_scaling,
+        rows=scaling_suite.scaling_rows,
+        partial="scaling",
+    ),
+    Suite(
+        "quality",
+        "add --suite quality (or all)",
+        quality_suite.quality_metrics,
+        about="Q, P, W, H4, C1: both recipes from search to verified model",
+        preset="tiny",
+        options=quality_suite.quality_options,
+        plan=quality_suite.quality_plan,
+        key="quality",
+        measure=quality_suite.measure_quality_suite,
+        rows=quality_suite.quality_rows,
+        partial=None,  # resumes from --work-dir
+    ),
+    Suite(
+        "scale",
+        "add --suite scale",
+        no_metrics,
+        about="the speed suite at tiny, small and seed, each with --budget-minutes, ratios against model size",
+        in_all=False,
+        plan=speed_suite.speed_plan,
+    ),
+    Suite(
+        "gpu",
+        "needs a GPU: KERAS_BACKEND=jax python -m bench.gpu on a GPU machine (its record renders with --from)",
+        gpu_metrics,
+        in_all=False,
+        waits=True,
+    ),
 )
 
 
+def by_name() -> dict[str, Suite]:
+    """The table by suite name (read from ``SUITES`` each time: a test may add a suite to it)."""
+    return {s.name: s for s in SUITES}
+
+
+def side_suites() -> tuple[Suite, ...]:
+    """The suites whose raw records a comparison keeps under their own key."""
+    return tuple(s for s in SUITES if s.key is not None)
+
+
 def suite_names() -> tuple[str, ...]:
-    """Every ``--suite`` value: the speed suite, the side suites, the scale suite, and all."""
-    return ("speed", *(s.name for s in SIDE_SUITES), "scale", "all")
+    """Every ``--suite`` value: the suites bench.compare runs, and all."""
+    return (*(s.name for s in SUITES if s.about), "all")
 
 
-def measure_side_suites(args: Any, base: TrainingPath, candidate: TrainingPath, kept: list[Any]) -> dict[str, Any]:
-    """Every side suite ``--suite`` asks for, in the table's order, by its key (None: not run)."""
+def not_run_row(claim: Claim) -> dict[str, Any]:
+    """The row of a measured claim that a run has no reading of: how to run its suite."""
+    from bench.claim_rows import claim_row
+    from bench.stats import Verdict
+
+    suite = by_name()[claim.suite]
+    if suite.waits:
+        return claim_row(claim, verdict=Verdict.PENDING.value, reason=suite.hint)
+    return claim_row(claim, reason=f"not measured in this run: {suite.hint}")
+
+
+def load_registry(path: Path | None = None) -> list[Claim]:
+    """The claims registry (bench/claims.py: ``load_claims``), every measured claim's ``suite``
+    a suite of the table and its ``metric`` and ``beside`` among that suite's metrics.
+
+    Raises:
+        ConfigError: as ``load_claims``, or a claim's suite or metric that no suite has.
+    """
+    claims = load_claims(path)
+    where = f"claims registry {path or 'bench/claims.toml'}"
+    for claim in claims:
+        if claim.status != "measured":
+            continue
+        suite = by_name().get(claim.suite)
+        if suite is None:
+            valid = ", ".join(by_name())
+            raise ConfigError(f"{where}: claim {claim.id!r}: `suite` must be one of {valid}, but got {claim.suite!r}.")
+        if claim.product_of:
+            continue
+        valid_metrics = tuple(suite.metrics())
+        for name, value in (("metric", claim.metric), ("beside", claim.beside)):
+            if (value is not None or name == "metric") and value not in valid_metrics:
+                raise ConfigError(
+                    f"{where}: claim {claim.id!r}: `{name}` must be one of {', '.join(valid_metrics)}, but got {value!r}."
+                )
+    return claims
+
+
+def measure_side_suites(opts: CompareOptions, kept: list[Any]) -> dict[str, Any]:
+    """Every side suite the run asks for, in the table's order, by its key (None: not run)."""
     return {
-        s.key: s.measure(args, base, candidate, kept) if args.suite in (s.name, "all") else None for s in SIDE_SUITES
+        s.key: s.measure(opts.plans[s.name], opts, kept) if opts.runs(s.name) and s.measure else None
+        for s in side_suites()
     }
 
 
@@ -190,8 +213,8 @@ def side_rows(result: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, 
     row of the suite that owns the claim (its ``suite`` in the registry) wins."""
     owner = {c.id: c.suite for c in claims}
     rows: dict[str, dict[str, Any]] = {}
-    for suite in SIDE_SUITES:
-        if result.get(suite.key):
+    for suite in side_suites():
+        if result.get(suite.key) and suite.rows is not None:
             for cid, row in suite.rows(result[suite.key], claims).items():
                 if cid not in rows or owner.get(cid) == suite.name:
                     rows[cid] = row

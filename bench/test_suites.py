@@ -22,8 +22,9 @@ import pytest
 
 from bench.measure import Session
 from bench.probes import MemorySampler
-from bench.runner import ablation_roles
-from diffusion.paths import ALT, NEU
+from bench.roles import ablation_roles
+from diffusion.paths import ALT, NEU, parse_path
+from diffusion.presets import get_preset
 
 ABLATIONS = ablation_roles(ALT, NEU)
 TRAIN_SPECS = ["alt", "neu"] + [r.spec for r in ABLATIONS if "train" in r.phases]
@@ -34,7 +35,7 @@ DETECTOR_EVENTS = 512
 
 @pytest.fixture
 def session(preset: str, spec: str) -> Iterator[Session]:
-    s = Session(preset, spec)
+    s = Session(get_preset(preset), parse_path(spec))  # the pytest parameters are the edge
     yield s
     s.close()
 
@@ -68,7 +69,6 @@ def test_detector_simulation(benchmark, preset: str) -> None:
 
     from diffusion.detector import Detector
     from diffusion.environment import environment
-    from diffusion.presets import get_preset
 
     detector = Detector(get_preset(preset).detector)
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.runner import ROOT, CodeTree, tree_env
+from bench.roles import ROOT, CodeTree, tree_env
 from diffusion.errors import ConfigError
 
 MAIN_BRANCHES = ("main", "origin/main")
@@ -187,7 +187,7 @@ def exported(commit: str, label: str) -> Iterator[CodeTree]:
         yield CodeTree(root, label, short(commit))
 
 
-# Runs in the other tree: what its Job accepts and what its paths mean, without TensorFlow.
+# Runs in the other tree: what its worker's payload accepts and what its paths mean, without TensorFlow.
 PROBE = """
 import dataclasses, importlib.util, json, sys
 from pathlib import Path
@@ -198,9 +198,10 @@ for name in ("bench.worker", "bench.measure", "diffusion.paths"):
     if spec is None or not Path(spec.origin).resolve().is_relative_to(root):
         out["outside"].append(name)
 if not out["outside"]:
-    from bench.measure import Job
+    import bench.measure
     from diffusion.paths import parse_path
-    out["job_fields"] = [f.name for f in dataclasses.fields(Job)]
+    fields = getattr(bench.measure, "PAYLOAD_FIELDS", None)  # an older tree: its Job's own fields
+    out["job_fields"] = list(fields or (f.name for f in dataclasses.fields(bench.measure.Job)))
     import bench.worker
     out["turns_protocol"] = getattr(bench.worker, "TURNS_PROTOCOL", None)
     for spec in sys.argv[1:]:

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.measure import Job
-from bench.runner import ROOT, OnJob, Role, failure, job_payload, role_job, tagged, tree_env
+from bench.roles import ROOT, OnJob, Role, failure, job_payload, role_job, tagged, tree_env
+from diffusion.presets import Preset
 
 
 class WorkerFailed(Exception):
@@ -39,7 +40,7 @@ class TurnWorker:
     """
 
     def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
-        payload = job_payload(job)
+        payload = job_payload(job, root)
         self.timeout = timeout
         # A file, not a pipe: a worker that logs a lot must never block on a full pipe.
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -261,7 +262,7 @@ def turn_round(
 
 def run_turns(
     roles: list[Role],
-    preset: str,
+    preset: Preset,
     rounds: int,
     turn_seconds: float,
     *,

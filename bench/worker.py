@@ -81,8 +81,7 @@ def load_job(job_json: str) -> Job:
     quiet_frameworks()
     from bench.measure import Job
 
-    data["phases"] = tuple(data["phases"])
-    return Job(**data)
+    return Job.from_payload(data)
 
 
 def protocol_stream() -> TextIO:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,6 +154,23 @@ def parse_path(spec: str) -> TrainingPath:
             raise ConfigError(f"knob {knob!r} is given twice in spec {spec!r}; give each knob once.")
         changes[knob] = _parse_value(knob, text.strip())
     return dataclasses.replace(PATHS[name], **changes)
+
+
+def path_from_knobs(knobs: Mapping[str, Any]) -> TrainingPath:
+    """The path a knob mapping (``TrainingPath.knobs()``) describes: how a path crosses a process
+    boundary, so that it is parsed once, where it entered. A knob an older mapping lacks takes
+    the value every path had then (``KNOB_BEFORE``).
+
+    Raises:
+        ConfigError: an unknown or missing knob, or an invalid value; the message lists the knobs.
+    """
+    unknown = [k for k in knobs if k not in KNOBS]
+    if unknown:
+        raise ConfigError(f"unknown knobs {unknown} in a path's knob mapping; valid knobs: {', '.join(KNOBS)}.")
+    missing = [k for k in KNOBS if k not in knobs and k not in KNOB_BEFORE]
+    if missing:
+        raise ConfigError(f"a path's knob mapping lacks {missing}; a path gives every knob: {', '.join(KNOBS)}.")
+    return TrainingPath(**{**KNOB_BEFORE, **knobs})
 
 
 def format_path(path: TrainingPath) -> str:

@@ -14,7 +14,7 @@ one), so every claim the missing jobs feed reads "not measured" and the verifica
 shows both final models beside the simulated ceiling. Not run: ALT's search, seeds 1 and 2,
 time to quality. Usage (a device call, from the repository root):
 
-    python results/quality-small-h200-partial.py alt neu --suite quality --quality-preset small \\
+    python results/quality-small-h200-partial.py alt neu --suite quality --preset small \\
         --quality-seeds 1 --work-dir W --json F.json --markdown F.md
 """
 
@@ -24,7 +24,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,13 @@ NOT_RUN = (
 
 def measure_partial(
     plan: quality.QualityPlan,
-    base: str,
-    candidate: str,
+    base: Any,
+    candidate: Any,
     work_dir: Path,
     on_job: Callable[[str, dict[str, Any], bool], None] | None = None,
 ) -> dict[str, Any]:
     """``bench.quality.measure_quality`` without ALT's search and time to quality."""
-    work = quality.Work(work_dir / f"quality-{plan.preset}-{plan.digest(base, candidate)}")
+    work = quality.Work(work_dir / f"quality-{plan.preset.name}-{plan.digest(base, candidate)}")
     base_recipe, cand_recipe = quality.recipes(plan, base, candidate)
     start = time.perf_counter()
 
@@ -81,9 +80,9 @@ def measure_partial(
         rounds.append({"seed": seed, "recipes": {"base": recs["base"], "candidate": recs["candidate"]}})
     return {
         "schema": quality.SCHEMA,
-        "plan": asdict(plan),
+        "plan": plan.record(),
         "cores": len(os.sched_getaffinity(0)),
-        "recipes": [asdict(r) for r in (base_recipe, cand_recipe)],
+        "recipes": [r.record() for r in (base_recipe, cand_recipe)],
         "rounds": rounds,
         "ttq": {"error": "not run: time to quality needs ALT's verified models of every seed first"},
         "work_dir": str(work.directory),

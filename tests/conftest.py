@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from diffusion.presets import get_preset
+
 ROOT = Path(__file__).resolve().parent.parent
+TINY = get_preset("tiny")  # the preset most tests run at, as the plans and jobs carry it
 
 
 @pytest.fixture(scope="session", autouse=True)

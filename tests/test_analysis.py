@@ -12,10 +12,11 @@ from bench.claim_rows import judged_row
 from bench.claims import load_claims
 from bench.report import markdown, render
 from bench.report_cells import claim_cells, detail_lines, family_note
-from bench.runner import ablation_roles, plan_roles
+from bench.roles import ablation_roles, plan_roles
 from bench.sequential import Schedule, decide
 from bench.simultaneous import add_simultaneous
 from bench.stats import Interval, interval_of, share_interval
+from bench.suites import not_run_row
 from diffusion.paths import ALT, NEU
 
 # role: (val_pass_s, samples per pass, train_samples_per_s, val growth MiB, train growth MiB)
@@ -76,7 +77,7 @@ def records(rounds: int = 6, noise: float = 0.01, fail: dict[str, int] | None = 
 
 
 def verdicts(recs: list[dict], candidate: dict | None = None) -> dict[str, dict]:
-    rows = assess_claims(load_claims(), recs, ROLES, ALT.knobs(), candidate or NEU.knobs())
+    rows = assess_claims(load_claims(), recs, ROLES, ALT.knobs(), candidate or NEU.knobs(), not_run=not_run_row)
     return {row["id"]: row for row in rows}
 
 

@@ -152,4 +152,4 @@ def test_a_memory_plan_refuses_a_batch_past_the_cap():
     from bench.memory import MemoryPlan
 
     with pytest.raises(ConfigError, match="`batches` must be at most 65536"):
-        MemoryPlan(preset="tiny", paths=("alt",), batches=(32, 1_000_000))
+        MemoryPlan.from_specs(preset="tiny", paths=("alt",), batches=(32, 1_000_000))

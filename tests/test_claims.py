@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bench.claims import load_claims
+from bench.suites import load_registry
 from diffusion.errors import ConfigError
 
 DESIGN_IDS = "V1 V2 V3 V4 V5 T1 T2 T3 T4 M1 M2 M3 M4 H1 H2 H3 H4 Q1 Q2 Q3 Q4 Q5 P1 P2 P3 S1 S2 S3 S4 C1".split()
@@ -101,7 +102,7 @@ def test_invalid_registry_rows_are_rejected_with_the_value(tmp_path, row, messag
     path = tmp_path / "claims.toml"
     path.write_text("[[claim]]\n" + row + "\n")
     with pytest.raises(ConfigError, match=message):
-        load_claims(path)
+        load_registry(path)  # the registry's own checks, then those of the suite table
 
 
 def test_duplicate_ids_are_rejected(tmp_path):
@@ -110,3 +111,16 @@ def test_duplicate_ids_are_rejected(tmp_path):
     path.write_text(row + row)
     with pytest.raises(ConfigError, match="unique"):
         load_claims(path)
+
+
+def test_a_claims_suite_and_metric_are_checked_against_the_suite_table(tmp_path):
+    row = '[[claim]]\nid="X1"\nfamily="search"\ntext="t"\nclaimed=2.0\nsuite="{suite}"\nmetric="{metric}"\n'
+    path = tmp_path / "claims.toml"
+    path.write_text(row.format(suite="hpo", metric="val_pass_s"))
+    with pytest.raises(ConfigError, match="`metric` must be one of hpo_thread_speedup"):
+        load_registry(path)  # a speed metric is no search reading
+    path.write_text(row.format(suite="warp", metric="val_pass_s"))
+    with pytest.raises(ConfigError, match="`suite` must be one of speed, hpo, scaling, quality, scale, gpu"):
+        load_registry(path)
+    path.write_text(row.format(suite="hpo", metric="hpo_thread_speedup"))
+    assert [c.id for c in load_registry(path)] == ["X1"]

@@ -32,6 +32,34 @@ def kept_jobs(path: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
+# Imported by every Python process started with the hook's folder on PYTHONPATH (site imports
+# ``sitecustomize``), before any module binds the parser: each process counts its calls of the
+# spec parser and the preset lookup and writes them, by pid, where PMT_PARSE_COUNTS says.
+COUNTING_HOOK = """
+import atexit, json, os, sys
+import diffusion.paths, diffusion.presets
+counts = {"parse_path": 0, "get_preset": 0}
+def counted(name, fn):
+    def call(*args, **kwargs):
+        counts[name] += 1
+        return fn(*args, **kwargs)
+    return call
+diffusion.paths.parse_path = counted("parse_path", diffusion.paths.parse_path)
+diffusion.presets.get_preset = counted("get_preset", diffusion.presets.get_preset)
+@atexit.register
+def write():
+    with open(os.path.join(os.environ["PMT_PARSE_COUNTS"], f"{os.getpid()}.json"), "w") as f:
+        json.dump({"argv": sys.argv, **counts}, f)
+"""
+
+
+def counting_hook(folder: Path) -> dict[str, str]:
+    """The environment that makes every process of a run count its parser calls into ``folder``."""
+    (folder / "hook").mkdir(parents=True)
+    (folder / "hook" / "sitecustomize.py").write_text(COUNTING_HOOK)
+    return {"PYTHONPATH": os.pathsep.join([str(folder / "hook"), str(ROOT)]), "PMT_PARSE_COUNTS": str(folder)}
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """One real comparison at tiny, 3 rounds (ALT and NEU in whole processes for memory, then
@@ -51,10 +79,23 @@ def saved(tmp_path_factory) -> Path:
     kept = {"memory": kept_jobs(out.with_name("result.memory.partial.jsonl")), "speed": kept_jobs(speed)}
     out.with_suffix(".kept.json").write_text(json.dumps(kept))
     assert not out.exists()
-    result = bench("bench.compare", *TINY, "--json", str(out), "--resume")
+    counts = counting_hook(out.with_name("parse-counts"))
+    result = bench("bench.compare", *TINY, "--json", str(out), "--resume", **counts)
     assert result.returncode == 0, result.stderr[-3000:]
     out.with_suffix(".stderr").write_text(result.stderr)
     return out
+
+
+@pytest.mark.slow
+def test_a_spec_is_parsed_once_in_the_parent_and_never_in_a_worker(saved):
+    """From the command line to the trainer: the parent parses each of its two specs once (where
+    they enter), and a worker gets the path as its knob mapping and the preset by name."""
+    counts = [json.loads(p.read_text()) for p in saved.with_name("parse-counts").glob("*.json")]
+    parent = [c for c in counts if c["argv"][0].endswith(os.path.join("bench", "compare.py"))]
+    workers = [c for c in counts if c["argv"][0].endswith(os.path.join("bench", "worker.py"))]
+    assert len(parent) == 1 and len(workers) >= 8, [c["argv"][:2] for c in counts]
+    assert parent[0]["parse_path"] == 2  # alt and neu
+    assert all(w["parse_path"] == 0 and w["get_preset"] == 1 for w in workers), workers
 
 
 @pytest.mark.slow

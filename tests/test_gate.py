@@ -12,13 +12,14 @@ import pytest
 
 from bench import baseline as stored
 from bench.calibrate import plant_slowdown
-from bench.runner import ROOT as CHECKOUT
-from bench.runner import CodeTree, Plan, Role, run_plan
+from bench.roles import ROOT as CHECKOUT
+from bench.roles import CodeTree, Role
+from bench.runner import Plan, run_plan
 from bench.trees import probe
 from bench.turns import TurnWorker, WorkerFailed
 from diffusion.errors import ConfigError
-from diffusion.paths import parse_path
-from tests.conftest import PYTHON, ROOT, python_env
+from diffusion.paths import NEU, parse_path
+from tests.conftest import PYTHON, ROOT, TINY, python_env
 
 FAST = ("--preset", "tiny", "--train-seconds", "0.5")
 
@@ -121,7 +122,7 @@ def test_run_plan_runs_every_role_every_round_from_its_own_tree():
         seen.append(root)
         return {"phases": {}}
 
-    records = run_plan(Plan(roles, "tiny", 3, job_options={"train_seconds": 0.1}), runner=fake_worker)
+    records = run_plan(Plan(roles, TINY, 3, job_options={"train_seconds": 0.1}), runner=fake_worker)
     assert [r["round"] for r in records] == [0, 0, 1, 1, 2, 2]
     assert sorted(map(str, seen)) == sorted([str(CHECKOUT)] * 3 + ["/elsewhere"] * 3)
     assert all(r["tree"]["label"] == "REF x" for r in records if r["role"] == "ref")
@@ -159,7 +160,7 @@ def turn_roles(head_phases: tuple[str, ...] = ("validate", "train")):
 
 def test_turns_start_both_workers_then_alternate_validation_before_training():
     FakeWorker.log = []
-    plan = Plan(turn_roles(), "tiny", 2, {"train_seconds": 0.2, "val_passes": 3}, turn_seconds=0.05)
+    plan = Plan(turn_roles(), TINY, 2, {"train_seconds": 0.2, "val_passes": 3}, turn_seconds=0.05)
     records = run_plan(plan, start=FakeWorker)
     assert [(r["round"], r["role"], r["from"]) for r in records] == [
         (0, "ref", "/ref"), (0, "head", "/head"), (1, "ref", "/ref"), (1, "head", "/head")
@@ -179,14 +180,14 @@ def test_turns_start_both_workers_then_alternate_validation_before_training():
 def test_training_turns_go_on_until_every_side_has_its_steps():
     FakeWorker.log = []
     # 0.05 s but min_steps 30: six turns of 5 steps each.
-    plan = Plan(turn_roles(), "tiny", 1, {"train_seconds": 0.05, "val_passes": 1, "min_steps": 30}, turn_seconds=0.05)
+    plan = Plan(turn_roles(), TINY, 1, {"train_seconds": 0.05, "val_passes": 1, "min_steps": 30}, turn_seconds=0.05)
     run_plan(plan, start=FakeWorker)
     assert sum(turn == "train" for _, turn in FakeWorker.log) == 2 * 6
 
 
 def test_a_role_is_not_asked_for_a_phase_it_does_not_measure():
     FakeWorker.log = []
-    plan = Plan(turn_roles(("train",)), "tiny", 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
+    plan = Plan(turn_roles(("train",)), TINY, 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
     run_plan(plan, start=FakeWorker)
     assert [turn for name, turn in FakeWorker.log if name == "/head"] == ["ready", "train", "train", "finish"]
     assert [turn for name, turn in FakeWorker.log if name == "/ref"].count("validate") == 2
@@ -194,7 +195,7 @@ def test_a_role_is_not_asked_for_a_phase_it_does_not_measure():
 
 def test_a_worker_failing_mid_round_drops_out_and_the_round_ends_unpaired():
     FakeWorker.log = []
-    plan = Plan(turn_roles(), "tiny", 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
+    plan = Plan(turn_roles(), TINY, 1, {"train_seconds": 0.1, "val_passes": 2}, turn_seconds=0.05)
     failing = {"/head": 3}  # ready, one validation pass, then it dies
     records = run_plan(plan, start=lambda job, root: FakeWorker(job, root, failing.get(str(root))))
     by_role = {r["role"]: r for r in records}
@@ -226,7 +227,7 @@ def test_a_worker_that_hangs_babbles_or_dies_fails_at_once_with_the_reason(tmp_p
 
     from bench.measure import Job
 
-    worker = TurnWorker(Job("neu", "tiny"), fake_worker_tree(tmp_path, source), timeout=2)
+    worker = TurnWorker(Job(NEU, TINY), fake_worker_tree(tmp_path, source), timeout=2)
     start = time.monotonic()
     with pytest.raises(WorkerFailed, match=message):
         worker.ask(None)
@@ -250,7 +251,7 @@ def test_the_protocol_stream_keeps_library_prints_off_it(blocked_tf):
 def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
     from bench.measure import Job
 
-    worker = TurnWorker(Job("neu", "tiny", train_seconds=0.1, val_passes=2))
+    worker = TurnWorker(Job(NEU, TINY, train_seconds=0.1, val_passes=2))
     try:
         assert worker.ask(None)["ready"] is True
         assert worker.ask({"turn": "validate"})["seconds"] > 0
@@ -270,7 +271,7 @@ def test_a_real_worker_takes_turns_and_reports_like_a_whole_job():
 def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
     from bench.measure import Job
 
-    worker = TurnWorker(Job("neu", "tiny", phases=("train",)))
+    worker = TurnWorker(Job(NEU, TINY, phases=("train",)))
     try:
         worker.ask(None)
         with pytest.raises(WorkerFailed, match="unknown turn 'nap'; valid turns: warm, validate, train, finish"):
@@ -285,7 +286,7 @@ def test_a_worker_asked_for_an_unknown_turn_fails_with_its_reason():
 )
 def test_a_turn_plan_is_checked(turns, disk, message):
     with pytest.raises(ConfigError, match=message):
-        Plan(turn_roles(), "tiny", 2, turn_seconds=turns, disk_roles=disk)
+        Plan(turn_roles(), TINY, 2, turn_seconds=turns, disk_roles=disk)
 
 
 def test_planting_patches_only_the_given_tree(tmp_path):
@@ -548,8 +549,8 @@ def test_a_pinned_gate_sends_cpus_so_a_ref_without_the_field_is_refused():
     from bench.gate import sent_fields
     from bench.gate_options import JOB_OPTIONS
 
-    assert "cpus" in sent_fields("neu", "tiny", JOB_OPTIONS, 1)
-    assert "cpus" not in sent_fields("neu", "tiny", JOB_OPTIONS, None)
+    assert "cpus" in sent_fields(NEU, TINY, JOB_OPTIONS, 1)
+    assert "cpus" not in sent_fields(NEU, TINY, JOB_OPTIONS, None)
 
 
 @pytest.mark.parametrize("cpus", [0, 4096])

@@ -23,7 +23,7 @@ import bench.trees
 from bench.gate import build_parser, gate
 from bench.gate_ci import Check, annotation, junit_xml, summary_markdown
 from diffusion.errors import ConfigError
-from tests.conftest import PYTHON, ROOT, TF_BLOCKED, python_env
+from tests.conftest import PYTHON, ROOT, TF_BLOCKED, TINY, python_env
 from tests.test_gate import bench as run_module
 from tests.test_gate import one_line_exit_2
 
@@ -437,7 +437,8 @@ def test_a_junit_file_in_a_missing_directory_is_one_line_exit_2_and_nothing_runs
 
 
 def test_whole_processes_get_a_line_per_round_too(capsys):
-    from bench.runner import CodeTree, Plan, Role
+    from bench.roles import CodeTree, Role
+    from bench.runner import Plan
     from diffusion.paths import parse_path
 
     def run_job(job, root):  # REF takes 0.05 s a validation pass, HEAD 0.1: half as fast
@@ -450,7 +451,7 @@ def test_whole_processes_get_a_line_per_round_too(capsys):
             "head", parse_path("neu"), ("validate", "train"), reference="ref", tree=CodeTree(Path("/head"), "HEAD", "d")
         ),
     )
-    records = bench.gate.measure(Plan(roles, "tiny", 2), ("ref", "head"), "HEAD/REF", runner=run_job)
+    records = bench.gate.measure(Plan(roles, TINY, 2), ("ref", "head"), "HEAD/REF", runner=run_job)
     assert len(records) == 4
     lines = [x for x in capsys.readouterr().err.splitlines() if " gate round " in x]
     assert [x.split(" in ")[0] for x in lines] == ["[1/2] gate round 1", "[2/2] gate round 2"]

@@ -381,13 +381,13 @@ def test_train_refuses_a_float_block_count_in_its_config_before_tensorflow(tmp_p
 def test_a_memory_plan_with_a_repeated_or_huge_job_list_is_refused(changes, says):
     from bench.memory import MemoryPlan
 
-    refused(lambda: MemoryPlan(preset="tiny", **changes), says)
+    refused(lambda: MemoryPlan.from_specs(preset="tiny", **changes), says)
 
 
 def test_the_memory_defaults_are_within_the_job_cap():
     from bench.memory import GPU_BATCHES, MemoryPlan
 
-    MemoryPlan(preset="tiny", batches=GPU_BATCHES)
+    MemoryPlan.from_specs(preset="tiny", batches=GPU_BATCHES)
 
 
 # ---- bench.repeat's compare arguments ----------------------------------------------------------------

@@ -38,7 +38,7 @@ def result(plan: MemoryPlan) -> dict:
 
 
 def test_each_path_is_measured_at_each_batch_for_training_and_validation():
-    plan = MemoryPlan(preset="tiny", paths=("alt", "neu"), batches=(32, 64), disk_paths=())
+    plan = MemoryPlan.from_specs(preset="tiny", paths=("alt", "neu"), batches=(32, 64), disk_paths=())
     specs = [job.spec for _, _, job in plan.jobs()]
     assert len(specs) == 4
     for spec in specs:
@@ -48,7 +48,7 @@ def test_each_path_is_measured_at_each_batch_for_training_and_validation():
 
 
 def test_disk_jobs_keep_the_paths_own_tracking():
-    plan = MemoryPlan(preset="tiny", paths=(), batches=(32,), disk_paths=("alt", "neu"))
+    plan = MemoryPlan.from_specs(preset="tiny", paths=(), batches=(32,), disk_paths=("alt", "neu"))
     jobs = [job for _, batch, job in plan.jobs() if batch is None]
     assert [(parse_path(j.spec).tracking, j.fit_disk, j.phases) for j in jobs] == [
         ("jsonl", True, ()),
@@ -57,7 +57,7 @@ def test_disk_jobs_keep_the_paths_own_tracking():
 
 
 def test_rows_set_measured_growth_beside_the_analytic_parts():
-    table = rows(result(MemoryPlan(preset="tiny", paths=("alt",), batches=(32, 1024), disk_paths=())))
+    table = rows(result(MemoryPlan.from_specs(preset="tiny", paths=("alt",), batches=(32, 1024), disk_paths=())))
     train = next(r for r in table if r["phase"] == "train" and r["batch"] == 1024)
     assert train["analytic_growth_mib"] == pytest.approx((1000 * 4 + 1024 * 2000 * 4) / MIB)
     assert train["rss_growth_mib"] - train["analytic_growth_mib"] == pytest.approx(10)
@@ -68,7 +68,8 @@ def test_rows_set_measured_growth_beside_the_analytic_parts():
 
 def test_a_failed_worker_is_a_row_that_says_so():
     out = measure(
-        MemoryPlan(preset="tiny", paths=("alt",), batches=(32,), disk_paths=()), lambda job: {"error": "boom"}
+        MemoryPlan.from_specs(preset="tiny", paths=("alt",), batches=(32,), disk_paths=()),
+        lambda job: {"error": "boom"},
     )
     out["footprint"] = FP.record()
     assert all(r["error"] == "boom" for r in rows(out))
@@ -76,7 +77,7 @@ def test_a_failed_worker_is_a_row_that_says_so():
 
 
 def test_markdown_and_plot_render_a_record(tmp_path):
-    out = result(MemoryPlan(preset="tiny", paths=("alt", "neu"), batches=(32, 64), disk_paths=("alt",)))
+    out = result(MemoryPlan.from_specs(preset="tiny", paths=("alt", "neu"), batches=(32, 64), disk_paths=("alt",)))
     out["disk"] = None
     out["records"][-1]["disk"] |= {"checkpoint_bytes_analytic": FP.checkpoint_bytes, "log_files": ["metrics.jsonl"]}
     text = markdown(out, rows(out), disk_rows(out), plot_name="m.png")
@@ -102,12 +103,12 @@ def test_device_memory_reads_nothing_on_a_cpu():
 )
 def test_bad_plans_are_refused(plan, message):
     with pytest.raises(ConfigError, match=message):
-        MemoryPlan(**plan)
+        MemoryPlan.from_specs(preset="small", **plan)
 
 
 def test_cli_renders_a_saved_record(tmp_path, blocked_tf):
     saved = tmp_path / "memory.json"
-    record = result(MemoryPlan(preset="tiny", paths=("alt",), batches=(32,), disk_paths=()))
+    record = result(MemoryPlan.from_specs(preset="tiny", paths=("alt",), batches=(32,), disk_paths=()))
     saved.write_text(json.dumps(record))
     done = subprocess.run(
         [PYTHON, "-m", "bench.memory", "--from", str(saved), "--markdown", str(tmp_path / "m.md")],

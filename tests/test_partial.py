@@ -14,10 +14,11 @@ import pytest
 
 from bench.memory import MemoryPlan, measure
 from bench.partial import Identity, Partial, code_digest, partial_path, run_identity
-from bench.runner import Plan, Role, run_plan, run_rounds
+from bench.roles import Role
+from bench.runner import Plan, run_plan, run_rounds
 from diffusion.errors import ConfigError
 from diffusion.paths import parse_path
-from tests.conftest import PYTHON, ROOT, python_env
+from tests.conftest import PYTHON, ROOT, TINY, python_env
 
 ID = Identity("abc123", {"rounds": 3, "roles": ["base", "candidate"]}, {"cpu_model": "X", "usable_cpus": 2})
 
@@ -175,13 +176,13 @@ ROLES = [
 
 def test_run_rounds_reuses_finished_jobs_and_runs_the_rest_in_the_uncut_order():
     full_calls: list[str] = []
-    full = run_rounds(ROLES, "tiny", 3, seed=7, runner=counting_runner(full_calls))
+    full = run_rounds(ROLES, TINY, 3, seed=7, runner=counting_runner(full_calls))
     done = {(rec["round"], rec["role"]): rec for rec in full[:4]}  # cut after 4 of 9 jobs
     calls: list[str] = []
     seen: list[tuple[int, str]] = []
     resumed = run_rounds(
         ROLES,
-        "tiny",
+        TINY,
         3,
         seed=7,
         runner=counting_runner(calls),
@@ -195,13 +196,13 @@ def test_run_rounds_reuses_finished_jobs_and_runs_the_rest_in_the_uncut_order():
 
 
 def test_each_rounds_order_is_its_own():
-    a = run_rounds(ROLES, "tiny", 2, seed=1, runner=counting_runner([]))
-    b = run_rounds(ROLES, "tiny", 4, seed=1, runner=counting_runner([]))
+    a = run_rounds(ROLES, TINY, 2, seed=1, runner=counting_runner([]))
+    b = run_rounds(ROLES, TINY, 4, seed=1, runner=counting_runner([]))
     assert [r["role"] for r in a] == [r["role"] for r in b[:6]]
 
 
 def test_run_plan_with_turns_passes_finished_rounds_on():
-    plan = Plan(tuple(ROLES), "tiny", 2, job_options={"train_seconds": 0.1}, turn_seconds=0.05)
+    plan = Plan(tuple(ROLES), TINY, 2, job_options={"train_seconds": 0.1}, turn_seconds=0.05)
     done = {(r, role.name): {"round": r, "role": role.name, "value": r} for r in range(2) for role in ROLES}
 
     def no_start(job, root):
@@ -214,7 +215,7 @@ def test_run_plan_with_turns_passes_finished_rounds_on():
 
 
 def test_memory_reuses_finished_jobs_and_measures_the_rest():
-    plan = MemoryPlan(preset="tiny", paths=("neu",), batches=(32, 64), disk_paths=("alt",))
+    plan = MemoryPlan.from_specs(preset="tiny", paths=("neu",), batches=(32, 64), disk_paths=("alt",))
     measured: list[str] = []
 
     def runner(job):
@@ -245,7 +246,7 @@ def test_memory_cli_refuses_to_resume_another_plan(tmp_path):
     from bench.memory import main
 
     out = tmp_path / "M.json"
-    plan = MemoryPlan(preset="tiny", paths=("neu",), batches=(32,), train_seconds=0.3, disk_paths=())
+    plan = MemoryPlan.from_specs(preset="tiny", paths=("neu",), batches=(32,), train_seconds=0.3, disk_paths=())
     import dataclasses
 
     Partial.open(partial_path(out), run_identity(dataclasses.asdict(plan), "bench/memory.py"), resume=False).close()

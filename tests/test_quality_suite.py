@@ -12,6 +12,8 @@ import pytest
 from bench.claims import load_claims
 from bench.quality import QualityPlan, time_to_target, ttq_path
 from bench.quality_analysis import cost_figures, quality_reading, quality_rows, ttq_summary
+from diffusion.paths import ALT, NEU, format_path, parse_path
+from diffusion.presets import get_preset
 from tests.conftest import PYTHON, python_env
 
 
@@ -142,8 +144,9 @@ def test_time_to_target_counts_from_process_start_and_keeps_runs_that_never_reac
 
 
 def test_time_to_quality_validates_every_path_on_the_whole_set():
-    assert ttq_path("alt", "tiny") == "alt:val_batches=100"
-    assert ttq_path("neu", "tiny") == "neu:val_batches=50"
+    tiny = get_preset("tiny")
+    assert format_path(ttq_path(ALT, tiny)) == "alt:val_batches=100"
+    assert format_path(ttq_path(NEU, tiny)) == "neu:val_batches=50"
 
 
 def test_a_job_killed_before_its_record_starts_afresh(tmp_path):
@@ -160,9 +163,9 @@ def test_a_job_killed_before_its_record_starts_afresh(tmp_path):
 
 
 def test_the_plan_digest_names_what_the_work_directory_holds():
-    assert QualityPlan().digest("alt", "neu") != QualityPlan(events=500).digest("alt", "neu")
-    assert QualityPlan().digest("alt", "neu") == QualityPlan(seeds=4, ttq_runs=8).digest("alt", "neu")  # more jobs
-    assert QualityPlan().digest("alt", "neu") != QualityPlan().digest("alt", "neu:clip_norm=none")
+    assert QualityPlan().digest(ALT, NEU) != QualityPlan(events=500).digest(ALT, NEU)
+    assert QualityPlan().digest(ALT, NEU) == QualityPlan(seeds=4, ttq_runs=8).digest(ALT, NEU)  # more jobs
+    assert QualityPlan().digest(ALT, NEU) != QualityPlan().digest(ALT, parse_path("neu:clip_norm=none"))
 
 
 @pytest.mark.slow
@@ -203,7 +206,7 @@ def test_quality_suite_end_to_end_and_resumed(tmp_path):
 
 @pytest.mark.slow
 def test_a_crashed_child_is_named_by_its_signal():
-    from bench.runner import failure
+    from bench.roles import failure
 
     crash = subprocess.run(
         [PYTHON, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], capture_output=True

@@ -14,6 +14,7 @@ from bench.runner import run_worker
 from bench.scaling import core_counts, role_name, scaling_rows, scaling_table
 from bench.worker import pin, thread_census
 from diffusion.paths import ALT, NEU
+from tests.conftest import TINY
 
 
 @pytest.mark.parametrize(("usable", "counts"), [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (16, [1, 2, 4, 8, 16])])
@@ -172,7 +173,7 @@ def test_thread_census_counts_this_process_threads_by_name():
 
 @pytest.mark.slow
 def test_a_pinned_worker_runs_on_its_cores_with_thread_pools_to_match():
-    record = run_worker(Job("neu", "tiny", ("train",), train_seconds=0.2, min_steps=3, cpus=1))
+    record = run_worker(Job(NEU, TINY, ("train",), train_seconds=0.2, min_steps=3, cpus=1))
     assert "error" not in record, record.get("error")
     env = record["environment"]
     assert env["usable_cpus"] == 1

@@ -9,6 +9,7 @@ from bench.claims import load_claims
 from bench.sequential import Schedule
 from bench.speed import MEMORY_ROUNDS, Sequential, SpeedPlan, measure, memory_only
 from diffusion.paths import parse_path
+from tests.conftest import TINY
 
 ALT, NEU = parse_path("alt"), parse_path("neu")
 # Each role's (train samples/s, validation pass s, validation samples/s), set so that every V/T
@@ -26,7 +27,7 @@ RATES = {
 
 
 def plan(**changes) -> SpeedPlan:
-    return SpeedPlan(ALT, NEU, "tiny", **{"max_rounds": 16, "budget_s": 1e6, **changes})
+    return SpeedPlan(ALT, NEU, TINY, **{"max_rounds": 16, "budget_s": 1e6, **changes})
 
 
 def test_the_plan_leaves_xla_out_unless_asked_and_measures_memory_of_base_and_candidate_only():

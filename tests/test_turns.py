@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from bench.measure import Job
-from bench.runner import CodeTree, Role
+from bench.roles import CodeTree, Role
 from bench.turns import TurnWorker, run_turns, turn_round
-from diffusion.paths import parse_path
+from diffusion.paths import NEU, parse_path
+from tests.conftest import TINY
 
 # A producer thread makes an item in ten 1-ms sleeps (~90 items/s) whether or not the main
 # thread consumes; a train turn consumes items (2 ms each) until its time is up. Alone, the
@@ -69,7 +70,7 @@ def rates(tree: CodeTree, roles: int, *, freeze: bool) -> list[float]:
     plan = [Role(f"r{i}", parse_path("neu"), ("train",), tree=tree) for i in range(roles)]
     records = run_turns(
         plan,
-        "tiny",
+        TINY,
         1,
         0.1,
         job_options={"train_seconds": 1.5, "min_steps": 1, "val_passes": 0},
@@ -116,7 +117,7 @@ class Recorder:
 def test_in_frozen_turns_only_the_worker_taking_its_turn_is_thawed():
     log: list[tuple[str, str]] = []
     roles = [Role(n, parse_path("neu"), ("validate", "train")) for n in ("a", "b", "c")]
-    jobs = {r.name: Job("neu", "tiny", train_seconds=0.1, min_steps=1, val_passes=2) for r in roles}
+    jobs = {r.name: Job(NEU, TINY, train_seconds=0.1, min_steps=1, val_passes=2) for r in roles}
     started = iter("abc")  # the workers start in the order given
     turn_round(roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Recorder(next(started), log), freeze=True)
     running: set[str] = set()
@@ -138,7 +139,7 @@ def test_in_frozen_turns_only_the_worker_taking_its_turn_is_thawed():
 
 @pytest.mark.slow
 def test_a_frozen_worker_is_stopped_and_a_closed_one_leaves_no_process(banking_tree):
-    worker = TurnWorker(Job("neu", "tiny", phases=("train",)), banking_tree.root, timeout=30)
+    worker = TurnWorker(Job(NEU, TINY, phases=("train",)), banking_tree.root, timeout=30)
     assert worker.ask(None)["ready"] is True
     worker.freeze()
     for _ in range(200):  # a signal is delivered asynchronously: wait (up to 10 s) until it lands
@@ -170,7 +171,7 @@ class Slow(Recorder):
 def test_frozen_a_worker_that_has_trained_enough_sits_out_and_warm_ups_may_run_side_by_side():
     log: list[tuple[str, str]] = []
     roles = [Role(n, parse_path("neu"), ("train",)) for n in ("a", "b")]
-    jobs = {r.name: Job("neu", "tiny", phases=("train",), train_seconds=0.38, min_steps=1) for r in roles}
+    jobs = {r.name: Job(NEU, TINY, phases=("train",), train_seconds=0.38, min_steps=1) for r in roles}
     started = iter("ab")
     turn_round(roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Slow(next(started), log),
                freeze=True, warm_together=True)  # fmt: skip

@@ -21,8 +21,8 @@ import psutil
 
 from diffusion.errors import ConfigError, StudyNotFound, TrainingDiverged
 from diffusion.hpo.storage import scrub
-from diffusion.paths import format_path, parse_path
-from diffusion.presets import PRESETS, get_preset
+from diffusion.paths import TrainingPath, format_path, parse_path
+from diffusion.presets import PRESETS, Preset, get_preset
 
 PRUNERS = ("median", "none")
 ATTR_CONFIG = "search_config"
@@ -52,14 +52,24 @@ class SearchConfig:
     warmup_epochs: int = 3
 
     def __post_init__(self) -> None:
-        get_preset(self.preset)
-        parse_path(self.path)
+        # The spec and the preset's name are how a study stores the config (workers read it
+        # back): they are parsed here, once per config, and every trial takes the values.
+        object.__setattr__(self, "_preset", get_preset(self.preset))
+        object.__setattr__(self, "_path", parse_path(self.path))
         if self.epochs < 1:
             raise ConfigError(f"`epochs` must be at least 1, but got {self.epochs}.")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"`pruner` must be one of {', '.join(PRUNERS)}, but got {self.pruner!r}.")
         if self.startup_trials < 0 or self.warmup_epochs < 0:
             raise ConfigError("`startup_trials` and `warmup_epochs` must be at least 0.")
+
+    @property
+    def preset_value(self) -> Preset:
+        return self._preset  # type: ignore[attr-defined]
+
+    @property
+    def training_path(self) -> TrainingPath:
+        return self._path  # type: ignore[attr-defined]
 
 
 def make_pruner(config: SearchConfig) -> Any:
@@ -213,7 +223,7 @@ def make_objective(config: SearchConfig, *, threads: int = 1) -> Callable[[Any],
         from diffusion.trainer import Trainer
 
         params = suggest(trial)
-        preset, path = apply_params(get_preset(config.preset), parse_path(config.path), params)
+        preset, path = apply_params(config.preset_value, config.training_path, params)
         trial.set_user_attr("path", format_path(path))
         start = time.perf_counter()
         with _runtime.exclusive():
