@@ -71,7 +71,7 @@ def measure(opts: CompareOptions, kept: list[Any]) -> dict[str, Any]:
     start = time.perf_counter()
     scale = speed = None
     if opts.runs("scale"):
-        scale, speed = measure_scale(opts.plans["scale"], opts, kept)
+        scale, speed = measure_scale(opts.plans["scale"], opts, kept, not_run=suites.not_run_row)
     elif opts.runs("speed"):
         speed = measure_speed(opts.plans["speed"], opts, kept)
     side = measure_side_suites(opts, kept)

@@ -85,12 +85,12 @@ def measure_search(plan: Any, opts: CompareOptions, kept: list[Any]) -> dict[str
 
 
 def search_metrics() -> Iterable[str]:
-    from bench.hpo import HPO_READINGS
+    from bench.hpo_analysis import HPO_READINGS
 
     return HPO_READINGS
 
 
 def search_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, Any]]:
-    from bench.hpo import hpo_rows
+    from bench.hpo_analysis import hpo_rows
 
     return hpo_rows(raw, claims)

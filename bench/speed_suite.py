@@ -4,6 +4,7 @@ round, then the ablations, summaries and the level its rows are judged at."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -71,14 +72,15 @@ def measure_speed(plan: Any, opts: CompareOptions, kept: list[Any]) -> dict[str,
     }
 
 
-def measure_scale(plan: Any, opts: CompareOptions, kept: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def measure_scale(
+    plan: Any, opts: CompareOptions, kept: list[Any], *, not_run: Callable[[Any], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The scale suite (bench/scale.py): the speed suite's turns at each preset, smallest first,
     each with the whole --budget-minutes (no memory rounds: scale reads speed only). Returns the
     scale record and the speed suite at the last preset (seed, the report's model), which fills
-    the claim table."""
+    the claim table. ``not_run`` gives the rows of claims it does not read (bench/suites.py)."""
     from bench.analysis import assess_claims
     from bench.scale import SCALE_PRESETS, entry
-    from bench.suites import not_run_row
     from diffusion.presets import get_preset
 
     entries, speed = [], {}
@@ -90,7 +92,7 @@ def measure_scale(plan: Any, opts: CompareOptions, kept: list[Any]) -> tuple[dic
             speed["roles"],
             plan.base.knobs(),
             plan.candidate.knobs(),
-            not_run=not_run_row,
+            not_run=not_run,
             **judging(speed["sequential"]),
         )
         entries.append(entry(name, speed, rows) | {"records": speed["records"], "roles": speed["roles"]})

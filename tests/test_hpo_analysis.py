@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from bench.claims import load_claims
-from bench.hpo import HpoPlan, fixed_params, hpo_rows, rss_growth_per_trial, runs
+from bench.hpo import HpoPlan, fixed_params, runs
+from bench.hpo_analysis import hpo_rows, rss_growth_per_trial
 
 
 def record(name: str, repeat: int, wall: float, pruned: int = 0, n: int = 20, epochs: int = 6) -> dict:
@@ -206,7 +207,7 @@ def test_failed_runs_leave_rows_not_measured():
 
 
 def test_every_search_metric_of_the_registry_has_a_reading():
-    from bench.hpo import HPO_READINGS
+    from bench.hpo_analysis import HPO_READINGS
     from bench.suites import load_registry
 
     used = {c.metric for c in load_registry() if c.suite == "hpo" and c.status == "measured" and not c.product_of}
