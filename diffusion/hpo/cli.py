@@ -196,16 +196,9 @@ def cmd_run(args: Any, storage_spec: ResolvedStorage) -> int:
     if not args.workers:
         load_backend()  # its threads train here (worker processes load their own); the storage answered first
     return run_study(
-        study,
-        config,
-        storage_spec,
-        name=args.study,
-        n_trials=args.n_trials,
-        workers=args.workers,
-        every=args.recycle,
-        n_jobs=args.n_jobs,
-        no_progress=args.no_progress,
-    )
+        study, config, storage_spec, args.study, args.n_trials, workers=args.workers, every=args.recycle,
+        n_jobs=args.n_jobs, no_progress=args.no_progress,
+    )  # fmt: skip
 
 
 def cmd_worker(args: Any, storage_spec: ResolvedStorage) -> int:
