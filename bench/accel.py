@@ -12,8 +12,9 @@ Readings, each timed synchronised (``block_until_ready``) after warm-up, median 
 - epoch: a real epoch of the NEU path with the project's own host loader (``Trainer``).
 - training throughput: samples/s of whole optimizer steps (Adam, clip 1.0 as NEU) with the
   ``host`` loader (NumPy noising in a thread, batches copied to the device) or the ``device``
-  loader (data set resident on the device, noising inside the compiled step), fp32 or
-  ``mixed_bfloat16``; input-wait share as the Trainer defines it.
+  loader (data set resident on the device, noising inside the compiled step, several
+  optimizer steps per call), fp32 or ``mixed_bfloat16``; input-wait share as the Trainer
+  defines it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ import numpy as np
 from diffusion.presets import Preset
 
 MATMUL_N = 8192  # square matmul for the device's dense rate: large enough to saturate an H100
+PRNG_IMPL = "threefry2x32"  # JAX's default; rbg and unsafe_rbg were no faster on an H200 (<1%, results/gpu-*)
+# The device loader's optimizer steps per call (one dispatch, one synchronisation). On an H200 at
+# batch 1024 one step per call ran at 60% of the stateless ceiling (bench.ceiling), 16 at 91%:
+# a synchronised call costs ~2-3 ms beyond its steps' 2.6 ms. bench.gpu's sweep records each k.
+DEVICE_STEPS_PER_CALL = 64
+SCAN_UNROLL = 1  # the k steps as a device loop; unrolled (True) k = 8 compiled 34 s and ran 24% slower
 
 
 def _jax() -> Any:
@@ -51,13 +58,13 @@ def timed(fn: Callable[[], Any], *, repeats: int = 10, warmup: int = 3) -> float
 
 
 def matmul_rate(dtype: str = "float32", n: int = MATMUL_N, device: Any = None) -> float:
-    """Dense matmul FLOP/s of one device at a precision, measured now (2 n^3 per product)."""
+    """Dense matmul FLOP/s of one device at a precision, measured now (2 n^3 per product), on
+    random normal operands (constant ones can run at another rate than real data)."""
     jax = _jax()
-    import jax.numpy as jnp
 
     device = device or jax.devices()[0]
-    a = jax.device_put(jnp.ones((n, n), dtype), device)
-    b = jax.device_put(jnp.ones((n, n), dtype), device)
+    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
+    b = jax.device_put(jax.random.normal(jax.random.key(1), (n, n), dtype), device)
     f = jax.jit(lambda x, y: x @ y)
     seconds = timed(lambda: f(a, b), repeats=10 if device.platform != "cpu" else 2, warmup=2)
     return 2 * n**3 / seconds
@@ -171,9 +178,10 @@ def forward_backward(model: Model, batch: int, device: Any) -> dict[str, Any]:
     }
 
 
-def train_step_fn(model: Model, *, clip_norm: float | None = 1.0, loader: str = "host", batch: int = 32) -> Any:
-    """The compiled optimizer step. ``host``: takes a noised batch. ``device``: takes a PRNG key,
-    draws events (with replacement), timesteps and noise on the device from the resident data."""
+def update_fn(model: Model, *, clip_norm: float | None = 1.0) -> Callable[..., Any]:
+    """One optimizer step on a noised batch, pure: ``update(state, x_t, t, cond, noise) ->
+    (loss, state)``, with the state ``(trainable, non_trainable, optimizer variables)``; Adam
+    after clipping the gradients' global norm (NEU's clip 1.0)."""
     jax = _jax()
 
     from diffusion.steps import clip_by_global_norm
@@ -188,27 +196,78 @@ def train_step_fn(model: Model, *, clip_norm: float | None = 1.0, loader: str = 
         trainable, opt = model.optimizer.stateless_apply(opt, grads, trainable)
         return loss, (trainable, non_trainable, opt)
 
+    return update
+
+
+def train_step_fn(
+    model: Model,
+    *,
+    clip_norm: float | None = 1.0,
+    loader: str = "host",
+    batch: int = 32,
+    steps_per_call: int = 1,
+    prng: str = PRNG_IMPL,
+) -> Any:
+    """The compiled optimizer step. ``host``: takes a noised batch. ``device``: takes a step
+    number and the resident data set, draws events (with replacement), timesteps and noise on
+    the device; with ``steps_per_call`` k > 1 one call runs k optimizer steps in a
+    ``lax.scan`` (steps ``step .. step + k - 1``, the same k updates k calls would make) and
+    returns the k losses: one dispatch and one synchronisation per k steps.
+
+    Raises:
+        ConfigError: ``steps_per_call`` below 1, or above 1 with the host loader.
+    """
+    jax = _jax()
+    import jax.numpy as jnp
+
+    from diffusion.errors import ConfigError
+
+    if steps_per_call < 1 or (steps_per_call > 1 and loader != "device"):
+        raise ConfigError(
+            f"`steps_per_call` must be at least 1, and 1 unless loader is 'device', but got {steps_per_call=} "
+            f"with {loader=}."
+        )
+    update = update_fn(model, clip_norm=clip_norm)
     if loader == "host":
         return jax.jit(update, donate_argnums=0)
 
     def device_step(state, step, x0_all, cond_all, alpha_bar, sharding=None):
-        x_t, t, cond, noise = draw_batch(step, x0_all, cond_all, alpha_bar, batch)
+        x_t, t, cond, noise = draw_batch(step, x0_all, cond_all, alpha_bar, batch, prng=prng)
         if sharding is not None:  # data parallel: each device computes its slice of the batch
             x_t, t, cond, noise = (jax.lax.with_sharding_constraint(a, sharding) for a in (x_t, t, cond, noise))
         return update(state, x_t, t, cond, noise)
 
-    return jax.jit(device_step, donate_argnums=0, static_argnames=("sharding",))
+    if steps_per_call == 1:
+        return jax.jit(device_step, donate_argnums=0, static_argnames=("sharding",))
+
+    def device_steps(state, step, x0_all, cond_all, alpha_bar, sharding=None):
+        def body(state, i):
+            loss, state = device_step(state, step + i, x0_all, cond_all, alpha_bar, sharding)
+            return state, loss
+
+        state, losses = jax.lax.scan(body, state, jnp.arange(steps_per_call, dtype=jnp.int32), unroll=SCAN_UNROLL)
+        return losses, state
+
+    return jax.jit(device_steps, donate_argnums=0, static_argnames=("sharding",))
 
 
-def draw_batch(step: Any, x0_all: Any, cond_all: Any, alpha_bar: Any, batch: int) -> tuple[Any, ...]:
-    """The device loader's batch for a step: events drawn with replacement, timesteps and noise
-    from keys derived on the device from the step number (the only input from the host), then
-    the forward process x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, as the host
-    loaders compute it."""
+def draw_batch(
+    step: Any, x0_all: Any, cond_all: Any, alpha_bar: Any, batch: int, *, prng: str = PRNG_IMPL
+) -> tuple[Any, ...]:
+    """The device loader's batch for a step: ``draw_from_key`` with a key derived on the
+    device from the step number (the only input from the host)."""
+    jax = _jax()
+
+    return draw_from_key(jax.random.fold_in(jax.random.key(0, impl=prng), step), x0_all, cond_all, alpha_bar, batch)
+
+
+def draw_from_key(key: Any, x0_all: Any, cond_all: Any, alpha_bar: Any, batch: int) -> tuple[Any, ...]:
+    """Events drawn with replacement, timesteps and noise from a key, then the forward process
+    x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, as the host loaders compute it."""
     jax = _jax()
     import jax.numpy as jnp
 
-    k_idx, k_t, k_noise = jax.random.split(jax.random.fold_in(jax.random.key(0), step), 3)
+    k_idx, k_t, k_noise = jax.random.split(key, 3)
     idx = jax.random.randint(k_idx, (batch,), 0, x0_all.shape[0])
     x0, cond = x0_all[idx], cond_all[idx]
     t = jax.random.randint(k_t, (batch,), 0, alpha_bar.shape[0])
@@ -218,19 +277,31 @@ def draw_batch(step: Any, x0_all: Any, cond_all: Any, alpha_bar: Any, batch: int
 
 
 def train_throughput(
-    model: Model, batch: int, loader: str, *, seconds: float = 3.0, min_steps: int = 10, sharding: Any = None
+    model: Model,
+    batch: int,
+    loader: str,
+    *,
+    seconds: float = 3.0,
+    min_steps: int = 10,
+    sharding: Any = None,
+    steps_per_call: int = 1,
+    step: Any = None,
 ) -> dict[str, Any]:
-    """Steady-state samples/s of whole optimizer steps, each synchronised (as the Trainer times
-    them), with the input-wait share: host time spent producing the next batch."""
+    """Steady-state samples/s of whole optimizer steps, each call synchronised (as the Trainer
+    times its steps; a call is ``steps_per_call`` steps), with the input-wait share: host time
+    spent producing the next input. ``step``: a compiled ``train_step_fn`` of the same
+    arguments to reuse (its first call here is then no longer the one that compiles). The
+    timed calls follow a first call and warm-up calls of at least 3 steps."""
     jax = _jax()
-    step = train_step_fn(model, loader=loader, batch=batch)
+    k = steps_per_call
+    step = step or train_step_fn(model, loader=loader, batch=batch, steps_per_call=k)
     # The step donates its state: start from a copy, so the model's own arrays stay usable.
     state = jax.tree.map(lambda a: a.copy(), model.state)
     if loader == "device":
         # Under data parallelism the resident data set is replicated on every device of the mesh.
         place = None if sharding is None else jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         resident = jax.device_put((model.x0, model.cond, model.alpha_bar), place)
-        counter = iter(range(2**31 - 1))
+        counter = iter(range(0, 2**31 - 1, k))
 
         def next_input() -> Any:
             return (np.int32(next(counter)), *resident)
@@ -250,29 +321,30 @@ def train_throughput(
     loss, state = run(state, next_input())
     jax.block_until_ready(loss)
     first_s = time.perf_counter() - t0
-    for _ in range(3):  # warm-up: allocator and autotuning settle
+    for _ in range(-(-3 // k)):  # warm-up, at least 3 steps: allocator and autotuning settle
         loss, state = run(state, next_input())
     jax.block_until_ready(loss)
-    waits, steps = [], []
+    waits, calls = [], []
     start = time.perf_counter()
-    while len(steps) < min_steps or time.perf_counter() - start < seconds:
+    while len(calls) * k < min_steps or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         inputs = jax.block_until_ready(next_input())
         t1 = time.perf_counter()
         loss, state = run(state, inputs)
         jax.block_until_ready(loss)
         waits.append(t1 - t0)
-        steps.append(time.perf_counter() - t1)
-    total = sum(waits) + sum(steps)
+        calls.append(time.perf_counter() - t1)
+    total = sum(waits) + sum(calls)
     return {
         "batch": batch,
         "loader": loader,
+        "steps_per_call": k,
         "first_step_s": first_s,
-        "steps": len(steps),
-        "samples_per_s": batch * len(steps) / total,
+        "steps": len(calls) * k,
+        "samples_per_s": batch * k * len(calls) / total,
         "input_wait_share": sum(waits) / total,
-        "step_ms_median": 1000 * statistics.median(steps),
-        "loss_last": float(loss),
+        "step_ms_median": 1000 * statistics.median(calls) / k,
+        "loss_last": float(np.ravel(loss)[-1]),
     }
 
 
@@ -320,7 +392,9 @@ def data_parallel(preset: Preset, data: Any, batch: int, devices: list[Any], *, 
     try:
         model = build(preset, data)
         sharding = distribution.get_data_layout((batch, model.x0.shape[1])).backend_layout
-        got = train_throughput(model, batch, "device", seconds=seconds, sharding=sharding)
+        got = train_throughput(
+            model, batch, "device", seconds=seconds, sharding=sharding, steps_per_call=DEVICE_STEPS_PER_CALL
+        )
     finally:
         keras.distribution.set_distribution(None)
     return {**got, "devices": len(devices)}

@@ -4,7 +4,9 @@ Measures on the first GPU and, in a child process with ``JAX_PLATFORMS=cpu``, on
 host's CPUs: forward, backward and epoch at batch 32 (the report's S3 rows) and a batch sweep;
 training throughput with the host and the device loader in fp32 and mixed_bfloat16, with the
 share of the same-run matmul rate each row reaches; the ``model.fit`` peer; and data-parallel
-scaling over 1 and 2 GPUs where two are present. Writes one JSON record that
+scaling over 1 and 2 GPUs where two are present; and the device-loader step against its
+stateless ceiling at batch 1024, 4096 and 16384 (``bench.ceiling``; ``--part ceiling`` measures
+that section and the matmul rates alone). Writes one JSON record that
 ``python -m bench.compare --from F`` renders. Prints a line per finished reading on stderr
 (each batch size, repeat, epoch and throughput row; the CPU half's too, as its child measures
 them), or a bar on a terminal.
@@ -36,6 +38,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 SHORT = {"float32": "fp32", "mixed_bfloat16": "bf16"}  # in progress lines, which must fit 80 columns
 FIT_BATCHES = (S3_BATCH, 1024)
 PARALLEL_BATCHES = (1024, 4096, 16384)
+PARTS = ("all", "gpu", "ceiling", "cpu")
 ROOT = Path(__file__).resolve().parent.parent
 # The CPU half's child hands each reading's line to the parent on stderr, behind this tag.
 CHILD_TAG = "bench.gpu reading\t"
@@ -55,7 +58,10 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes, a smoke run (default: all sizes)")
     parser.add_argument(
-        "--part", default="all", help="all (default), or cpu: the CPU half, which the GPU half runs in a child process"
+        "--part",
+        default="all",
+        help="all (default); gpu: the GPU half alone; ceiling: the matmul rates and the step against its ceiling "
+        "alone; cpu: the CPU half, which the GPU half runs in a child process",
     )
     return parser
 
@@ -76,11 +82,21 @@ def train_rows(quick: bool) -> list[tuple[str, str, int]]:
     ]
 
 
-def planned_readings(*, quick: bool, repeats: int, gpus: int) -> tuple[int, int]:
+def ceiling_readings(quick: bool) -> int:
+    """The ceiling section's progress lines: a round per batch, a census and two profiles per precision."""
+    from bench import ceiling
+
+    rows = 1 + 1 if quick else len(ceiling.BATCHES) + len(ceiling.SMALL_BATCHES)
+    return len(ceiling.PRECISIONS) * (rows * (2 if quick else ceiling.ROUNDS) + 3)
+
+
+def planned_readings(*, quick: bool, repeats: int, gpus: int, part: str = "all") -> tuple[int, int]:
     """The progress lines of the GPU half and of the CPU half: their bars' totals."""
+    if part == "ceiling":
+        return 2 + ceiling_readings(quick), 0
     half = len(SWEEP[:3] if quick else SWEEP) + repeats + 1 + epoch_count(repeats) + 1
     gpu = half + 1 + len(train_rows(quick)) + len(FIT_BATCHES) + (2 * len(PARALLEL_BATCHES) if gpus >= 2 else 0)
-    return gpu, half + 1  # the CPU half adds its model.fit peer
+    return gpu + ceiling_readings(quick), (half + 1 if part == "all" else 0)  # the CPU half adds its model.fit peer
 
 
 def epoch_times(preset: Any, data: Any, batch: int, epochs: int, report: Report) -> list[float]:
@@ -186,8 +202,12 @@ def gpu_half(args: Any, preset: Any, data: Any, report: Report) -> dict[str, Any
     if not gpus:
         raise ConfigError("no GPU is visible to JAX here; run on a GPU machine (CPU rows need a GPU to compare with).")
     device = gpus[0]
+    if args.part == "ceiling":
+        out: dict[str, Any] = {"gpu": device_rates(preset, data, device, report), "train": []}
+        out["ceiling"] = ceiling_section(args, preset, data, report, out)
+        return out
     batches = SWEEP[:3] if args.quick else SWEEP
-    out: dict[str, Any] = {"gpu": s3_readings(preset, data, device, args.repeats, batches, report)}
+    out = {"gpu": s3_readings(preset, data, device, args.repeats, batches, report)}
     out["gpu"]["matmul_flops_per_s"]["bfloat16"] = accel.matmul_rate("bfloat16", device=device)
     report("bf16 matmul", f"{out['gpu']['matmul_flops_per_s']['bfloat16'] / 1e12:.1f} TFLOP/s")
 
@@ -197,13 +217,16 @@ def gpu_half(args: Any, preset: Any, data: Any, report: Report) -> dict[str, Any
     for precision, loader, batch in train_rows(args.quick):
         if precision not in models:
             models[precision] = accel.build(preset, data, precision=precision)
-        row = accel.train_throughput(models[precision], batch, loader, seconds=args.seconds)
+        k = accel.DEVICE_STEPS_PER_CALL if loader == "device" else 1
+        row = accel.train_throughput(models[precision], batch, loader, seconds=args.seconds, steps_per_call=k)
         train.append({**row, "precision": precision})
         report(
             f"{SHORT[precision]} {loader} batch {batch}",
             f"{row['samples_per_s']:.0f} samples/s, wait {row['input_wait_share']:.2f}",
         )
     out["train"] = train
+    save_partial(args, out)
+    out["ceiling"] = ceiling_section(args, preset, data, report, out)
     save_partial(args, out)
 
     model = accel.build(preset, data)
@@ -225,6 +248,37 @@ def gpu_half(args: Any, preset: Any, data: Any, report: Report) -> dict[str, Any
     return out
 
 
+def device_rates(preset: Any, data: Any, device: Any, report: Report) -> dict[str, Any]:
+    """What the ceiling part needs of the device: its name, matmul rates, FLOPs per sample."""
+    import jax
+
+    from bench import accel
+
+    rates = {}
+    for dtype in ("float32", "bfloat16"):
+        rates[dtype] = accel.matmul_rate(dtype, device=device)
+        report(f"{SHORT.get(dtype, 'bf16')} matmul", f"{rates[dtype] / 1e12:.1f} TFLOP/s")
+    return {
+        "platform": device.platform,
+        "device_kind": getattr(device, "device_kind", device.platform),
+        "devices": len(jax.devices()),
+        "matmul_flops_per_s": rates,
+        "flops_per_sample": accel.analytic_flops_per_sample(accel.build(preset, data).keras_model),
+    }
+
+
+def ceiling_section(args: Any, preset: Any, data: Any, report: Report, record: dict[str, Any]) -> dict[str, Any]:
+    """The step against its stateless ceiling (``bench.ceiling.measure``), profiler traces
+    under a temporary folder; the record so far saved as partial after each row."""
+    from bench import ceiling
+
+    def keep(section: dict[str, Any]) -> None:
+        save_partial(args, {**record, "ceiling": section})
+
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-profile-") as tmp:
+        return ceiling.measure(preset, data, report, quick=args.quick, profile_dir=Path(tmp), keep=keep)
+
+
 def save_partial(args: Any, record: dict[str, Any]) -> None:
     """Write what is measured so far, so a run cut off by a time limit keeps its rows."""
     if args.json is not None:
@@ -239,10 +293,10 @@ def measure(args: Any, preset: Any, data: Any) -> dict[str, Any]:
     from diffusion.progress import fit_job_detail, say
 
     gpus = [d for d in jax.devices() if d.platform != "cpu"]
-    totals = planned_readings(quick=args.quick, repeats=args.repeats, gpus=len(gpus))
+    totals = planned_readings(quick=args.quick, repeats=args.repeats, gpus=len(gpus), part=args.part)
     for line in (
         f"bench.gpu: {preset.name}, {data.train.x.shape[0]} events x {data.train.x.shape[1]} features; "
-        f"{totals[0]} GPU, {totals[1]} CPU readings",
+        f"{totals[0]} GPU, {totals[1]} CPU readings (--part {args.part})",
         "fwd/bwd: forward and backward ms, medians after warm-up calls (they compile)",
         "samples/s: each row's steps after its first (traced) step and 3 warm-up steps",
     ):
@@ -253,6 +307,9 @@ def measure(args: Any, preset: Any, data: Any) -> dict[str, Any]:
 
     with JobProgress("GPU", totals[0]) as bar:
         record: dict[str, Any] = gpu_half(args, preset, data, reporter(bar))
+    if args.part != "all":
+        record["cpu"] = {"error": f"the CPU half was not run (--part {args.part})"}
+        return record
     with JobProgress("CPU", totals[1]) as bar:
         record["cpu"] = cpu_half(preset.name, args.repeats, args.quick, reporter(bar))
     return record
@@ -263,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset)
     if args.repeats < 3:
         raise ConfigError(f"--repeats must be at least 3 (fewer give no verdict), but got {args.repeats}.")
-    if args.part not in ("all", "cpu"):
-        raise ConfigError(f"--part must be all or cpu, but got {args.part!r}.")
+    if args.part not in PARTS:
+        raise ConfigError(f"--part must be one of {', '.join(PARTS)}, but got {args.part!r}.")
     if args.json is not None:
         check_writable_file(args.json, "--json")
         check_writable_file(args.json.with_suffix(".partial.json"), "--json's partial record")
@@ -277,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffusion.data import prepare
 
-    if args.part == "all" and not [d for d in jax.devices() if d.platform != "cpu"]:
+    if args.part != "cpu" and not [d for d in jax.devices() if d.platform != "cpu"]:
         raise ConfigError("no GPU is visible to JAX here; run on a GPU machine (CPU rows need a GPU to compare with).")
     start = time.perf_counter()
     data = prepare(preset)
@@ -303,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         wall_s=time.perf_counter() - start,
         environment=environment(preset=preset.name),
     )
+    record["part"] = args.part
     record["claims"] = gpu_claim_rows(record)
     if args.json is not None:
         write_json_atomic(args.json, record)

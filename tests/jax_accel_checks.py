@@ -74,3 +74,70 @@ def test_data_parallel_runs_the_same_code_path_on_one_device(tiny):
     preset, data, _ = tiny
     row = accel.data_parallel(preset, data, 64, jax.devices()[:1], seconds=0.2)
     assert row["devices"] == 1 and row["samples_per_s"] > 0
+
+
+def test_k_scanned_steps_give_the_same_parameters_as_k_single_steps(tiny):
+    import jax
+
+    _, _, model = tiny
+    k, resident = 3, (model.x0, model.cond, model.alpha_bar)
+    single = accel.train_step_fn(model, loader="device", batch=32)
+    scanned = accel.train_step_fn(model, loader="device", batch=32, steps_per_call=k)
+    state = jax.tree.map(lambda a: a.copy(), model.state)
+    losses = []
+    for step in range(5, 5 + k):
+        loss, state = single(state, np.int32(step), *resident)
+        losses.append(float(loss))
+    scanned_losses, scanned_state = scanned(jax.tree.map(lambda a: a.copy(), model.state), np.int32(5), *resident)
+    np.testing.assert_allclose(np.asarray(scanned_losses), losses, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(scanned_state), jax.tree.leaves(state), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+    start = jax.tree.leaves(model.state[0])
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state[0]), start, strict=True))
+
+
+def test_the_ceiling_makes_the_projects_update_on_the_batch_its_key_draws(tiny):
+    import jax
+
+    from bench import ceiling
+
+    _, _, model = tiny
+    key = ceiling.ceiling_key()
+    batch = accel.draw_from_key(jax.random.split(key)[1], model.x0, model.cond, model.alpha_bar, 32)
+    host = accel.train_step_fn(model, loader="host", batch=32)
+    want_loss, want = host(jax.tree.map(lambda a: a.copy(), model.state), *batch)
+    step = ceiling.ceiling_step_fn(model, batch=32)
+    resident = (model.x0, model.cond, model.alpha_bar)
+    loss, got, next_key = step(jax.tree.map(lambda a: a.copy(), model.state), ceiling.ceiling_key(), *resident)
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    again, _, _ = step(got, next_key, *resident)
+    assert float(again) != float(loss)  # the returned key draws the next batch
+
+
+def test_several_steps_per_call_are_the_device_loaders_alone(tiny):
+    from diffusion.errors import ConfigError
+
+    _, _, model = tiny
+    with pytest.raises(ConfigError, match="steps_per_call"):
+        accel.train_step_fn(model, loader="host", steps_per_call=4)
+    with pytest.raises(ConfigError, match="steps_per_call"):
+        accel.train_step_fn(model, loader="device", steps_per_call=0)
+
+
+def test_a_multi_step_throughput_row_counts_every_step_of_its_calls(tiny):
+    _, _, model = tiny
+    row = accel.train_throughput(model, 32, "device", seconds=0.2, min_steps=8, steps_per_call=4)
+    assert row["steps_per_call"] == 4 and row["steps"] % 4 == 0 and row["steps"] >= 8
+    assert row["samples_per_s"] > 0 and np.isfinite(row["loss_last"])
+
+
+def test_hlo_census_counts_more_converts_under_mixed_bf16(tiny):
+    from bench import ceiling
+
+    preset, data, model = tiny
+    fp32 = ceiling.census(model, 32)
+    bf16 = ceiling.census(accel.build(preset, data, precision="mixed_bfloat16"), 32)
+    assert fp32["entry_kernels"] > 0 and sum(fp32["entry_ops"].values()) == fp32["entry_kernels"]
+    assert bf16["lowered_converts"] > fp32["lowered_converts"]
