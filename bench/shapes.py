@@ -78,7 +78,7 @@ ABLATION = Record(
     },
 )
 PATH = Record({"spec": str, "knobs": dict})
-# What bench.report.environment_rows reads (every renderer's environment table); the rest is free.
+# What bench.report_tables.environment_rows reads (every renderer's environment table); the rest is free.
 ENVIRONMENT = Record({}, {"versions": dict, "env": dict, "threads": dict, "gpus": Maybe(ListOf(str))})
 SCALING_ROW = Record(
     {
