@@ -13,6 +13,7 @@ from bench.gpu_analysis import gpu_claim_rows
 from tests.conftest import PYTHON, ROOT, python_env, run_test_file
 
 RECORD = ROOT / "results" / "gpu-seed-h200-x2.json"
+CEILING_RECORD = ROOT / "results" / "gpu-ceiling-seed-h200.json"
 
 
 @pytest.mark.slow
@@ -326,3 +327,20 @@ def test_a_ceiling_record_renders_its_targets_and_table_without_a_cpu_half(tmp_p
     assert "| float32 | 16384 | 1,000,000 | 500,000 (50%)  980,000 (98%) | 98.0% [98.0%, 98.0%] | 207 |" in text
     plot(record, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 0
+
+
+def test_the_committed_ceiling_record_has_its_shape_names_the_device_and_states_each_target():
+    from bench.gpu_report import markdown
+    from bench.shapes import GPU
+    from diffusion.shapes import check
+
+    data = json.loads(CEILING_RECORD.read_text())
+    check(data, GPU, str(CEILING_RECORD))
+    text = markdown(data)
+    assert "NVIDIA H200" in text and "--part ceiling" in text
+    for batch in (1024, 4096, 16384):
+        assert f"of its ceiling, float32 batch {batch}: " in text
+    assert ">= 50% of the same-run matmul rate, float32 batch 16384" in text
+    assert {(r["precision"], r["batch"]) for r in data["ceiling"]["rows"]} >= {
+        ("float32", b) for b in (1024, 4096, 16384)
+    }
