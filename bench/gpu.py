@@ -169,7 +169,7 @@ def child_report(what: str, detail: str) -> None:
 def cpu_half(preset_name: str, repeats: int, quick: bool, report: Report) -> dict[str, Any]:
     """The CPU readings, in a child process that sees only the CPUs (JAX_PLATFORMS=cpu); each
     of its readings is reported as the child finishes it."""
-    from bench.runner import tree_env
+    from bench.roles import tree_env
 
     env = {**tree_env(ROOT), "JAX_PLATFORMS": "cpu", "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "bench.gpu", "--part", "cpu", "--preset", preset_name, "--repeats", str(repeats)]
