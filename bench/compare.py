@@ -21,6 +21,7 @@ from diffusion.errors import ConfigError
 from diffusion.files import read_json_record, write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs
 from diffusion.paths import format_path, parse_path
+from diffusion.presets import get_preset
 from diffusion.shapes import check
 
 SCHEMA = "pmt-bench/compare/2"
@@ -193,6 +194,8 @@ def saved_result(args: Any) -> dict[str, Any]:
     from bench.baseline import knob_diff
 
     given = {key: parse_path(spec) for key, spec in (("base", args.base), ("candidate", args.candidate)) if spec}
+    if args.preset is not None:
+        get_preset(args.preset)  # a bad --preset is refused with --from too, as it always was
     claims = suites.load_registry(args.claims) if args.claims is not None else None
     result = load_result(args.source, reassess=args.reassess)
     if args.reassess:
