@@ -18,11 +18,12 @@ result) and the per-round noise of each metric.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from bench.baseline import GATED_METRICS
 from bench.calibrate_options import build_parser, check_paths
 from bench.calibration import NOISE_METRICS, SCHEMA, TARGET, run_detail, run_label, schedule, summarise
 from bench.gate_options import PAIRINGS
+from bench.load import Load, LoadPlan
 from bench.partial import Identity, Partial, code_digest
 from diffusion.cli import check_writable_file, run
 from diffusion.errors import ConfigError
@@ -100,6 +102,7 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     from bench.runner import run_plan
 
     start = time.perf_counter()
+    load_average = os.getloadavg()[0]
     records = run_plan(plan)
     checks = gate_checks(
         records,
@@ -110,6 +113,7 @@ def one_run(plan: Any, tolerance: float, seed: int) -> dict[str, Any]:
     return {
         "seed": seed,
         "seconds": time.perf_counter() - start,
+        "load_average_before": load_average,
         "fired": not all(c.passed for c in checks),
         "checks": [c.record() for c in checks],
         "per_round": {m: list(role_ratios(records, "ref", "head", m).values()) for m in NOISE_METRICS},
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     pairing = args.pairing or defaults["pairing"]
     options = {**JOB_OPTIONS, **({"train_seconds": args.train_seconds} if args.train_seconds else {})}
     commit = git_trees.resolve_ref("HEAD")
+    load = LoadPlan(args.background_load) if args.background_load > 0 else None
     measured = {
         "commit": commit,
         "preset": args.preset,
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairing": pairing,
         "job_options": options,
         "planted_slowdown": args.planted_slowdown,
+        "background_load": load.record() if load else None,
         "aa_runs": args.aa_runs,
         "power_runs": args.power_runs,
     }
@@ -235,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "turn_seconds": PAIRINGS[pairing],
         "planted_slowdown": args.planted_slowdown,
         "planted_throughput_ratio": 1 / (1 + args.planted_slowdown),
+        "background_load": load.record() if load else None,
         "target": TARGET,
         "note": args.note,
     }
@@ -243,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     resumed = sum(run in partial.done() for run in planned)
     if resumed:
         print(f"calibrate: {resumed} of {len(planned)} runs reused from {partial.path}", file=sys.stderr, flush=True)
-    with trees(commit, args.planted_slowdown) as (plain, slow), JobProgress("calibrate", len(planned) - resumed) as bar:
+    with (
+        trees(commit, args.planted_slowdown) as (plain, slow),
+        Load(load) if load else nullcontext() as running,
+        JobProgress("calibrate", len(planned) - resumed) as bar,
+    ):
 
         def report(kind: str, i: int, result: dict[str, Any], reused: bool) -> None:
             if not reused:
@@ -258,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             return one_run(plan, tolerance, n)
 
         runs = run_schedule(planned, measure_one, partial, report)
+    if running is not None:
+        record["background_load"]["measured_core_share"] = running.shares
     summary = summarise(runs, tolerance, rounds, cpus, pairing)
     from bench.calibration_report import write
 

@@ -53,6 +53,12 @@ def build_parser() -> Parser:
         default=0.25,
         help="busy wait after each step, as a share of it (default 0.25)",
     )
+    parser.add_argument(
+        "--background-load",
+        type=bounded(float, low=0.0, high=1.0),
+        default=0.0,
+        help="run bench.load beside the calibration: one core busy this share of the time, in [0, 1] (default 0: none)",
+    )
     parser.add_argument("--preset", default="tiny", help="preset (default tiny)")
     parser.add_argument("--path", default="neu", help="path measured (default neu)")
     parser.add_argument("--rounds", type=ROUNDS, help=f"rounds per gate run {GATES}")
