@@ -159,17 +159,26 @@ def run_schedule(
     return results
 
 
-def render(source: Path) -> int:
-    """Write the .md and .png of a saved calibration record.
+def render(source: Path, dest: Path | None) -> int:
+    """Figure a saved calibration record's runs again with this code (``summarise`` is pure) and
+    write its .md and .png beside it, or with ``dest`` the refigured record and its .md and .png there.
 
     Raises:
         ConfigError: the file is missing or not a calibration record, or a field has the wrong shape.
     """
+    from bench import trees as git_trees
     from bench.calibration_report import write
     from bench.shapes import CALIBRATION, read_checked
 
     record = read_checked(source, "--from", CALIBRATION, schema=SCHEMA)
-    print("wrote", *write(record, source))
+    summary = summarise(
+        record["runs"], record["tolerance"], record["rounds"], record.get("cpus"), record.get("pairing", "processes")
+    )
+    record = {**record, **summary}
+    if dest is not None:
+        record["summary_commit"] = git_trees.head_tree().commit
+        write_json_atomic(dest, record)
+    print("wrote", *([dest] if dest else []), *write(record, dest or source))
     return 0
 
 
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_paths(args)
     if args.source is not None:
-        return render(args.source)
+        return render(args.source, args.json)
     if args.aa_runs + args.power_runs == 0:
         raise ConfigError("--aa-runs and --power-runs must not both be 0.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:

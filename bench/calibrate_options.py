@@ -78,10 +78,13 @@ def build_parser() -> Parser:
         action="store_true",
         help="continue the cut calibration of the same --json: reuse its finished runs (kept beside it), run the rest",
     )
-    out = parser.add_mutually_exclusive_group(required=True)
-    out.add_argument("--json", type=Path, help="write the calibration record here (and .md, .png beside it)")
-    out.add_argument(
-        "--from", dest="source", type=Path, help="render the .md and .png of a saved record, measure nothing"
+    parser.add_argument("--json", type=Path, help="write the calibration record here (and .md, .png beside it)")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="measure nothing: figure a saved record's runs again with this code and render its .md and .png "
+        "(beside it; with --json, write the refigured record there instead)",
     )
     return parser
 
@@ -90,12 +93,17 @@ def check_paths(args: Any) -> None:
     """The .md and .png go beside the record (--json's, or --from's when rendering one) and must
     not be the record read. A calibration may replace a committed calibration record on purpose
     (a machine's new calibration); the defaults it takes from one are read before the first write."""
-    flag, record = ("--from", args.source) if args.source is not None else ("--json", args.json)
+    if args.json is None and args.source is None:
+        raise ConfigError(
+            "give --json FILE (calibrate, and write the record there) or --from FILE (refigure a saved one)."
+        )
+    flag, record = ("--json", args.json) if args.json is not None else ("--from", args.source)
     beside = [(f"{flag}'s Markdown", record.with_suffix(".md")), (f"{flag}'s plot", record.with_suffix(".png"))]
     if args.source is not None:
         if args.resume:
             raise ConfigError("--resume continues a calibration; --from renders a saved one: give one of them.")
-        check_outputs(beside, [("--from", args.source)])
+        outputs = [("--json", args.json), *beside] if args.json is not None else beside
+        check_outputs(outputs, [("--from", args.source)])
     else:
         beside.append(("--json's partial record", partial_path(args.json)))
         check_outputs([("--json", args.json), *beside])

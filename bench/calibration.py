@@ -11,8 +11,12 @@ import numpy as np
 from bench.baseline import GATED_METRICS
 
 SCHEMA = "pmt-bench/gate-calibration/1"
+# The false-alarm bound holds in each direction: an A/A run whose interval lies wholly below the
+# floor fires the gate; one wholly above the mirror of the floor (1 / (1 - tolerance)) would be
+# reported as a gain, and a gate biased that way would fire on the reverse change.
 TARGET = {"aa_runs": 60, "power_runs": 20, "false_alarm_rate_upper95": 0.05, "detection_rate": 0.90, "seconds": 180}
-SCORED_TOLERANCES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
+POWER = 0.90  # the detection rate a run's detectable loss is computed for
+SCORED_TOLERANCES = (0.03, 0.04, 0.05, 0.075, 0.10, 0.15, 0.20, 0.25, 0.30)
 # Per-round noise is recorded for these too: the median step time ignores a slow stretch of a
 # round (another process waking up), which the gated mean throughput counts in full.
 NOISE_METRICS = (*GATED_METRICS, "train_step_ms_median")
@@ -23,6 +27,37 @@ def schedule(aa_runs: int, power_runs: int) -> list[tuple[str, int]]:
     of each, and a slow drift of the machine (other work starting) falls on both."""
     runs = [("aa", i) for i in range(aa_runs)] + [("power", i) for i in range(power_runs)]
     return sorted(runs, key=lambda run: (run[1] / (aa_runs if run[0] == "aa" else power_runs), run[0]))
+
+
+def fires_low(run: dict[str, Any], tolerance: float) -> bool:
+    """The gate's rule: some check unmeasured, or its interval wholly below ``1 - tolerance``."""
+    return any(c["measured"] is None or c["measured"]["high"] < 1 - tolerance for c in run["checks"])
+
+
+def fires_high(run: dict[str, Any], tolerance: float) -> bool:
+    """The mirror of the rule: some check's interval wholly above ``1 / (1 - tolerance)``."""
+    return any(c["measured"] is not None and c["measured"]["low"] > 1 / (1 - tolerance) for c in run["checks"])
+
+
+def detectable(run: dict[str, Any], tolerance: float) -> dict[str, float | None]:
+    """Per gated metric, the loss this run would have caught with ``POWER`` (computed from its
+    own per-round spread, ``bench.stats.detectable_loss``); None below 2 rounds."""
+    from bench.stats import detectable_loss
+
+    out: dict[str, float | None] = {}
+    for metric in GATED_METRICS:
+        ratios = run["per_round"].get(metric, [])
+        logs = [math.log(x) for x in ratios if x > 0]
+        out[metric] = (
+            detectable_loss(float(np.std(logs, ddof=1)), len(logs), 1 - tolerance, power=POWER)
+            if len(logs) >= 2
+            else None
+        )
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else None
 
 
 def upper95(events: int, n: int) -> float:
@@ -40,13 +75,12 @@ def summarise(
     runs: list[dict[str, Any]], tolerance: float, rounds: int, cpus: int | None, pairing: str
 ) -> dict[str, Any]:
     """The record's counts and rates (pure)."""
+    from bench.stats import rate_interval
+
     aa = [r for r in runs if r["kind"] == "aa"]
     power = [r for r in runs if r["kind"] == "power"]
-
-    def fires(run: dict[str, Any], tol: float) -> bool:
-        return any(c["measured"] is None or c["measured"]["high"] < 1 - tol for c in run["checks"])
-
     false_alarms = sum(r["fired"] for r in aa)
+    high_alarms = sum(fires_high(r, tolerance) for r in aa)
     detected = sum(r["fired"] for r in power)
     seconds = float(np.median([r["seconds"] for r in runs])) if runs else None
     noise = {}
@@ -61,11 +95,14 @@ def summarise(
         if c["metric"] == "train_samples_per_s" and c["measured"]
     ]
     rate_bound = upper95(false_alarms, len(aa))
+    high_bound = upper95(high_alarms, len(aa))
     detection = detected / len(power) if power else 0.0
+    losses = [detectable(r, tolerance) for r in runs]
     meets = (
         len(aa) >= TARGET["aa_runs"]
         and len(power) >= TARGET["power_runs"]
         and rate_bound <= TARGET["false_alarm_rate_upper95"]
+        and high_bound <= TARGET["false_alarm_rate_upper95"]
         and detection >= TARGET["detection_rate"]
         and seconds is not None
         and seconds <= TARGET["seconds"]
@@ -74,17 +111,29 @@ def summarise(
         "aa_runs": len(aa),
         "false_alarms": false_alarms,
         "false_alarm_rate_upper95": rate_bound,
+        "false_alarm_rate_interval95": list(rate_interval(false_alarms, len(aa))) if aa else None,
+        "false_alarms_high": high_alarms,
+        "false_alarm_high_rate_upper95": high_bound,
+        "false_alarm_high_rate_interval95": list(rate_interval(high_alarms, len(aa))) if aa else None,
         "power_runs": len(power),
         "detected": detected,
         "detection_rate": detection,
+        "detection_rate_interval95": list(rate_interval(detected, len(power))) if power else None,
+        "detectable_loss": {
+            "power": POWER,
+            "computed": "from each run's own per-round spread (bench.stats.detectable_loss)",
+            **{m: spread([d[m] for d in losses if d[m] is not None]) for m in GATED_METRICS},
+        },
+        "load_average_before": spread([r["load_average_before"] for r in runs if "load_average_before" in r]),
         "seconds_per_run": seconds,
         "planted_measured_train_ratio": float(np.median(planted)) if planted else None,
         "meets_target": meets,
         "per_round_log_sd": noise,
         "post_hoc_at_tolerance": {
             f"{t:.2f}": {
-                "false_alarms": sum(fires(r, t) for r in aa),
-                "detected": sum(fires(r, t) for r in power),
+                "false_alarms": sum(fires_low(r, t) for r in aa),
+                "false_alarms_high": sum(fires_high(r, t) for r in aa),
+                "detected": sum(fires_low(r, t) for r in power),
             }
             for t in SCORED_TOLERANCES
         },

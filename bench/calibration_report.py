@@ -11,27 +11,78 @@ from bench.baseline import GATED_METRICS
 KINDS = {"aa": "A/A (no change)", "power": "planted slowdown"}
 
 
+def rate(events: int, runs: int, interval: list[float] | None, bound: float) -> str:
+    ci = f"95% interval [{interval[0]:.1%}, {interval[1]:.1%}], " if interval else ""
+    return f"{events} of {runs} ({ci}one-sided 95% upper bound {bound:.1%})"
+
+
+def loss_row(record: dict[str, Any]) -> list[tuple[str, str]]:
+    losses = record.get("detectable_loss")
+    if not losses:
+        return []
+    parts = [
+        f"{m} {v['median']:.1%} (median; {v['min']:.1%}-{v['max']:.1%})"
+        for m in GATED_METRICS
+        if (v := losses.get(m)) is not None
+    ]
+    return [(f"detectable loss at {losses['power']:.0%} power (computed from each run's spread)", ", ".join(parts))]
+
+
 def summary_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     target = record["target"]
     planted = record.get("planted_measured_train_ratio")
     sd = record.get("per_round_log_sd", {})
+    tol = record["tolerance"]
+    load = record.get("background_load")
+    shares = (load or {}).get("measured_core_share")
+    load_text = (
+        (f"{load['what']}; measured {', '.join(f'{s:.0%}' for s in shares)} of a core" if shares else load["what"])
+        if load
+        else "none"
+    )
+    averages = record.get("load_average_before")
+    high = (
+        [
+            (
+                f"false alarms above (interval wholly above the mirror floor {1 / (1 - tol):.3g}x)",
+                rate(
+                    record["false_alarms_high"],
+                    record["aa_runs"],
+                    record.get("false_alarm_high_rate_interval95"),
+                    record["false_alarm_high_rate_upper95"],
+                )
+                + f"; target <= {target['false_alarm_rate_upper95']:.0%}",
+            )
+        ]
+        if "false_alarms_high" in record
+        else []
+    )
     return [
-        ("gate", f"{record['preset']}, {record['rounds']} rounds, tolerance {record['tolerance']:.0%}, "
+        ("gate", f"{record['preset']}, {record['rounds']} rounds, tolerance {tol:.0%} (floor {1 - tol:.3g}x), "
                  f"pairing {record.get('pairing', 'processes')}, cores {record.get('cpus') or 'all'}"),
+        ("background load", load_text),
+        *([("load average before each run", f"{averages['median']:.2f} (median; {averages['min']:.2f}-{averages['max']:.2f})")]
+          if averages else []),
         ("A/A runs", f"{record['aa_runs']} (target >= {target['aa_runs']})"),
-        ("false alarms", f"{record['false_alarms']} (95% upper bound {record['false_alarm_rate_upper95']:.1%}; "
-                         f"target <= {target['false_alarm_rate_upper95']:.0%})"),
+        ("false alarms (interval wholly below the floor: the gate fires)",
+         rate(record["false_alarms"], record["aa_runs"], record.get("false_alarm_rate_interval95"),
+              record["false_alarm_rate_upper95"]) + f"; target <= {target['false_alarm_rate_upper95']:.0%}"),
+        *high,
         ("planted runs", f"{record['power_runs']} (target >= {target['power_runs']})"),
-        ("detected", f"{record['detected']} ({record['detection_rate']:.0%}; target >= {target['detection_rate']:.0%})"),
-        ("planted slowdown", f"{record['planted_slowdown']:.0%} of step time: training x{record['planted_throughput_ratio']:.3f} "
+        ("detected", f"{record['detected']} ({record['detection_rate']:.0%}"
+                     + (f", 95% interval [{ci[0]:.1%}, {ci[1]:.1%}]" if (ci := record.get("detection_rate_interval95")) else "")
+                     + f"; target >= {target['detection_rate']:.0%})"),
+        ("planted slowdown", f"{record['planted_slowdown']:.1%} of step time: training x{record['planted_throughput_ratio']:.3f} "
                              f"planned, x{planted:.3f} measured (median)" if planted else f"{record['planted_slowdown']:.0%} of step time"),
+        *loss_row(record),
         ("seconds per gate run", f"{record['seconds_per_run']:.0f} (median; target <= {target['seconds']})"
                                  if record.get("seconds_per_run") else "-"),
         ("per-round noise (sd of log HEAD/REF, A/A)",
          ", ".join(f"{m} {v:.3f}" for m, v in sd.items() if v is not None) or "-"),
         ("meets target", "yes" if record["meets_target"] else "no"),
         ("machine", record["machine"]),
-        ("commit", record["commit"]),
+        ("commit", record["commit"] + (f" (figures computed by {record['summary_commit']})"
+                                       if record.get("summary_commit") else "")),
         ("command", f"`{record['command']}`"),
         *([("resumed", f"{record['resumed_runs']} run(s) measured by the cut calibration it continued")]
           if record.get("resumed_runs") else []),
@@ -44,9 +95,11 @@ def markdown(record: dict[str, Any], plot_name: str | None = None) -> str:
     if record.get("note"):
         parts += ["", f"Note: {record['note']}"]
     parts += ["", "## The same intervals at other tolerances (post hoc: for choosing, not for claiming)", ""]
-    parts += ["| tolerance | false alarms | detected |", "|---|---|---|"]
+    parts += ["| tolerance | false alarms below | false alarms above | detected |", "|---|---|---|---|"]
     parts += [
-        f"| {tol} | {v['false_alarms']} of {record['aa_runs']} | {v['detected']} of {record['power_runs']} |"
+        f"| {tol} | {v['false_alarms']} of {record['aa_runs']} | "
+        + (f"{v['false_alarms_high']} of {record['aa_runs']}" if "false_alarms_high" in v else "-")
+        + f" | {v['detected']} of {record['power_runs']} |"
         for tol, v in record["post_hoc_at_tolerance"].items()
     ]
     if plot_name:

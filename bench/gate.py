@@ -96,10 +96,12 @@ def gate_checks(
         sides: (role, label) of the reference and the measured side, e.g. ("ref", "REF main").
         expected: per metric, the no-change ratio and the tolerance.
     """
+    import math
+
     import numpy as np
 
     from bench.analysis import failed_workers, interval_dict, metric_rounds, role_ratios, worker_errors
-    from bench.stats import rounds_interval
+    from bench.stats import detectable_loss, rounds_interval
 
     (ref, ref_label), (new, new_label) = sides
     checks = []
@@ -115,7 +117,10 @@ def gate_checks(
         if errors:
             values += f"; {failed_workers(records, ref, new)} worker failure(s): {errors[0]}"
         name = "HEAD/REF" if ref == "ref" else f"{new_label}/{ref_label}"
-        checks.append(Check(metric, name, ratio, tolerance, interval, values, where))
+        logs = [math.log(r) for r in ratios.values() if r > 0]
+        # Against the no-change floor (1 - tolerance): what this run's spread lets it see.
+        loss = detectable_loss(float(np.std(logs, ddof=1)), len(logs), 1 - tolerance) if len(logs) >= 2 else None
+        checks.append(Check(metric, name, ratio, tolerance, interval, values, where, loss))
     return checks
 
 
@@ -225,7 +230,7 @@ def ab_gate(
             f"{'all usable cores' if cpus is None else f'pinned to {cpus} core(s)'}"
         )
         print(
-            f"gate: {subject}, {setup}"
+            f"gate: {subject}, {setup}; order of turns from seed {args.seed} (--seed {args.seed} replays it)"
             + ("; an A/A check on purpose (--aa)" if args.aa else "")
             + ("; uncommitted changes are measured as HEAD" if head.label.endswith("+uncommitted") else ""),
             flush=True,
@@ -247,6 +252,7 @@ def ab_gate(
         "aa": args.aa,
         "subject": subject,
         "setup": setup,
+        "seed": args.seed,
         "ref": {"name": ref_name, "commit": commit, "knobs": ref_knobs},
         "head": {"label": head.label, "commit": head.commit, "knobs": head_path.knobs()},
         "plan": plan.record(),
@@ -311,7 +317,7 @@ def baseline_gate(args: GateOptions, data: dict[str, Any]) -> tuple[list[Check],
     plan = baseline_plan(get_preset(data["preset"]), base, candidate, rounds, args)
     subject = f"{plan.roles[1].spec}/{paths['base']['spec']} against baseline {args.baseline}"
     setup = f"{data['preset']}, {rounds} rounds of whole processes"
-    print(f"gate: {subject}, {setup}", flush=True)
+    print(f"gate: {subject}, {setup}; order from seed {args.seed} (--seed {args.seed} replays it)", flush=True)
     records = measure(plan, ("base", "candidate"), f"{plan.roles[1].spec}/{paths['base']['spec']}")
     expected = {
         m: (e["ratio"], args.tolerance if args.tolerance is not None else e["tolerance"])
@@ -323,6 +329,7 @@ def baseline_gate(args: GateOptions, data: dict[str, Any]) -> tuple[list[Check],
     summary = {
         "mode": "baseline",
         "baseline": str(args.baseline),
+        "seed": args.seed,
         "subject": subject,
         "setup": setup,
         "plan": plan.record(),

@@ -30,6 +30,9 @@ class Check:
         measured: the interval (estimate, low, high, n) or None if no round paired up.
         values: the two sides' medians, named, for the message.
         machine: where it ran.
+        detectable: the loss (a share of ``expected``) this run would catch with 90% power,
+            computed from its own per-round spread (``bench.stats.detectable_loss``); None
+            below 2 rounds.
     """
 
     metric: str
@@ -39,6 +42,7 @@ class Check:
     measured: dict[str, float] | None
     values: str
     machine: str
+    detectable: float | None = None
 
     @property
     def floor(self) -> float:
@@ -57,7 +61,14 @@ class Check:
         m = self.measured
         got = f"{m['estimate']:.3g}x [{m['low']:.3g}, {m['high']:.3g}] over {m['n']} rounds"
         status = "ok" if self.passed else "REGRESSION"
-        return f"{status} {head} {got}, {rule}; {self.values}; on {self.machine}"
+        return f"{status} {head} {got}, {rule}{self.sees}; {self.values}; on {self.machine}"
+
+    @property
+    def sees(self) -> str:
+        """What this run could have caught, for its message ("" when not computed)."""
+        if self.detectable is None:
+            return ""
+        return f"; would catch a loss of {self.detectable:.1%} or more in 90% of runs (computed from this run's spread)"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -68,6 +79,7 @@ class Check:
             "floor": self.floor,
             "measured": self.measured,
             "passed": self.passed,
+            "detectable_loss": self.detectable,
             "message": self.message,
         }
 
@@ -107,19 +119,19 @@ def summary_markdown(checks: list[Check], *, subject: str, setup: str, seconds: 
         "",
         f"{cell(subject)}: {setup}, {seconds:.0f} s on {where}.",
         "",
-        "| check | ratio | estimate | 95% interval | rounds | floor | result |",
-        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+        "| check | ratio | estimate | 95% interval | rounds | floor | detectable loss (90% power, computed) | result |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for c in checks:
         floor = f"{c.floor:.3g}x"
         if c.measured is None:
-            lines.append(f"| `{c.metric}` | {c.ratio_name} | - | - | 0 | {floor} | NOT MEASURED |")
+            lines.append(f"| `{c.metric}` | {c.ratio_name} | - | - | 0 | {floor} | - | NOT MEASURED |")
             continue
         m = c.measured
         result = "ok" if c.passed else "**REGRESSION**"
         lines.append(
             f"| `{c.metric}` | {c.ratio_name} | {m['estimate']:.3g}x | [{m['low']:.3g}, {m['high']:.3g}] "
-            f"| {m['n']} | {floor} | {result} |"
+            f"| {m['n']} | {floor} | {'-' if c.detectable is None else f'{c.detectable:.1%}'} | {result} |"
         )
     lines += ["", *(f"- `{c.metric}`: {cell(c.values)}" for c in checks)]
     return "\n".join(lines) + "\n"

@@ -37,32 +37,36 @@ def calibration_records(preset: str) -> list[Path]:
 
 
 def calibrated_defaults(preset: str) -> dict[str, Any]:
-    """Tolerance, rounds and cores from a committed calibration at ``preset`` that met its
-    target, else the provisional ones (with ``source`` saying which).
+    """Tolerance, rounds and cores from the newest committed calibration at ``preset`` that met
+    its target (by its ``created`` time), else the provisional ones (with ``source`` saying which).
 
     Raises:
         ConfigError: the record lacks its tolerance or rounds, or pins more cores than this machine has.
     """
+    met = []
     for path in calibration_records(preset):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(record, dict) and record.get("meets_target") is True:
-            from bench.shapes import CALIBRATED  # here, not at the top: bench.stats loads SciPy
+            met.append((str(record.get("created", "")), path.name, record))
+    if not met:
+        return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
+    from bench.shapes import CALIBRATED  # here, not at the top: bench.stats loads SciPy
 
-            check_shape(record, CALIBRATED, f"calibration record {path.name}")
-            pairing = record.get("pairing", "processes")  # records from before turns measured processes
-            if pairing not in PAIRINGS:
-                raise ConfigError(f"pairing of {path.name} must be one of {', '.join(PAIRINGS)}, but got {pairing!r}.")
-            return {
-                "tolerance": record["tolerance"],
-                "rounds": record["rounds"],
-                "cpus": check_cpus(record.get("cpus"), f"cpus of {path.name}"),
-                "pairing": pairing,
-                "source": path.name,
-            }
-    return {**PROVISIONAL, "source": "provisional (no full calibration committed)"}
+    _, name, record = max(met, key=lambda m: m[:2])
+    check_shape(record, CALIBRATED, f"calibration record {name}")
+    pairing = record.get("pairing", "processes")  # records from before turns measured processes
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"pairing of {name} must be one of {', '.join(PAIRINGS)}, but got {pairing!r}.")
+    return {
+        "tolerance": record["tolerance"],
+        "rounds": record["rounds"],
+        "cpus": check_cpus(record.get("cpus"), f"cpus of {name}"),
+        "pairing": pairing,
+        "source": name,
+    }
 
 
 def check_cpus(cpus: int | None, where: str) -> int | None:
@@ -162,7 +166,12 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--cpus", type=CORES, help=f"pin every worker to this many cores (default: {calibrated})")
     parser.add_argument("--pairing", choices=PAIRINGS, help=f"how the two sides run (default: {calibrated})")
-    parser.add_argument("--seed", type=SEED, default=0, help="order of jobs within rounds (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=SEED,
+        help="seed of the order of turns and jobs; the result records it, so --seed N replays a run "
+        "(default: drawn afresh for every run)",
+    )
     parser.add_argument("--write-baseline", action="store_true", help="with --baseline: measure and write it")
     parser.add_argument(
         "--allow-other-machine", action="store_true", help="with --baseline: gate even if the fingerprint differs"
@@ -260,6 +269,14 @@ class GateOptions:
         return self.candidate if self.candidate is not None else self.path
 
 
+def draw_seed() -> int:
+    """A fresh seed for a run's order of turns: a fixed order meets the same stretch of a busy
+    machine's rhythm in every run, and a bias it gives would then repeat instead of averaging out."""
+    import secrets
+
+    return secrets.randbelow(2**32)
+
+
 def gate_options(args: Any) -> GateOptions:
     """The gate's typed options: every check of ``check_arguments``, and each path spec and the
     preset parsed, here and nowhere else.
@@ -280,7 +297,7 @@ def gate_options(args: Any) -> GateOptions:
         train_seconds=args.train_seconds,
         cpus=args.cpus,
         pairing=args.pairing,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else draw_seed(),
         write_baseline=args.write_baseline,
         allow_other_machine=args.allow_other_machine,
         json=args.json,

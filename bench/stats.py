@@ -240,3 +240,39 @@ def trials_to_decide(share: float, claimed: float, tolerance: float = DEFAULT_TO
 
 def median(values: np.ndarray) -> float:
     return float(np.median(np.asarray(values, float)))
+
+
+def detectable_loss(
+    log_sd: float, n: int, floor: float, *, confidence: float = CONFIDENCE, power: float = 0.9
+) -> float:
+    """The smallest loss (1 - true ratio) a gate of ``n`` rounds catches with probability ``power``
+    (computed, not measured): the rule fires when the ``confidence`` t-interval of the per-round
+    ratios lies wholly below ``floor``, i.e. when ``(mean - log floor) / (s / sqrt n)`` falls
+    below ``-t``; for normal log ratios of spread ``log_sd`` that statistic is noncentral t, and
+    the loss is where its chance of falling there reaches ``power``. The run's own spread stands
+    in for the true one, so the figure is as uncertain as that spread.
+
+    Raises:
+        ValueError: fewer than 2 rounds, a negative spread, a floor outside (0, 1] or a power outside (0, 1).
+    """
+    if n < 2 or not log_sd >= 0 or not 0 < floor <= 1 or not 0 < power < 1:
+        raise ValueError(
+            f"need n >= 2, log_sd >= 0, 0 < floor <= 1, 0 < power < 1, but got {n}, {log_sd}, {floor}, {power}."
+        )
+    if log_sd == 0:
+        return 1 - floor
+    from scipy.optimize import brentq
+
+    t = t_quantile(confidence, n - 1)
+    # P(T < -t) for T ~ nct(n - 1, ncp) rises as ncp falls; find the ncp where it equals power.
+    ncp = brentq(lambda c: scipy_stats.nct.cdf(-t, n - 1, c) - power, -t - 60.0, 0.0)
+    return 1 - floor * math.exp(ncp * log_sd / math.sqrt(n))
+
+
+def rate_interval(events: int, runs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The two-sided Clopper-Pearson interval of a rate (``events`` of ``runs``)."""
+    check_confidence(confidence)
+    if not 0 <= events <= runs or runs < 1:
+        raise ValueError(f"need 0 <= events <= runs and runs >= 1, but got {events=} and {runs=}.")
+    ci = scipy_stats.binomtest(events, runs).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)

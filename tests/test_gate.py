@@ -505,10 +505,12 @@ def test_a_calibration_record_renders_its_summary_and_plot(tmp_path, blocked_tf)
     assert result.returncode == 0, result.stderr
     md = path.with_suffix(".md").read_text()
     for part in (
-        "| false alarms | 0 (95% upper bound 63.2%",
-        "| detected | 1 (50%",
+        "| false alarms (interval wholly below the floor: the gate fires) | 0 of 3 (95% interval [0.0%, 70.8%], "
+        "one-sided 95% upper bound 63.2%)",
+        "| false alarms above (interval wholly above the mirror floor 1.11x) | 0 of 3",
+        "| detected | 1 (50%, 95% interval [1.3%, 98.7%]",
         "pairing turns",
-        "| 0.10 | 0 of 3 | 1 of 2 |",
+        "| 0.10 | 0 of 3 | 0 of 3 | 1 of 2 |",
     ):
         assert part in md, md
     assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

@@ -340,7 +340,16 @@ def checks() -> list[Check]:
         return {"estimate": estimate, "low": low, "high": high, "n": 5}
 
     return [
-        Check("train_samples_per_s", "HEAD/REF", 1.0, 0.1, measured(0.99, 0.95, 1.03), "REF a 1000, HEAD b 990", WHERE),
+        Check(
+            "train_samples_per_s",
+            "HEAD/REF",
+            1.0,
+            0.1,
+            measured(0.99, 0.95, 1.03),
+            "REF a 1000, HEAD b 990",
+            WHERE,
+            0.062,
+        ),
         Check("val_pass_s", "HEAD/REF", 1.0, 0.1, measured(0.8, 0.75, 0.85), "REF a 0.05 | x, HEAD b 0.0625", WHERE),
         Check("val_pass_s", "neu/alt", 20.0, 0.15, None, "alt -, neu -; 2 worker failure(s): killed", WHERE),
     ]
@@ -366,9 +375,10 @@ def test_the_summary_is_a_markdown_table_with_a_row_per_check():
     assert lines[0] == "### Regression gate FIRED"
     assert lines[2] == f"HEAD b against REF main a: tiny, 5 rounds, 94 s on {WHERE}."
     table = [x for x in lines if x.startswith("|")]
-    assert len(table) == 2 + 3 and all(x.count(" | ") == 6 for x in table[2:]), table
-    assert table[3] == "| `val_pass_s` | HEAD/REF | 0.8x | [0.75, 0.85] | 5 | 0.9x | **REGRESSION** |"
-    assert table[4] == "| `val_pass_s` | neu/alt | - | - | 0 | 17x | NOT MEASURED |"
+    assert len(table) == 2 + 3 and all(x.count(" | ") == 7 for x in table[2:]), table
+    assert table[2] == "| `train_samples_per_s` | HEAD/REF | 0.99x | [0.95, 1.03] | 5 | 0.9x | 6.2% | ok |"
+    assert table[3] == "| `val_pass_s` | HEAD/REF | 0.8x | [0.75, 0.85] | 5 | 0.9x | - | **REGRESSION** |"
+    assert table[4] == "| `val_pass_s` | neu/alt | - | - | 0 | 17x | - | NOT MEASURED |"
     assert "REF a 0.05 \\| x" in md  # a '|' in a value does not split its line's cells
 
 
@@ -467,3 +477,35 @@ def test_a_bar_instead_of_lines_on_a_terminal(in_clone, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "[1/3] gate round 1" not in err
     assert "3/3" in err and "round 3: HEAD/REF train_samples_per_s 0.99x" in err, err
+
+
+def test_the_order_of_turns_is_drawn_afresh_for_every_run_recorded_and_replayable(in_clone, tmp_path, capsys):
+    seeds = []
+    for i in range(2):
+        out = tmp_path / f"gate{i}.json"
+        run_gate("--aa", "--json", str(out))
+        record = json.loads(out.read_text())
+        assert record["plan"]["seed"] == record["seed"]
+        assert f"order of turns from seed {record['seed']} (--seed {record['seed']} replays it)" in (
+            capsys.readouterr().out
+        )
+        seeds.append(record["seed"])
+    assert seeds[0] != seeds[1]  # 1 in 2**32 to collide
+    out = tmp_path / "replay.json"
+    run_gate("--aa", "--seed", str(seeds[0]), "--json", str(out))
+    assert json.loads(out.read_text())["seed"] == seeds[0]
+
+
+def test_every_check_says_what_loss_its_run_could_have_caught(in_clone, tmp_path, capsys):
+    from bench.stats import detectable_loss
+
+    out = tmp_path / "gate.json"
+    run_gate("--aa", "--tolerance", "0.04", "--json", str(out))
+    stdout = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    # The fakes train at 1, 1.01 and 0.99 of REF in turn: the spread of those three logs.
+    spread = float(__import__("numpy").std(__import__("numpy").log([1.0, 1.01, 0.99]), ddof=1))
+    for check in record["checks"]:
+        assert check["detectable_loss"] == pytest.approx(detectable_loss(spread, 3, 0.96), rel=1e-6)
+    expected = f"would catch a loss of {record['checks'][0]['detectable_loss']:.1%} or more in 90% of runs"
+    assert stdout.count(expected) == 2, stdout
