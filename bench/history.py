@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.history_series import build_series, change_points, commit_order
-from diffusion.cli import Parser, check_writable_file, run
+from diffusion.cli import ROUNDS, Parser, check_writable_file, run
 from diffusion.errors import ConfigError
 from diffusion.files import json_line, read_json_record
 from diffusion.outputs import check_outputs
@@ -326,6 +326,16 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--add", type=Path, nargs="+", default=[], metavar="RECORD", help="append these gate or compare records first"
     )
+    parser.add_argument(
+        "--measure",
+        metavar="RANGE",
+        help="first gate each commit of this git range (e.g. HEAD~5..HEAD, at most 20) against its parent, "
+        "from its own worktree, appending each result (bench/history_measure.py)",
+    )
+    parser.add_argument("--preset", default="tiny", help="with --measure: the gate's preset (default tiny)")
+    parser.add_argument(
+        "--rounds", type=ROUNDS, help="with --measure: the gate's rounds (default: each commit's gate's)"
+    )
     parser.add_argument("--metric", nargs="+", metavar="M", help="show only these metrics (default: all)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="write a plot here: one panel per series")
     parser.add_argument("--markdown", type=Path, metavar="MD", help="write the tables as Markdown here")
@@ -338,11 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     adds = [("--add", p) for p in args.add]
     outputs = [("--plot", args.plot), ("--markdown", args.markdown)]
-    check_outputs([*outputs, *([("--file", args.file)] if args.add else [])], adds)
+    writes = bool(args.add or args.measure)
+    check_outputs([*outputs, *([("--file", args.file)] if writes else [])], adds)
     check_outputs(outputs, [("--file", args.file)])
-    for flag, path in [*outputs, *([("--file", args.file)] if args.add else [])]:
+    for flag, path in [*outputs, *([("--file", args.file)] if writes else [])]:
         if path is not None:
             check_writable_file(path, flag)
+    if args.measure is not None:
+        from bench.history_measure import commits_in, measure
+        from bench.trees import ROOT as CHECKOUT
+        from diffusion.presets import get_preset
+
+        get_preset(args.preset)
+        commits_in(args.measure, CHECKOUT)  # a bad range is refused before anything runs
+        measure(args.measure, args.file, preset=args.preset, rounds=args.rounds)
     added = [(path, entries_from_file(path)) for path in args.add]  # all read before one is appended
     held = {same_result(e) for e in read(args.file)} if added and args.file.exists() else set()
     for path, entries in added:
