@@ -159,9 +159,10 @@ def run_schedule(
     return results
 
 
-def render(source: Path, dest: Path | None) -> int:
+def render(source: Path, dest: Path | None, note: str = "") -> int:
     """Figure a saved calibration record's runs again with this code (``summarise`` is pure) and
-    write its .md and .png beside it, or with ``dest`` the refigured record and its .md and .png there.
+    write its .md and .png beside it, or with ``dest`` the refigured record and its .md and .png
+    there (``note``, if given, is added to the record's own: what the measurer learnt later).
 
     Raises:
         ConfigError: the file is missing or not a calibration record, or a field has the wrong shape.
@@ -177,6 +178,8 @@ def render(source: Path, dest: Path | None) -> int:
     record = {**record, **summary}
     if dest is not None:
         record["summary_commit"] = git_trees.head_tree().commit
+        if note:
+            record["note"] = f"{record['note']} {note}".strip() if record.get("note") else note
         write_json_atomic(dest, record)
     print("wrote", *([dest] if dest else []), *write(record, dest or source))
     return 0
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_paths(args)
     if args.source is not None:
-        return render(args.source, args.json)
+        return render(args.source, args.json, args.note)
     if args.aa_runs + args.power_runs == 0:
         raise ConfigError("--aa-runs and --power-runs must not both be 0.")
     if args.tolerance is not None and not 0 <= args.tolerance < 1:

@@ -71,7 +71,10 @@ def build_parser() -> Parser:
     parser.add_argument("--cpus", type=CORES, help=f"pin workers to this many cores {GATES}")
     parser.add_argument("--pairing", choices=PAIRINGS, help=f"how the two sides run {GATES}")
     parser.add_argument(
-        "--note", default="", help="a note kept in the record, e.g. what else ran on the machine (default: none)"
+        "--note",
+        default="",
+        help="a note kept in the record, e.g. what else ran on the machine; with --from and --json, added to the "
+        "saved record's note (default: none)",
     )
     parser.add_argument(
         "--resume",
