@@ -56,6 +56,30 @@ def detectable(run: dict[str, Any], tolerance: float) -> dict[str, float | None]
     return out
 
 
+def aa_holds_one(aa: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Per gated metric, over the A/A runs (where the truth is 1): how many intervals hold 1 (the
+    coverage of the gate's 95% interval at its own rounds, on this machine), and the geometric
+    mean of the estimates with its 95% interval across runs (a bias that a fixed order or the
+    machine would give shows there; each run draws its own order)."""
+    from bench.stats import interval_of, rate_interval
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for metric in GATED_METRICS:
+        measured = [c["measured"] for r in aa for c in r["checks"] if c["metric"] == metric and c["measured"]]
+        if len(measured) < 2:
+            out[metric] = None
+            continue
+        held = sum(m["low"] <= 1 <= m["high"] for m in measured)
+        bias = interval_of(np.array([m["estimate"] for m in measured]))
+        out[metric] = {
+            "runs": len(measured),
+            "intervals_holding_1": held,
+            "coverage_interval95": list(rate_interval(held, len(measured))),
+            "mean_estimate": {"estimate": bias.estimate, "low": bias.low, "high": bias.high},
+        }
+    return out
+
+
 def spread(values: list[float]) -> dict[str, float] | None:
     return {"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else None
 
@@ -124,6 +148,7 @@ def summarise(
             "computed": "from each run's own per-round spread (bench.stats.detectable_loss)",
             **{m: spread([d[m] for d in losses if d[m] is not None]) for m in GATED_METRICS},
         },
+        "aa_intervals": aa_holds_one(aa),
         "load_average_before": spread([r["load_average_before"] for r in runs if "load_average_before" in r]),
         "seconds_per_run": seconds,
         "planted_measured_train_ratio": float(np.median(planted)) if planted else None,

@@ -28,6 +28,23 @@ def loss_row(record: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f"detectable loss at {losses['power']:.0%} power (computed from each run's spread)", ", ".join(parts))]
 
 
+def coverage_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for metric, c in (record.get("aa_intervals") or {}).items():
+        if c is None:
+            continue
+        lo, hi = c["coverage_interval95"]
+        m = c["mean_estimate"]
+        rows.append(
+            (
+                f"A/A: {metric}",
+                f"{c['intervals_holding_1']} of {c['runs']} intervals hold 1 (coverage of the 95% interval; "
+                f"[{lo:.1%}, {hi:.1%}]); estimates' geometric mean {m['estimate']:.4f} [{m['low']:.4f}, {m['high']:.4f}] (bias)",
+            )
+        )
+    return rows
+
+
 def summary_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     target = record["target"]
     planted = record.get("planted_measured_train_ratio")
@@ -68,6 +85,7 @@ def summary_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
          rate(record["false_alarms"], record["aa_runs"], record.get("false_alarm_rate_interval95"),
               record["false_alarm_rate_upper95"]) + f"; target <= {target['false_alarm_rate_upper95']:.0%}"),
         *high,
+        *coverage_rows(record),
         ("planted runs", f"{record['power_runs']} (target >= {target['power_runs']})"),
         ("detected", f"{record['detected']} ({record['detection_rate']:.0%}"
                      + (f", 95% interval [{ci[0]:.1%}, {ci[1]:.1%}]" if (ci := record.get("detection_rate_interval95")) else "")

@@ -158,3 +158,16 @@ def test_bad_load_arguments_are_one_line_exit_2(blocked_tf, tmp_path):
         run_module("bench.calibrate", "--background-load", "1.5", "--json", str(tmp_path / "c.json"), **blocked_tf),
         "--background-load must be at most 1.0",
     )
+
+
+def test_the_aa_runs_report_how_many_intervals_hold_1_and_the_bias_across_runs():
+    rounds = [1.0, 1.02, 0.98, 1.01, 0.99]
+    aa = [run("aa", 0.98, 1.02, rounds)] * 18 + [run("aa", 1.01, 1.05, rounds)] * 2
+    summary = summarise(aa, 0.04, 5, None, "turns")
+    train = summary["aa_intervals"]["train_samples_per_s"]
+    assert (train["runs"], train["intervals_holding_1"]) == (20, 18)
+    assert train["coverage_interval95"] == pytest.approx(list(rate_interval(18, 20)))
+    geometric = math.exp((18 * math.log(math.sqrt(0.98 * 1.02)) + 2 * math.log(math.sqrt(1.01 * 1.05))) / 20)
+    assert train["mean_estimate"]["estimate"] == pytest.approx(geometric)
+    assert train["mean_estimate"]["low"] < geometric < train["mean_estimate"]["high"]
+    assert summary["aa_intervals"]["val_pass_s"] is None
