@@ -177,7 +177,9 @@ def render(source: Path, dest: Path | None, note: str = "") -> int:
     )
     record = {**record, **summary}
     if dest is not None:
-        record["summary_commit"] = git_trees.head_tree().commit
+        # The commit whose judging code refigured it, marked if that code has uncommitted changes.
+        changed = git_trees.git("diff", "--quiet", "HEAD", "--", *JUDGING_CODE).returncode != 0
+        record["summary_commit"] = git_trees.resolve_ref("HEAD")[:10] + ("+uncommitted" if changed else "")
         if note:
             record["note"] = f"{record['note']} {note}".strip() if record.get("note") else note
         write_json_atomic(dest, record)

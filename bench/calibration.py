@@ -155,7 +155,7 @@ def summarise(
         "meets_target": meets,
         "per_round_log_sd": noise,
         "post_hoc_at_tolerance": {
-            f"{t:.2f}": {
+            tolerance_key(t): {
                 "false_alarms": sum(fires_low(r, t) for r in aa),
                 "false_alarms_high": sum(fires_high(r, t) for r in aa),
                 "detected": sum(fires_low(r, t) for r in power),
@@ -167,6 +167,11 @@ def summarise(
         "cpus": cpus,
         "pairing": pairing,
     }
+
+
+def tolerance_key(tolerance: float) -> str:
+    """A post hoc tolerance as its record key: two decimals ("0.05"), three where it needs them ("0.075")."""
+    return f"{tolerance:.2f}" if round(tolerance, 2) == tolerance else f"{tolerance:.3f}"
 
 
 SHORT_METRICS = {"train_samples_per_s": "train", "val_pass_s": "val"}
