@@ -181,7 +181,8 @@ def render(source: Path, dest: Path | None, note: str = "") -> int:
         changed = git_trees.git("diff", "--quiet", "HEAD", "--", *JUDGING_CODE).returncode != 0
         record["summary_commit"] = git_trees.resolve_ref("HEAD")[:10] + ("+uncommitted" if changed else "")
         if note:
-            record["note"] = f"{record['note']} {note}".strip() if record.get("note") else note
+            old = record.get("note", "").rstrip()
+            record["note"] = f"{old}{' ' if old.endswith(('.', '!', '?')) else '. '}{note}" if old else note
         write_json_atomic(dest, record)
     print("wrote", *([dest] if dest else []), *write(record, dest or source))
     return 0
