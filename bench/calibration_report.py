@@ -160,6 +160,9 @@ def figure(record: dict[str, Any]) -> Any:
             x += 3
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(floor, color="tab:red", lw=1, ls="--", label=f"floor {floor:.2f} (fires when the interval is below)")
+        ax.axhline(
+            1 / floor, color="tab:purple", lw=1, ls="-.", label=f"mirror {1 / floor:.3g} (a false gain: interval above)"
+        )
         if metric == "train_samples_per_s":
             ax.axhline(
                 record["planted_throughput_ratio"], color="tab:orange", lw=0.8, ls=":", label="planted (planned)"
