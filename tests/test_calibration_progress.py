@@ -124,7 +124,11 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         calibrate.build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for says in ("(default: the gate's; at tiny 5)", "at tiny 0.1)", "(default 1, the gate's)", "(default: none)"):
+    from bench.gate_options import calibrated_defaults
+
+    force = calibrated_defaults("tiny")  # the calibration in force
+    rounds, tolerance = f"(default: the gate's; at tiny {force['rounds']})", f"at tiny {force['tolerance']:g})"
+    for says in (rounds, tolerance, "(default 1, the gate's)", "(default: none)"):
         assert says in text
     assert "at tiny turns)" in text or "at tiny processes)" in text
 
