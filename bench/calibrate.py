@@ -159,7 +159,7 @@ def run_schedule(
     return results
 
 
-def render(source: Path, dest: Path | None, note: str = "") -> int:
+def render(source: Path, dest: Path | None = None, note: str = "") -> int:
     """Figure a saved calibration record's runs again with this code (``summarise`` is pure) and
     write its .md and .png beside it, or with ``dest`` the refigured record and its .md and .png
     there (``note``, if given, is added to the record's own: what the measurer learnt later).

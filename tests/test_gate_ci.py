@@ -225,7 +225,10 @@ def in_clone(shallow_clone, monkeypatch, blocked_tf):
 
 
 def run_gate(*argv: str, head_speed: float = 1.0) -> int:
-    args = build_parser().parse_args(["--preset", "tiny", "--rounds", "3", "--train-seconds", "0.1", *argv])
+    # A fixed tolerance, so these tests do not move with the calibration in force (a later one wins).
+    args = build_parser().parse_args(
+        ["--preset", "tiny", "--rounds", "3", "--tolerance", "0.1", "--train-seconds", "0.1", *argv]
+    )
     return gate(args, start=fake_workers(head_speed))
 
 
