@@ -1,0 +1,2 @@
+# The first device call (one H200): data, roundtrip, rank, energies, neu30, neu300; diffusion/ as at 7c9738e.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $HOME/site .whl/*.whl && export PYTHONPATH=$HOME/site:$PWD KERAS_BACKEND=jax && timeout 520 python3 results/quality-diagnosis-h200.py --out $OUT/diag --only data,roundtrip,rank,energies,neu30,neu300 2>&1 | grep -v Warning | tail -30
