@@ -42,18 +42,9 @@ def fires_high(run: dict[str, Any], tolerance: float) -> bool:
 def detectable(run: dict[str, Any], tolerance: float) -> dict[str, float | None]:
     """Per gated metric, the loss this run would have caught with ``POWER`` (computed from its
     own per-round spread, ``bench.stats.detectable_loss``); None below 2 rounds."""
-    from bench.stats import detectable_loss
+    from bench.stats import run_detectable_loss
 
-    out: dict[str, float | None] = {}
-    for metric in GATED_METRICS:
-        ratios = run["per_round"].get(metric, [])
-        logs = [math.log(x) for x in ratios if x > 0]
-        out[metric] = (
-            detectable_loss(float(np.std(logs, ddof=1)), len(logs), 1 - tolerance, power=POWER)
-            if len(logs) >= 2
-            else None
-        )
-    return out
+    return {m: run_detectable_loss(run["per_round"].get(m, []), 1 - tolerance, power=POWER) for m in GATED_METRICS}
 
 
 def aa_holds_one(aa: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:

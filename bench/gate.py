@@ -96,12 +96,10 @@ def gate_checks(
         sides: (role, label) of the reference and the measured side, e.g. ("ref", "REF main").
         expected: per metric, the no-change ratio and the tolerance.
     """
-    import math
-
     import numpy as np
 
     from bench.analysis import failed_workers, interval_dict, metric_rounds, role_ratios, worker_errors
-    from bench.stats import detectable_loss, rounds_interval
+    from bench.stats import rounds_interval, run_detectable_loss
 
     (ref, ref_label), (new, new_label) = sides
     checks = []
@@ -117,9 +115,8 @@ def gate_checks(
         if errors:
             values += f"; {failed_workers(records, ref, new)} worker failure(s): {errors[0]}"
         name = "HEAD/REF" if ref == "ref" else f"{new_label}/{ref_label}"
-        logs = [math.log(r) for r in ratios.values() if r > 0]
         # Against the no-change floor (1 - tolerance): what this run's spread lets it see.
-        loss = detectable_loss(float(np.std(logs, ddof=1)), len(logs), 1 - tolerance) if len(logs) >= 2 else None
+        loss = run_detectable_loss(list(ratios.values()), 1 - tolerance)
         checks.append(Check(metric, name, ratio, tolerance, interval, values, where, loss))
     return checks
 

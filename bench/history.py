@@ -355,12 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None:
             check_writable_file(path, flag)
     if args.measure is not None:
-        from bench.history_measure import commits_in, measure
-        from bench.trees import ROOT as CHECKOUT
+        from bench.history_measure import measure
         from diffusion.presets import get_preset
 
         get_preset(args.preset)
-        commits_in(args.measure, CHECKOUT)  # a bad range is refused before anything runs
         measure(args.measure, args.file, preset=args.preset, rounds=args.rounds)
     added = [(path, entries_from_file(path)) for path in args.add]  # all read before one is appended
     held = {same_result(e) for e in read(args.file)} if added and args.file.exists() else set()

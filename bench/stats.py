@@ -269,6 +269,15 @@ def detectable_loss(
     return 1 - floor * math.exp(ncp * log_sd / math.sqrt(n))
 
 
+def run_detectable_loss(ratios: list[float], floor: float, *, power: float = 0.9) -> float | None:
+    """``detectable_loss`` of one gate run from its per-round ratios (their log spread); None
+    below 2 positive ratios, where there is no spread to speak of."""
+    logs = [math.log(r) for r in ratios if r > 0]
+    if len(logs) < 2:
+        return None
+    return detectable_loss(float(np.std(logs, ddof=1)), len(logs), floor, power=power)
+
+
 def rate_interval(events: int, runs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The two-sided Clopper-Pearson interval of a rate (``events`` of ``runs``)."""
     check_confidence(confidence)
