@@ -19,6 +19,7 @@ import numpy as np
 from diffusion.dataset import atomic_save_npz
 from diffusion.errors import CheckpointError, ConfigError
 from diffusion.paths import KNOB_BEFORE
+from diffusion.presets import DIFFUSION_BEFORE
 from diffusion.shapes import Record, check
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -107,6 +108,7 @@ def check_identity(meta: dict[str, Any], mine: dict[str, Any], where: str = "che
     meta = dict(meta)
     if isinstance(meta.get("path"), dict):
         meta["path"] = {**KNOB_BEFORE, **meta["path"]}
+    meta["diffusion"] = {**DIFFUSION_BEFORE, **(meta.get("diffusion") or {})}
     for key, value in mine.items():
         if meta.get(key) != value:
             raise CheckpointError(f"{where} has {key} {meta.get(key)!r}, but this run asks for {value!r}.")

@@ -18,6 +18,8 @@ from diffusion.detector import Detector, DetectorConfig, EventConfig, Events
 
 CACHE_SCHEMA = 1
 CHUNK = 512  # events simulated per call: bounds the (N, rings, PMTs) temporaries
+# Charge features are log1p(q / this); 1 pe is log1p(q).
+CHARGE_SCALE_PE = 1.0
 
 
 def cache_dir() -> Path:
@@ -112,7 +114,8 @@ def load_events(
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Maps a hit pattern to model features and back: [standardised log1p(charge), standardised time].
+    """Maps a hit pattern to model features and back: [standardised log1p(charge / scale),
+    standardised time].
 
     Unhit PMTs get time feature 0; the charge feature says whether a PMT was hit.
     """
@@ -122,21 +125,42 @@ class Normaliser:
     time_mean: float
     time_std: float
     hit_threshold: float = 0.5  # decoded charge below half a photoelectron counts as no hit
+    # The data's range (``bounds``): the largest charge (pe) and the hit times (ns) of the
+    # training set. The charge's lower bound is no light, 0 pe, whatever the set.
+    charge_max: float = float("inf")
+    time_min: float = float("-inf")
+    time_max: float = float("inf")
+    charge_scale_pe: float = CHARGE_SCALE_PE
 
     @classmethod
-    def fit(cls, events: Events) -> Normaliser:
-        log_q = np.log1p(events.charge)
+    def fit(cls, events: Events, *, charge_scale_pe: float = CHARGE_SCALE_PE) -> Normaliser:
+        log_q = np.log1p(events.charge / charge_scale_pe)
         times = events.time[events.hit]
         return cls(
+            charge_scale_pe=charge_scale_pe,
             charge_mean=float(log_q.mean()),
             charge_std=float(log_q.std() + 1e-6),
             time_mean=float(times.mean()),
             time_std=float(times.std() + 1e-6),
+            charge_max=float(events.charge.max()),
+            time_min=float(times.min()),
+            time_max=float(times.max()),
         )
+
+    def bounds(self, n_pmt: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature (low, high) of the data in feature units, (2 P,) each: charge from no
+        light to the largest training charge, time over the training hits' times and the unhit 0."""
+        q_low, q_high = (
+            (self._log_charge(np.array([0.0, self.charge_max])) - self.charge_mean) / self.charge_std
+        ).tolist()
+        t_low, t_high = ((np.array([self.time_min, self.time_max]) - self.time_mean) / self.time_std).tolist()
+        low = np.concatenate([np.full(n_pmt, q_low), np.full(n_pmt, min(t_low, 0.0))])
+        high = np.concatenate([np.full(n_pmt, q_high), np.full(n_pmt, max(t_high, 0.0))])
+        return low, high
 
     def encode(self, events: Events) -> np.ndarray:
         """Features (N, 2P), float32."""
-        q = (np.log1p(events.charge) - self.charge_mean) / self.charge_std
+        q = (self._log_charge(events.charge) - self.charge_mean) / self.charge_std
         t = np.where(events.hit, (events.time - self.time_mean) / self.time_std, 0.0)
         return np.concatenate([q, t], axis=1).astype(np.float32)
 
@@ -150,10 +174,19 @@ class Normaliser:
             time=np.where(keep, events.time, 0.0).astype(np.float32),
         )
 
+    def _log_charge(self, charge: np.ndarray) -> np.ndarray:
+        return np.log1p(charge / self.charge_scale_pe)
+
+    def raw_charge(self, features: np.ndarray) -> np.ndarray:
+        """Charge (N, P) in pe as the features say, before decoding clips it at 0: a model that
+        puts a PMT below "no light" shows it here as a negative charge."""
+        n_pmt = features.shape[1] // 2
+        return self.charge_scale_pe * np.expm1(features[:, :n_pmt] * self.charge_std + self.charge_mean)
+
     def decode(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Charge and time (N, P) from features; charge and time are 0 where decoded as not hit."""
         n_pmt = features.shape[1] // 2
-        q = np.expm1(np.maximum(features[:, :n_pmt] * self.charge_std + self.charge_mean, 0.0))
+        q = np.maximum(self.raw_charge(features), 0.0)
         hit = q >= self.hit_threshold
         t = features[:, n_pmt:] * self.time_std + self.time_mean
         return np.where(hit, q, 0.0), np.where(hit, t, 0.0)

@@ -65,7 +65,9 @@ class EventConfig:
     """What kind of events to simulate."""
 
     multiplicity_probs: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(1, 2, 3 rings)
-    energy_range_mev: tuple[float, float] = (15.0, 80.0)  # per ring, uniform
+    # Per ring, uniform. From 2 MeV, so the models are trained on the trigger sample's 2-15 MeV
+    # (TRIGGER_EVENTS) and the PMT selection tests the model, not its extrapolation.
+    energy_range_mev: tuple[float, float] = (2.0, 80.0)
     min_ring_separation_deg: float = 40.0
     vertex_radius_m: float = 3.2  # fiducial volume
     beam_concentration: float = 2.0  # von Mises-Fisher kappa of directions around +z

@@ -1,5 +1,8 @@
-"""The epsilon-prediction denoiser: a residual MLP with a sinusoidal time embedding and
-scale-and-shift (FiLM) conditioning, written with backend-neutral Keras 3 layers and ops."""
+"""The denoiser: a residual MLP with a sinusoidal time embedding and
+scale-and-shift (FiLM) conditioning, written with backend-neutral Keras 3 layers and ops.
+
+Its output is what ``DiffusionConfig.prediction`` names: v (the presets) or the noise. The
+layers keep their first names (``eps_head``, ``eps``) so that every checkpoint still loads."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def residual_block(h, context, width: int, expansion: int, name: str):
 
 
 def build_denoiser(n_features: int, cond_dim: int, config: ModelConfig) -> keras.Model:
-    """The noise predictor: inputs ``[x_t, t, cond]``, output the predicted noise (N, n_features)."""
+    """The denoiser: inputs ``[x_t, t, cond]``, output the prediction (N, n_features): v or the noise."""
     x_t = keras.Input((n_features,), name="x_t")
     t = keras.Input((1,), name="t")
     cond = keras.Input((cond_dim,), name="cond")

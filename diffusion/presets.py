@@ -8,6 +8,9 @@ from diffusion.detector import PHYSICS_EVENTS, DetectorConfig, EventConfig
 from diffusion.errors import ConfigError
 
 SCHEDULES: tuple[str, ...] = ("linear", "cosine")
+PREDICTIONS: tuple[str, ...] = ("eps", "v")
+# What a checkpoint written before DiffusionConfig was recorded in it was trained with.
+DIFFUSION_BEFORE: dict[str, object] = {"timesteps": 1000, "schedule": "linear", "prediction": "eps"}
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,16 @@ class DiffusionConfig:
 
     timesteps: int = 1000
     schedule: str = "linear"  # linear: Ho et al. 2020; cosine: Nichol & Dhariwal 2021
+    # What the network predicts. eps (the noise) weighs the clean sample's error by the
+    # signal-to-noise ratio, ~0 at large t, where the conditioning alone must place the rings;
+    # v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022) weighs it by 1 + SNR. NEU at small:
+    # the leading ring in the Cherenkov band in 33% (eps) vs 69% (v) of generated events
+    # (results/quality-diagnosis-h200.md). The step's cost: a gather and two elementwise ops.
+    prediction: str = "v"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"`prediction` must be one of {', '.join(PREDICTIONS)}, but got {self.prediction!r}.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}, but got {self.schedule!r}.")
         if self.timesteps < 2:

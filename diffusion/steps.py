@@ -17,6 +17,7 @@ environment record says so rather than pretending they differ.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -25,9 +26,34 @@ from keras import ops
 
 from diffusion.paths import TrainingPath
 
+# target(x_t, t, noise) -> what the network regresses on; None: the noise itself.
+Target = Callable[[Any, Any, Any], Any]
+
 
 def mse(noise, predicted):
     return ops.mean(ops.square(predicted - noise))
+
+
+def regression_target(schedule: Any, prediction: str) -> Target | None:
+    """The regression target of a ``prediction`` model, in backend ops, for inside a step.
+
+    v = sqrt(ab) noise - sqrt(1 - ab) x0 is written as (noise - sqrt(1 - ab) x_t) / sqrt(ab),
+    since a batch carries x_t and the noise but not x0 (``NoiseSchedule.target`` in NumPy).
+    It costs a gather of two (N,) coefficients and two elementwise ops on the batch, the same
+    on every path; the loaders and their batches are untouched.
+    """
+    if prediction == "eps":
+        return None
+    sqrt_ab = ops.convert_to_tensor(np.sqrt(schedule.alpha_bar).astype(np.float32))
+    sqrt_1m = ops.convert_to_tensor(np.sqrt(1.0 - schedule.alpha_bar).astype(np.float32))
+
+    def target(x_t, t, noise):
+        index = ops.cast(ops.reshape(t, (-1,)), "int32")
+        a = ops.expand_dims(ops.take(sqrt_ab, index), 1)
+        s = ops.expand_dims(ops.take(sqrt_1m, index), 1)
+        return (noise - s * x_t) / a
+
+    return target
 
 
 def global_norm(tensors) -> Any:
@@ -49,6 +75,11 @@ class Stepper:
     """
 
     traces: Counter
+    target: Target | None = None
+
+    def _goal(self, x_t, t, noise):
+        """What the model regresses on for this batch (the noise unless a target is set)."""
+        return noise if self.target is None else self.target(x_t, t, noise)
 
     def train(self, batch) -> float:
         """One optimizer step; returns the batch loss (synchronised, so timings are honest)."""
@@ -69,21 +100,30 @@ class Stepper:
         """Take the model's and optimizer's variables as the state to continue from."""
 
 
-def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath) -> Stepper:
-    """The stepper for the active backend. The optimizer must already be built on the model."""
+def make_stepper(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath, target: Target | None = None
+) -> Stepper:
+    """The stepper for the active backend. The optimizer must already be built on the model.
+
+    ``target`` maps a batch's ``(x_t, t, noise)`` to what the model regresses on
+    (``regression_target``); None regresses on the noise.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _TFStepper(model, optimizer, path)
+        return _TFStepper(model, optimizer, path, target)
     if backend == "jax":
-        return _JaxStepper(model, optimizer, path)
+        return _JaxStepper(model, optimizer, path, target)
     raise RuntimeError(f"backend {backend!r} is not supported; use tensorflow or jax.")
 
 
 class _TFStepper(Stepper):
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath) -> None:
+    def __init__(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath, target: Target | None
+    ) -> None:
         import tensorflow as tf
 
         self.tf, self.model, self.optimizer, self.path = tf, model, optimizer, path
+        self.target = target
         self.traces = Counter()
         self._train = self._compile(self._train_body, path.train_compile)
         self._grads = self._compile(self._grads_body, path.train_compile)
@@ -97,7 +137,7 @@ class _TFStepper(Stepper):
 
     def _loss_and_grads(self, x_t, t, cond, noise):
         with self.tf.GradientTape() as tape:
-            loss = mse(noise, self.model([x_t, t, cond], training=True))
+            loss = mse(self._goal(x_t, t, noise), self.model([x_t, t, cond], training=True))
         return loss, tape.gradient(loss, self.model.trainable_variables)
 
     def _train_body(self, x_t, t, cond, noise):
@@ -114,7 +154,7 @@ class _TFStepper(Stepper):
 
     def _val_body(self, x_t, t, cond, noise):
         self.traces["validate"] += 1
-        return mse(noise, self.model([x_t, t, cond], training=False))
+        return mse(self._goal(x_t, t, noise), self.model([x_t, t, cond], training=False))
 
     def train(self, batch) -> float:
         return float(self._train(*batch))
@@ -131,10 +171,13 @@ class _JaxStepper(Stepper):
     """Functional steps over explicit state, as JAX wants; the Keras variables are written back
     only by ``sync_to_model`` (checkpoints, end of training), not on every step."""
 
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath) -> None:
+    def __init__(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, path: TrainingPath, target: Target | None
+    ) -> None:
         import jax
 
         self.jax, self.model, self.optimizer, self.path = jax, model, optimizer, path
+        self.target = target
         self.traces = Counter()
         compiled = {"eager": lambda f: f, "graph": jax.jit, "xla": jax.jit}
         self._train = compiled[path.train_compile](self._train_body)
@@ -161,7 +204,7 @@ class _JaxStepper(Stepper):
 
     def _loss(self, trainable, non_trainable, x_t, t, cond, noise):
         predicted, non_trainable = self.model.stateless_call(trainable, non_trainable, [x_t, t, cond], training=True)
-        return mse(noise, predicted), non_trainable
+        return mse(self._goal(x_t, t, noise), predicted), non_trainable
 
     def _grads_body(self, state, x_t, t, cond, noise):
         self.traces["grads"] += 1
@@ -185,7 +228,7 @@ class _JaxStepper(Stepper):
         self.traces["validate"] += 1
         trainable, non_trainable, _ = state
         predicted, _ = self.model.stateless_call(trainable, non_trainable, [x_t, t, cond], training=False)
-        return mse(noise, predicted)
+        return mse(self._goal(x_t, t, noise), predicted)
 
     def train(self, batch) -> float:
         loss, self.state = self._train(self.state, *batch)

@@ -109,7 +109,7 @@ class Trainer:
         import keras
 
         from diffusion.model import build_denoiser
-        from diffusion.steps import make_stepper
+        from diffusion.steps import make_stepper, regression_target
 
         self.preset, self.path, self.seed = preset, path, seed
         self.data = data or prepare(preset)
@@ -124,7 +124,8 @@ class Trainer:
         self.optimizer = keras.optimizers.Adam(learning_rate=preset.model.learning_rate)
         self.optimizer.build(self.model.trainable_variables)
         self.loader = Loader(path.loader, train, self.data.schedule, path.batch_size, seed)
-        self.stepper = make_stepper(self.model, self.optimizer, path)
+        target = regression_target(self.data.schedule, preset.diffusion.prediction)
+        self.stepper = make_stepper(self.model, self.optimizer, path, target)
         self.global_step = 0
         self._stream: Iterator | None = None
 
@@ -222,6 +223,7 @@ class Trainer:
                 "path": self.path.knobs(),
                 "preset": self.preset.name,
                 "model": dataclasses.asdict(self.preset.model),
+                "diffusion": dataclasses.asdict(self.preset.diffusion),
                 "seed": self.seed,
                 # Batch order and noise are functions of (seed, epoch): this is the whole RNG state.
                 "rng": {"seed": self.seed, "next_epoch": self.epoch},
@@ -239,6 +241,7 @@ class Trainer:
         mine = {
             "preset": self.preset.name,
             "model": dataclasses.asdict(self.preset.model),
+            "diffusion": dataclasses.asdict(self.preset.diffusion),
             "path": self.path.knobs(),
             "seed": self.seed,
         }

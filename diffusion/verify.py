@@ -44,7 +44,11 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("val_loss", "lower", "mean noise-prediction MSE on the preset's whole fixed validation set"),
+    Metric(
+        "val_loss",
+        "lower",
+        "mean MSE of the model's target (v; the noise for eps models) on the preset's whole fixed validation set",
+    ),
     Metric("fidelity", "higher", "1 - mean separation power over 5 observables x 3 energy bins"),
     Metric("classifier_auc", "nearer 0.5", "held-out AUC of a small MLP telling the set from simulated (0.5: cannot)"),
     Metric("physics_score", "higher", "share of physical events / the same share for simulated events"),
@@ -116,7 +120,7 @@ def selection_study(
     permutations: int,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Choose ``select`` PMTs by Shapley value from generated trigger-sample events (2-15 MeV,
-    one ring) and measure the detection rate of that choice on independent simulated events.
+    one ring, inside the training energies) and measure the detection rate of that choice on independent simulated events.
 
     Returns the record and the selections (for the plot). Beside it: the same choice made
     from simulated events of the same truth (what a perfect model would give), greedy
@@ -147,7 +151,7 @@ def selection_study(
         "select": select,
         "trigger_k": k,
         "permutations": permutations,
-        "note": "trigger sample 2-15 MeV, one ring: below the 15-80 MeV per ring of the training events",
+        "note": energy_note(TRIGGER_EVENTS, generator.preset.events),
         "detection_rate": {name: selection.detection_rate(evaluation, idx, k) for name, idx in choices.items()},
         "detection_rate_all_pmts": selection.detection_rate(evaluation, np.arange(detector.config.n_pmt), k),
         "selection_s": first.seconds,
@@ -162,13 +166,23 @@ def selection_study(
     return record, choices
 
 
+def energy_note(trigger: Any, training: Any) -> str:
+    """Where the trigger sample's energies lie against the training events' (per ring)."""
+    (lo, hi), (train_lo, train_hi) = trigger.energy_range_mev, training.energy_range_mev
+    where = "inside" if train_lo <= lo and hi <= train_hi else "outside (the model extrapolates)"
+    return f"trigger sample {lo:g}-{hi:g} MeV, one ring: {where} the {train_lo:g}-{train_hi:g} MeV per ring of training"
+
+
 def validation_loss(generator: Any, validation: Any, batch: int = 512) -> float:
-    """Mean noise-prediction MSE over the whole fixed validation set (every path's superset)."""
+    """Mean MSE of the model's regression target (what it trained on: v, or the noise) over the
+    whole fixed validation set (every path's superset): the loss the trainer validates with."""
+    prediction = generator.preset.diffusion.prediction
     total = 0.0
     for lo in range(0, len(validation), batch):
         s = slice(lo, lo + batch)
-        eps = generator.eps(validation.x_t[s], validation.t[s], validation.cond[s])
-        total += float(np.sum((eps - validation.noise[s]) ** 2))
+        x_t, t = validation.x_t[s], validation.t[s]
+        out = generator.predict(x_t, t, validation.cond[s])
+        total += float(np.sum((out - generator.schedule.target(prediction, x_t, t, validation.noise[s])) ** 2))
     return total / (len(validation) * validation.x_t.shape[1])
 
 

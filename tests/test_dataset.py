@@ -52,3 +52,28 @@ def test_normaliser_round_trips_hit_patterns(tmp_path):
     np.testing.assert_allclose(charge[hit], events.charge[hit], rtol=1e-4)
     np.testing.assert_allclose(time[hit], events.time[hit], rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(charge > 0, hit)
+
+
+def test_normaliser_bounds_hold_the_training_features_and_start_at_no_light(tmp_path):
+    events = load_events(DET, PHYSICS_EVENTS, 300, seed=3, directory=tmp_path)
+    norm = Normaliser.fit(events)
+    features = norm.encode(events)
+    low, high = norm.bounds(DET.n_pmt)
+    assert low.shape == high.shape == (features.shape[1],)
+    assert np.all(features >= low - 1e-6) and np.all(features <= high + 1e-6)
+    unlit = features[:, : DET.n_pmt][events.charge == 0]
+    np.testing.assert_allclose(unlit, low[0], atol=1e-6)  # the charge floor is exactly "no light"
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_normaliser_round_trips_at_any_charge_scale_and_shows_charges_below_no_light(tmp_path, scale):
+    events = load_events(DET, PHYSICS_EVENTS, 300, seed=3, directory=tmp_path)
+    norm = Normaliser.fit(events, charge_scale_pe=scale)
+    features = norm.encode(events)
+    charge, _ = norm.decode(features)
+    hit = events.charge >= norm.hit_threshold
+    np.testing.assert_allclose(charge[hit], events.charge[hit], rtol=1e-4)
+    below = features.copy()
+    below[:, 0] = norm.bounds(DET.n_pmt)[0][0] - 1.0  # under the no-light point
+    assert np.all(norm.raw_charge(below)[:, 0] < 0)
+    assert np.all(norm.decode(below)[0][:, 0] == 0)  # decoding shows no light, never negative light

@@ -105,3 +105,11 @@ def test_conditioning_vector_has_fixed_size_and_pads_missing_rings(detector):
 def test_invalid_event_config_is_rejected_with_the_value():
     with pytest.raises(ConfigError, match="multiplicity_probs"):
         EventConfig(multiplicity_probs=(0.5, 0.5, 0.5))
+
+
+def test_training_energies_cover_the_trigger_sample():
+    # P1 selects PMTs from generated trigger events: outside the training energies the
+    # detection rate would measure the model's extrapolation, not the model.
+    low, high = PHYSICS_EVENTS.energy_range_mev
+    trigger_low, trigger_high = TRIGGER_EVENTS.energy_range_mev
+    assert low <= trigger_low and trigger_high <= high

@@ -46,3 +46,37 @@ def test_ddim_is_deterministic_for_a_seed():
     a = ddim_sample(eps, np.zeros((4, 2)), schedule, 5, steps=10, rng=np.random.default_rng(3))
     b = ddim_sample(eps, np.zeros((4, 2)), schedule, 5, steps=10, rng=np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("schedule", [NoiseSchedule.linear(1000), NoiseSchedule.cosine(1000)])
+def test_v_target_is_the_velocity_and_gives_back_the_noise(schedule):
+    rng = np.random.default_rng(4)
+    x0 = rng.uniform(-2, 2, (64, 6))
+    noise = rng.standard_normal(x0.shape)
+    t = rng.integers(0, schedule.timesteps - 1, 64)  # the cosine schedule's last step has ab ~ 1e-9
+    x_t = schedule.q_sample(x0, t, noise)
+    ab = schedule.alpha_bar[t][:, None]
+    v = schedule.target("v", x_t, t[:, None], noise)
+    np.testing.assert_allclose(v, np.sqrt(ab) * noise - np.sqrt(1 - ab) * x0, atol=1e-6)
+    np.testing.assert_allclose(schedule.eps_from("v", v, x_t, t[:, None]), noise, atol=1e-9)
+
+
+def test_eps_target_and_output_are_the_noise_itself():
+    schedule = NoiseSchedule.linear(100)
+    x_t, noise = np.ones((3, 2)), np.full((3, 2), 0.5)
+    t = np.array([[1], [50], [99]])
+    assert schedule.target("eps", x_t, t, noise) is noise
+    assert schedule.eps_from("eps", noise, x_t, t) is noise
+
+
+def test_ddim_keeps_the_samples_inside_per_feature_bounds():
+    schedule = NoiseSchedule.linear(200)
+    low, high = np.array([-0.5, -1.0, 0.0]), np.array([0.5, 3.0, 0.1])
+
+    def wild(x, t, cond):  # a noise guess whose x0 lands far outside the bounds
+        return -5.0 * x - 3.0
+
+    out = ddim_sample(wild, np.zeros((32, 1)), schedule, 3, steps=20, rng=np.random.default_rng(5), clip_x0=(low, high))
+    assert np.all(out >= low - 1e-6) and np.all(out <= high + 1e-6)
+    loose = ddim_sample(wild, np.zeros((32, 1)), schedule, 3, steps=20, rng=np.random.default_rng(5), clip_x0=6.0)
+    assert np.any(loose < low) or np.any(loose > high)  # the bound, not the guess, kept them in

@@ -156,3 +156,11 @@ def test_a_piped_verification_prints_one_line_per_stage_within_80_columns(untrai
     assert said["generation"].endswith("events/s incl. tracing")
     assert "AUC 0.500 (ceiling 0.500" in said["classifier"]
     assert "3 PNGs" in said["plots"]
+
+
+def test_the_selection_record_says_whether_the_trigger_energies_lie_inside_the_training_ones():
+    from diffusion.detector import PHYSICS_EVENTS, TRIGGER_EVENTS, EventConfig
+    from diffusion.verify import energy_note
+
+    assert "inside the 2-80 MeV" in energy_note(TRIGGER_EVENTS, PHYSICS_EVENTS)
+    assert "outside" in energy_note(TRIGGER_EVENTS, EventConfig(energy_range_mev=(15.0, 80.0)))
