@@ -14,6 +14,13 @@ within the epoch budget are counted, not dropped.
 
 Finished jobs are kept in a work directory named by the plan: a rerun of the same plan
 reuses them (resume), another plan starts afresh.
+
+On a machine with room for several jobs at once (a GPU with many cores), ``concurrent > 1``
+runs the rounds' pipelines side by side. Then no job's wall or CPU time is its own, so such a
+run measures quality only: every time claim reads "not measured", time to quality is not
+run, and neither is the search of a recipe that trains its defaults (it feeds time claims
+alone). Its jobs live in their own work directory, so a later run of one job at a time never
+reuses a time measured beside others.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from bench.hpo import ROOT, HpoPlan, Run, fixed_params, run_search, run_timed
+from bench.quality_analysis import NOT_TIMED
 from diffusion.cli import check_writable_dir
 from diffusion.errors import ConfigError
 from diffusion.files import read_json_record, write_json_atomic
@@ -76,6 +86,8 @@ class QualityPlan:
         trials, trial_epochs, jobs: the search (the report: 20 trials; 4 parallel jobs).
         events, steps: verification: generated events and DDIM steps.
         ttq_runs, ttq_max_epochs: time-to-quality runs per recipe, and the budget of each.
+        concurrent: pipelines (one recipe's search, training and verification for one seed)
+            run at once; above 1 the run measures quality only (see the module's docstring).
     """
 
     preset: Preset = field(default_factory=lambda: get_preset("tiny"))
@@ -89,16 +101,30 @@ class QualityPlan:
     steps: int = 50
     ttq_runs: int = 6  # the fewest runs whose order statistics give a 95% interval of the median
     ttq_max_epochs: int = 60
+    concurrent: int = 1
+
+    @property
+    def times_measured(self) -> bool:
+        """Whether a job's wall and CPU time are its own (it ran alone)."""
+        return self.concurrent == 1
+
+    def job_count(self) -> int:
+        """Jobs a run starts or reuses: per seed each recipe's search, training and verification
+        (with jobs at once the base recipe's search is not run), then time to quality's."""
+        if self.times_measured:
+            return self.seeds * 6 + self.ttq_runs * 2
+        return self.seeds * 5
 
     def record(self) -> dict[str, Any]:
         """The plan as records keep it, its preset by name."""
         return {**asdict(self), "preset": self.preset.name}
 
     def digest(self, base: TrainingPath, candidate: TrainingPath) -> str:
-        """Names the work directory: the fields that change what a job computes. More seeds or
-        time-to-quality runs add jobs to the same directory (a target that moved renames the
-        time-to-quality jobs)."""
-        fields = {k: v for k, v in self.record().items() if k not in ("seeds", "ttq_runs")}
+        """Names the work directory: the fields that change what a job computes or how its time
+        reads (``concurrent``). More seeds or time-to-quality runs add jobs to the same directory
+        (a target that moved renames the time-to-quality jobs)."""
+        fields = {k: v for k, v in self.record().items() if k not in ("seeds", "ttq_runs", "concurrent")}
+        fields["times_measured"] = self.times_measured
         paths = {"base": format_path(base), "candidate": format_path(candidate)}
         spec = json.dumps({**fields, **paths, "code": code_digest()}, sort_keys=True)
         return hashlib.sha256(spec.encode()).hexdigest()[:12]
@@ -219,6 +245,13 @@ def verify_job(plan: QualityPlan, seed: int, run_dir: Path) -> Callable[[Path], 
     return make
 
 
+# Why a recipe's search is not run when several jobs run at once.
+UNTUNED_SEARCH = (
+    "not run: with jobs at once only quality is measured, and this recipe trains its defaults, "
+    "so its search would feed time claims alone"
+)
+
+
 def measure_quality(
     plan: QualityPlan,
     base: TrainingPath,
@@ -226,35 +259,52 @@ def measure_quality(
     work_dir: Path,
     on_job: Callable[[str, dict[str, Any], bool], None] | None = None,
 ) -> dict[str, Any]:
-    """Every round (search, final training, verification of both recipes, in a random order
-    per round), then the time-to-quality runs; returns the raw record."""
+    """Every round (search, final training, verification of both recipes, in an order that
+    alternates per round), then the time-to-quality runs; returns the raw record. With
+    ``plan.concurrent > 1`` the pipelines run that many at once and time to quality is not run."""
     work = Work(work_dir / f"quality-{plan.preset.name}-{plan.digest(base, candidate)}")
     pair = recipes(plan, base, candidate)
     start = time.perf_counter()
+    said = threading.Lock()  # pipelines at once report their jobs one at a time
 
     def job(name: str, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         record, reused = work.job(name, make)
         if on_job is not None:
-            on_job(name, record, reused)
+            with said:
+                on_job(name, record, reused)
         return record
 
-    rounds = []
-    for seed in range(plan.seeds):
-        result: dict[str, Any] = {"seed": seed, "recipes": {}}
-        # Alternate which recipe goes first, so that drift over a run does not land on one side.
-        for recipe in pair if seed % 2 == 0 else pair[::-1]:
-            tag = f"seed{seed}-{recipe.role}"
+    def pipeline(seed: int, recipe: Recipe) -> dict[str, Any]:
+        tag = f"seed{seed}-{recipe.role}"
+        if plan.times_measured or recipe.tuned:
             search = job(f"{tag}-search", search_job(recipe, plan, seed))
-            train = job(f"{tag}-train", train_job(recipe, plan, seed, search.get("best_params")))
-            verify = (
-                job(f"{tag}-verify", verify_job(plan, seed, work.directory / f"{tag}-train" / "run"))
-                if "error" not in train
-                else {"error": "no model: the final training failed"}
-            )
-            result["recipes"][recipe.role] = {"search": search, "train": train, "verify": verify}
-        rounds.append(result)
+        else:
+            search = {"error": UNTUNED_SEARCH}
+        train = job(f"{tag}-train", train_job(recipe, plan, seed, search.get("best_params")))
+        verify = (
+            job(f"{tag}-verify", verify_job(plan, seed, work.directory / f"{tag}-train" / "run"))
+            if "error" not in train
+            else {"error": "no model: the final training failed"}
+        )
+        return {"search": search, "train": train, "verify": verify}
 
-    ttq = measure_ttq(plan, pair, rounds, job)
+    # Alternate which recipe goes first, so that drift over a run does not land on one side.
+    order = [(seed, recipe) for seed in range(plan.seeds) for recipe in (pair if seed % 2 == 0 else pair[::-1])]
+    if plan.concurrent == 1:
+        done = [pipeline(*p) for p in order]
+    else:
+        pool = ThreadPoolExecutor(max_workers=plan.concurrent)
+        try:
+            done = list(pool.map(lambda p: pipeline(*p), order))
+        finally:  # a cut starts no further job; the running ones end with their children
+            pool.shutdown(wait=True, cancel_futures=True)
+    rounds: list[dict[str, Any]] = [{"seed": seed, "recipes": {}} for seed in range(plan.seeds)]
+    for (seed, recipe), result in zip(order, done, strict=True):
+        rounds[seed]["recipes"][recipe.role] = result
+
+    ttq = (
+        measure_ttq(plan, pair, rounds, job) if plan.times_measured else {"error": NOT_TIMED.format(n=plan.concurrent)}
+    )
     return {
         "schema": SCHEMA,
         "plan": plan.record(),

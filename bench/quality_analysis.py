@@ -28,12 +28,16 @@ class QualityReading:
         read: the value from one recipe's round record.
         higher_is_better: ratios are "times better for the candidate": candidate / base when
             higher is better, base / candidate otherwise.
-        phases: the phases that must have finished for the value to exist.
+        phases: the phases that must have finished for the value to exist (a final model's
+            quality needs its training and verification; a tuned recipe's training needs its
+            search).
+        timed: the value is a time, which a run of several jobs at once does not measure.
     """
 
     read: Callable[[dict[str, Any]], float]
     higher_is_better: bool
-    phases: tuple[str, ...] = ("search", "train", "verify")
+    phases: tuple[str, ...] = ("train", "verify")
+    timed: bool = False
 
 
 QUALITY_READINGS: dict[str, QualityReading] = {
@@ -45,14 +49,25 @@ QUALITY_READINGS: dict[str, QualityReading] = {
     "selection_detection_rate": QualityReading(
         lambda r: _verify(r)["selection"]["detection_rate"]["shapley_generated"], True
     ),
-    "selection_time": QualityReading(lambda r: _verify(r)["selection"]["selection_s"], False),
-    "workflow_time_to_best": QualityReading(_phases, False),
-    "workflow_final_training": QualityReading(lambda r: r["train"]["wall_s"], False, ("train",)),
+    "selection_time": QualityReading(lambda r: _verify(r)["selection"]["selection_s"], False, timed=True),
+    "workflow_time_to_best": QualityReading(_phases, False, ("search", "train", "verify"), timed=True),
+    "workflow_final_training": QualityReading(lambda r: r["train"]["wall_s"], False, ("train",), timed=True),
     "workflow_validation": QualityReading(
-        lambda r: sum(h["val_pass_s"] for h in r["train"]["summary"]["history"]), False, ("train",)
+        lambda r: sum(h["val_pass_s"] for h in r["train"]["summary"]["history"]), False, ("train",), timed=True
     ),
-    "cost_cpu_s": QualityReading(lambda r: r["search"]["cpu_s"] + r["train"]["cpu_s"], False, ("search", "train")),
+    "cost_cpu_s": QualityReading(
+        lambda r: r["search"]["cpu_s"] + r["train"]["cpu_s"], False, ("search", "train"), timed=True
+    ),
 }
+# Why no time reads from a run of several jobs at once (bench/quality.py, QualityPlan.concurrent).
+NOT_TIMED = "{n} jobs ran at once (--quality-concurrent {n}), so no job's time is its own"
+
+
+def concurrent_jobs(raw: dict[str, Any]) -> int:
+    """How many jobs the run had at once (records before the knob ran one at a time)."""
+    return int(raw.get("plan", {}).get("concurrent", 1))
+
+
 SHARE_READINGS = ("selection_overlap",)
 
 
@@ -81,6 +96,8 @@ def quality_reading(raw: dict[str, Any], metric: str) -> Any:
 
     if metric in SHARE_READINGS:
         return overlap_reading(raw)
+    if QUALITY_READINGS[metric].timed and concurrent_jobs(raw) > 1:
+        return Reading(None, NOT_TIMED.format(n=concurrent_jobs(raw)))
     values = recipe_values(raw, metric)
     base, cand = values["base"], values["candidate"]
     both = sorted(set(base) & set(cand))
@@ -208,7 +225,7 @@ def quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, 
         reason = f"{reading.reason}; {scope}"
         if claim.metric.startswith("selection"):
             reason += selection_scope(raw)
-        if claim.metric == "cost_cpu_s":
+        if claim.metric == "cost_cpu_s" and reading.interval is not None:
             figures = cost_figures(raw)
             reason += "; core-seconds " + "; ".join(
                 f"{role}: CPU {f['measured_cpu']:.0f}, allocated {f['allocated']:.0f}, report's formula "
@@ -227,6 +244,27 @@ def quality_rows(raw: dict[str, Any], claims: list[Any]) -> dict[str, dict[str, 
             candidate_value=reading.candidate_value,
         )
     return rows
+
+
+# Each verification metric as a share that is 1 at its best: the value where higher is better;
+# indistinguishability 1 - |2 AUC - 1| for the classifier; 1 - violation for the energy violation.
+# val_loss has no ceiling. A model's share of the ceiling is its share over the ceiling's.
+TO_SHARE: dict[str, Callable[[float], float]] = {
+    "fidelity": lambda v: v,
+    "physics_score": lambda v: v,
+    "multiplicity_success": lambda v: v,
+    "classifier_auc": lambda v: 1 - abs(2 * v - 1),
+    "energy_violation": lambda v: 1 - v,
+}
+
+
+def ceiling_share(metric: str, value: float | None, ceiling: float | None) -> float | None:
+    """How close a model's value comes to the simulated ceiling (1 = as good as a second
+    simulation); None where the metric has no ceiling or a value is missing."""
+    if metric not in TO_SHARE or value is None or ceiling is None:
+        return None
+    best = TO_SHARE[metric](ceiling)
+    return TO_SHARE[metric](value) / best if best > 0 else None
 
 
 def verification_summary(raw: dict[str, Any]) -> dict[str, Any]:
@@ -253,8 +291,14 @@ def verification_summary(raw: dict[str, Any]) -> dict[str, Any]:
     def med(values: list[float]) -> float | None:
         return float(np.median(values)) if values else None
 
+    medians = {n: {k: med(v) for k, v in row.items()} for n, row in metrics.items()}
+    shares = {
+        n: {role: ceiling_share(n, row[role], row["ceiling"]) for role in ("base", "candidate")}
+        for n, row in medians.items()
+    }
     return {
-        "metrics": {n: {k: med(v) for k, v in row.items()} for n, row in metrics.items()},
+        "metrics": medians,
+        "ceiling_shares": shares,
         "detection_rate": {n: {k: med(v) for k, v in row.items()} for n, row in detection.items()},
         "seeds": len(raw["rounds"]),
     }

@@ -43,6 +43,15 @@ def quality_options(parser: Parser) -> None:
         help="time-to-quality runs per recipe (default 6: a 95%% interval of the median)",
     )
     parser.add_argument(
+        "--quality-concurrent",
+        type=bounded(int, low=1, high=32),
+        default=1,
+        help="pipelines (a recipe's search, training and verification for one seed) run at once "
+        "(default 1). Above 1, for a machine with room for several (a GPU): quality only, every "
+        "time claim reads 'not measured', no time to quality, no search of the recipe that trains "
+        "its defaults",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=Path(".bench-work"),
@@ -60,6 +69,7 @@ def quality_plan(args: Any, opts: CompareOptions) -> QualityRun:
         trial_epochs=args.hpo_epochs,
         events=args.quality_events,
         ttq_runs=args.ttq_runs,
+        concurrent=args.quality_concurrent,
     )
     return QualityRun(plan, args.work_dir)
 
@@ -72,7 +82,7 @@ def measure_quality_suite(run: QualityRun, opts: CompareOptions, kept: list[Any]
     from bench.quality_analysis import ttq_summary, verification_summary
 
     plan = run.plan
-    with JobProgress("quality", plan.seeds * 6 + plan.ttq_runs * 2) as progress:
+    with JobProgress("quality", plan.job_count()) as progress:
 
         def on_job(name: str, record: dict[str, Any], reused: bool) -> None:
             progress.done(name + (" (reused)" if reused else ""), record)

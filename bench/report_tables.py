@@ -70,7 +70,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-VERIFY_COLUMNS = ("metric", "ALT recipe", "NEU recipe", "ceiling (sim vs sim)")
+VERIFY_COLUMNS = ("metric", "ALT recipe", "of ceiling", "NEU recipe", "of ceiling", "ceiling (sim vs sim)")
 
 SELECTION_COLUMNS = ("PMTs chosen by", "ALT model", "NEU model")
 
@@ -92,6 +92,29 @@ def scale_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], lis
     return [("Scale: the speed claims at every preset (ratio [CI] verdict)", columns, rows, note)]
 
 
+def verify_rows(summary: dict[str, Any]) -> list[list[str]]:
+    # Records made before the shares were kept have none: their share cells read "-".
+    shares = summary.get("ceiling_shares", {})
+    rows = []
+    for name, v in summary["metrics"].items():
+        share = shares.get(name, {})
+        rows.append(
+            [
+                name,
+                _num(v["base"]),
+                _share(share.get("base")),
+                _num(v["candidate"]),
+                _share(share.get("candidate")),
+                _num(v["ceiling"]),
+            ]
+        )
+    return rows
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]], str]]:
     """(title, columns, rows, note) of the quality suite's context tables; empty without one."""
     quality = result.get("quality")
@@ -103,8 +126,10 @@ def quality_tables(result: dict[str, Any]) -> list[tuple[str, tuple[str, ...], l
         (
             f"Verification of the final models (medians over {seeds} seeds)",
             VERIFY_COLUMNS,
-            [[n, _num(v["base"]), _num(v["candidate"]), _num(v["ceiling"])] for n, v in summary["metrics"].items()],
-            "definitions: diffusion/quality.py and the README; ceiling: two simulations of the same truth",
+            verify_rows(summary),
+            "definitions: diffusion/quality.py and the README; ceiling: two simulations of the same truth; "
+            "of ceiling (computed from the medians): the value's share of the ceiling's, 1 = as good as a second "
+            "simulation (classifier_auc as 1 - |2 AUC - 1|, energy_violation as 1 - violation; val_loss has none)",
         ),
         (
             "PMT selection: detection rate on simulated trigger events (medians over seeds)",

@@ -86,6 +86,7 @@ CASES = [
     (["bench.compare", "--from", NO_FILE, "--seed", "-1"], "--seed must be at least 0"),
     (["bench.compare", "--from", NO_FILE, "--seed", "4294967296"], "--seed must be at most 4294967295"),
     (["bench.compare", "--from", NO_FILE, "--hpo-trials", "1000000"], "--hpo-trials must be at most 1000"),
+    (["bench.compare", "--from", NO_FILE, "--quality-concurrent", "0"], "--quality-concurrent must be at least 1"),
     (["bench.gate", "--baseline", NO_FILE, "--train-seconds", "inf"], "--train-seconds must be a finite number"),
     (["bench.gate", "--baseline", NO_FILE, "--rounds", "100000"], "--rounds must be at most 100"),
     (["bench.gate", "--baseline", NO_FILE, "--seed", "-1"], "--seed must be at least 0"),

@@ -10,8 +10,15 @@ import subprocess
 import pytest
 
 from bench.claims import load_claims
-from bench.quality import QualityPlan, time_to_target, ttq_path
-from bench.quality_analysis import cost_figures, quality_reading, quality_rows, ttq_summary
+from bench.quality import UNTUNED_SEARCH, QualityPlan, time_to_target, ttq_path
+from bench.quality_analysis import (
+    ceiling_share,
+    cost_figures,
+    quality_reading,
+    quality_rows,
+    ttq_summary,
+    verification_summary,
+)
 from diffusion.paths import ALT, NEU, format_path, parse_path
 from diffusion.presets import get_preset
 from tests.conftest import PYTHON, python_env
@@ -166,6 +173,101 @@ def test_the_plan_digest_names_what_the_work_directory_holds():
     assert QualityPlan().digest(ALT, NEU) != QualityPlan(events=500).digest(ALT, NEU)
     assert QualityPlan().digest(ALT, NEU) == QualityPlan(seeds=4, ttq_runs=8).digest(ALT, NEU)  # more jobs
     assert QualityPlan().digest(ALT, NEU) != QualityPlan().digest(ALT, parse_path("neu:clip_norm=none"))
+
+
+def test_jobs_at_once_give_quality_verdicts_and_read_no_time():
+    record = raw({s: (recipe(0.3, wall=20.0), recipe(0.2, wall=10.0)) for s in range(3)})
+    record["plan"]["concurrent"] = 3
+    for rnd in record["rounds"]:  # as bench.quality leaves the untuned recipe's search
+        rnd["recipes"]["base"]["search"] = {"error": UNTUNED_SEARCH}
+    rows = quality_rows(record, load_claims())
+    assert rows["Q1"]["rounds"] == 3 and rows["Q1"]["measured"]["estimate"] == pytest.approx(1.5)
+    assert rows["P1"]["rounds"] == 3
+    for cid in ("H4", "W2", "W3", "C1", "P2"):
+        assert rows[cid]["verdict"] == "not measured" and rows[cid]["measured"] is None, rows[cid]
+        assert "3 jobs ran at once" in rows[cid]["reason"]
+    assert "core-seconds" not in rows["C1"]["reason"]
+
+
+def test_shares_of_the_ceiling_are_oriented_so_one_is_the_ceiling():
+    assert ceiling_share("physics_score", 0.5, 0.98) == pytest.approx(0.5 / 0.98)
+    assert ceiling_share("classifier_auc", 0.9, 0.5) == pytest.approx(0.2)  # 1 - |2 AUC - 1|
+    assert ceiling_share("energy_violation", 0.28, 0.02) == pytest.approx(0.72 / 0.98)
+    assert ceiling_share("val_loss", 0.2, None) is None
+    summary = verification_summary(raw({s: (recipe(0.3), recipe(0.2)) for s in range(3)}))
+    assert summary["ceiling_shares"]["physics_score"] == {"base": pytest.approx(0.2), "candidate": pytest.approx(0.2)}
+    from bench.report_tables import verify_rows
+
+    physics = next(r for r in verify_rows(summary) if r[0] == "physics_score")
+    assert physics == ["physics_score", "0.2", "20%", "0.2", "20%", "1"]
+
+
+def fake_jobs(monkeypatch, at_once: int) -> list[str]:
+    """bench.quality's job makers replaced by records made at once: every training waits until
+    ``at_once`` trainings run together (a barrier), so a run that does not overlap them fails."""
+    import threading
+
+    import bench.quality as quality
+
+    made: list[str] = []
+    together = threading.Barrier(at_once, timeout=20)
+
+    def search(recipe, plan, seed):
+        return lambda folder: made.append(f"search-{recipe.role}-{seed}") or {"best_params": {"lr": 1e-3}}
+
+    def train(recipe, plan, seed, best, **_):
+        def make(folder):
+            together.wait()
+            made.append(f"train-{recipe.role}-{seed}")
+            return {"wall_s": 1.0, "summary": {"history": []}}
+
+        return make
+
+    def verify(plan, seed, run_dir):
+        record = {"seed": seed, "run": run_dir.parent.name, "metrics": {"val_loss": {"generated": 0.5}}}
+        return lambda folder: {"record": record}
+
+    monkeypatch.setattr(quality, "search_job", search)
+    monkeypatch.setattr(quality, "train_job", train)
+    monkeypatch.setattr(quality, "verify_job", verify)
+    return made
+
+
+def test_jobs_at_once_overlap_skip_the_untuned_search_and_keep_rounds_by_seed(tmp_path, monkeypatch):
+    from bench.quality import measure_quality
+
+    made = fake_jobs(monkeypatch, at_once=3)
+    plan = QualityPlan(seeds=3, concurrent=3)
+    result = measure_quality(plan, ALT, NEU, tmp_path)
+    assert not any(m.startswith("search-base") for m in made)
+    assert sorted(m for m in made if m.startswith("search")) == [f"search-candidate-{s}" for s in range(3)]
+    for seed, rnd in enumerate(result["rounds"]):
+        assert rnd["seed"] == seed
+        assert rnd["recipes"]["base"]["search"] == {"error": UNTUNED_SEARCH}
+        for role in ("base", "candidate"):
+            verified = rnd["recipes"][role]["verify"]["record"]
+            assert (verified["seed"], verified["run"]) == (seed, f"seed{seed}-{role}-train")
+    assert "jobs ran at once" in result["ttq"]["error"] and plan.job_count() == 15
+    work = {p.name for p in tmp_path.iterdir()}
+    assert work == {f"quality-tiny-{plan.digest(ALT, NEU)}"}
+    assert QualityPlan(seeds=3).digest(ALT, NEU) not in str(work)  # one job at a time never reuses these
+
+
+def test_one_job_at_a_time_runs_every_search(tmp_path, monkeypatch):
+    from bench.quality import measure_quality
+
+    made = fake_jobs(monkeypatch, at_once=1)
+    plan = QualityPlan(seeds=2, ttq_runs=0)
+    result = measure_quality(plan, ALT, NEU, tmp_path)
+    assert [m for m in made if m.startswith("search")] == [
+        "search-base-0", "search-candidate-0", "search-candidate-1", "search-base-1"
+    ]  # fmt: skip
+    assert "best_params" in result["rounds"][0]["recipes"]["base"]["search"]
+
+
+def test_the_digest_separates_runs_alone_from_runs_at_once():
+    assert QualityPlan(concurrent=2).digest(ALT, NEU) == QualityPlan(concurrent=8).digest(ALT, NEU)
+    assert QualityPlan(concurrent=2).digest(ALT, NEU) != QualityPlan().digest(ALT, NEU)
 
 
 @pytest.mark.slow
