@@ -50,6 +50,14 @@ from diffusion.paths import TrainingPath, format_path
 from diffusion.presets import Preset, get_preset
 
 SCHEMA = "pmt-bench/quality/1"
+ROLES = ("base", "candidate")
+PHASES = ("search", "train", "verify")
+# Why a recipe's jobs, or its search, are not run.
+NOT_RUN = "not run: the run's recipes were --quality-roles {roles}"
+UNTUNED_SEARCH = (
+    "not run: with jobs at once only quality is measured, and this recipe trains its defaults, "
+    "so its search would feed time claims alone"
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,8 @@ class QualityPlan:
         ttq_runs, ttq_max_epochs: time-to-quality runs per recipe, and the budget of each.
         concurrent: pipelines (one recipe's search, training and verification for one seed)
             run at once; above 1 the run measures quality only (see the module's docstring).
+        roles: the recipes run (``base``, ``candidate``); with one, no claim has a ratio, and the
+            record gives that recipe's models beside the ceiling (where the other does not fit).
     """
 
     preset: Preset = field(default_factory=lambda: get_preset("tiny"))
@@ -102,6 +112,7 @@ class QualityPlan:
     ttq_runs: int = 6  # the fewest runs whose order statistics give a 95% interval of the median
     ttq_max_epochs: int = 60
     concurrent: int = 1
+    roles: tuple[str, ...] = ROLES
 
     @property
     def times_measured(self) -> bool:
@@ -111,9 +122,9 @@ class QualityPlan:
     def job_count(self) -> int:
         """Jobs a run starts or reuses: per seed each recipe's search, training and verification
         (with jobs at once the base recipe's search is not run), then time to quality's."""
-        if self.times_measured:
-            return self.seeds * 6 + self.ttq_runs * 2
-        return self.seeds * 5
+        per_seed = 3 * len(self.roles) - (0 if self.times_measured or "base" not in self.roles else 1)
+        both = set(self.roles) == set(ROLES)
+        return self.seeds * per_seed + (self.ttq_runs * 2 if self.times_measured and both else 0)
 
     def record(self) -> dict[str, Any]:
         """The plan as records keep it, its preset by name."""
@@ -123,7 +134,7 @@ class QualityPlan:
         """Names the work directory: the fields that change what a job computes or how its time
         reads (``concurrent``). More seeds or time-to-quality runs add jobs to the same directory
         (a target that moved renames the time-to-quality jobs)."""
-        fields = {k: v for k, v in self.record().items() if k not in ("seeds", "ttq_runs", "concurrent")}
+        fields = {k: v for k, v in self.record().items() if k not in ("seeds", "ttq_runs", "concurrent", "roles")}
         fields["times_measured"] = self.times_measured
         paths = {"base": format_path(base), "candidate": format_path(candidate)}
         spec = json.dumps({**fields, **paths, "code": code_digest()}, sort_keys=True)
@@ -245,13 +256,6 @@ def verify_job(plan: QualityPlan, seed: int, run_dir: Path) -> Callable[[Path], 
     return make
 
 
-# Why a recipe's search is not run when several jobs run at once.
-UNTUNED_SEARCH = (
-    "not run: with jobs at once only quality is measured, and this recipe trains its defaults, "
-    "so its search would feed time claims alone"
-)
-
-
 def measure_quality(
     plan: QualityPlan,
     base: TrainingPath,
@@ -276,6 +280,8 @@ def measure_quality(
 
     def pipeline(seed: int, recipe: Recipe) -> dict[str, Any]:
         tag = f"seed{seed}-{recipe.role}"
+        if recipe.role not in plan.roles:
+            return {phase: {"error": NOT_RUN.format(roles=",".join(plan.roles))} for phase in PHASES}
         if plan.times_measured or recipe.tuned:
             search = job(f"{tag}-search", search_job(recipe, plan, seed))
         else:
@@ -302,9 +308,12 @@ def measure_quality(
     for (seed, recipe), result in zip(order, done, strict=True):
         rounds[seed]["recipes"][recipe.role] = result
 
-    ttq = (
-        measure_ttq(plan, pair, rounds, job) if plan.times_measured else {"error": NOT_TIMED.format(n=plan.concurrent)}
-    )
+    if not plan.times_measured:
+        ttq = {"error": NOT_TIMED.format(n=plan.concurrent)}
+    elif set(plan.roles) != set(ROLES):
+        ttq = {"error": NOT_RUN.format(roles=",".join(plan.roles))}
+    else:
+        ttq = measure_ttq(plan, pair, rounds, job)
     return {
         "schema": SCHEMA,
         "plan": plan.record(),

@@ -63,6 +63,12 @@ QUALITY_READINGS: dict[str, QualityReading] = {
 NOT_TIMED = "{n} jobs ran at once (--quality-concurrent {n}), so no job's time is its own"
 
 
+def missing_roles(raw: dict[str, Any]) -> list[str]:
+    """The recipes a run left out (``--quality-roles``; records before the knob ran both)."""
+    kept = raw.get("plan", {}).get("roles", ["base", "candidate"])
+    return [role for role in ("base", "candidate") if role not in kept]
+
+
 def concurrent_jobs(raw: dict[str, Any]) -> int:
     """How many jobs the run had at once (records before the knob ran one at a time)."""
     return int(raw.get("plan", {}).get("concurrent", 1))
@@ -96,6 +102,8 @@ def quality_reading(raw: dict[str, Any], metric: str) -> Any:
 
     if metric in SHARE_READINGS:
         return overlap_reading(raw)
+    if missing_roles(raw):
+        return Reading(None, f"no ratio: the {' and '.join(missing_roles(raw))} recipe was not run (--quality-roles)")
     if QUALITY_READINGS[metric].timed and concurrent_jobs(raw) > 1:
         return Reading(None, NOT_TIMED.format(n=concurrent_jobs(raw)))
     values = recipe_values(raw, metric)

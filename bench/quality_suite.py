@@ -52,6 +52,13 @@ def quality_options(parser: Parser) -> None:
         "its defaults",
     )
     parser.add_argument(
+        "--quality-roles",
+        choices=("both", "base", "candidate"),
+        default="both",
+        help="the recipes run (default both). One alone gives no ratio, only its final models "
+        "beside the ceiling: for a preset where the other recipe does not fit the time",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=Path(".bench-work"),
@@ -70,6 +77,7 @@ def quality_plan(args: Any, opts: CompareOptions) -> QualityRun:
         events=args.quality_events,
         ttq_runs=args.ttq_runs,
         concurrent=args.quality_concurrent,
+        roles=("base", "candidate") if args.quality_roles == "both" else (args.quality_roles,),
     )
     return QualityRun(plan, args.work_dir)
 

@@ -265,9 +265,26 @@ def test_one_job_at_a_time_runs_every_search(tmp_path, monkeypatch):
     assert "best_params" in result["rounds"][0]["recipes"]["base"]["search"]
 
 
+def test_one_recipe_alone_runs_only_its_jobs_and_gives_no_ratio(tmp_path, monkeypatch):
+    from bench.quality import measure_quality
+
+    made = fake_jobs(monkeypatch, at_once=1)
+    plan = QualityPlan(seeds=3, roles=("candidate",))
+    result = measure_quality(plan, ALT, NEU, tmp_path)
+    assert made and all("candidate" in m for m in made) and plan.job_count() == 9
+    assert result["rounds"][0]["recipes"]["base"]["train"]["error"].startswith("not run: the run's recipes")
+    assert "not run" in result["ttq"]["error"]
+    record = raw({s: (recipe(0.3), recipe(0.2)) for s in range(3)})
+    record["plan"]["roles"] = ["candidate"]
+    rows = quality_rows(record, load_claims())
+    assert rows["Q1"]["measured"] is None and "the base recipe was not run" in rows["Q1"]["reason"]
+    assert rows["P3"]["rounds"] == 3  # the candidate's own overlap needs no base
+
+
 def test_the_digest_separates_runs_alone_from_runs_at_once():
     assert QualityPlan(concurrent=2).digest(ALT, NEU) == QualityPlan(concurrent=8).digest(ALT, NEU)
     assert QualityPlan(concurrent=2).digest(ALT, NEU) != QualityPlan().digest(ALT, NEU)
+    assert QualityPlan(roles=("candidate",)).digest(ALT, NEU) == QualityPlan().digest(ALT, NEU)  # the same jobs
 
 
 @pytest.mark.slow
