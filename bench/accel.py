@@ -104,6 +104,7 @@ class Model:
     x0: np.ndarray
     cond: np.ndarray
     alpha_bar: np.ndarray
+    schedule: Any  # the preset's NoiseSchedule: the regression target of its prediction
 
     @property
     def state(self) -> tuple[list, list, list]:
@@ -128,17 +129,25 @@ def build(preset: Preset, data: Any, *, precision: str = "float32", seed: int = 
         optimizer.build(model.trainable_variables)
     finally:
         keras.config.set_dtype_policy("float32")
-    return Model(preset, model, optimizer, data.train.x, data.train.cond, data.schedule.alpha_bar.astype(np.float32))
+    alpha_bar = data.schedule.alpha_bar.astype(np.float32)
+    return Model(preset, model, optimizer, data.train.x, data.train.cond, alpha_bar, data.schedule)
 
 
 def _loss_fn(model: Model) -> Callable[..., Any]:
+    """The trainer's loss: MSE against the preset's regression target (the noise, or v), the
+    same ``diffusion.steps.regression_target`` the project's train step computes in the step."""
     import jax.numpy as jnp
+
+    from diffusion.steps import regression_target
+
+    target = regression_target(model.schedule, model.preset.diffusion.prediction)
 
     def loss(trainable, non_trainable, x_t, t, cond, noise):
         predicted, non_trainable = model.keras_model.stateless_call(
             trainable, non_trainable, [x_t, t, cond], training=True
         )
-        return jnp.mean(jnp.square(predicted.astype(jnp.float32) - noise)), non_trainable
+        wanted = noise if target is None else target(x_t, t, noise)
+        return jnp.mean(jnp.square(predicted.astype(jnp.float32) - wanted)), non_trainable
 
     return loss
 

@@ -52,6 +52,18 @@ def test_host_and_device_steps_give_the_same_loss_on_the_same_batch(tiny):
     assert float(loss_host) == pytest.approx(float(direct), rel=1e-6)
 
 
+def test_the_loss_regresses_on_the_presets_target_as_the_trainer_does(tiny):
+    preset, data, model = tiny
+    assert preset.diffusion.prediction == "v"
+    x_t, t, cond, noise = (np.asarray(a) for a in accel.draw_batch(5, model.x0, model.cond, model.alpha_bar, 32))
+    trainable, non_trainable, _ = model.state
+    loss, _ = accel._loss_fn(model)(trainable, non_trainable, x_t, t, cond, noise)
+    predicted = np.asarray(model.keras_model([x_t, t, cond], training=True))
+    wanted = data.schedule.target("v", x_t, t[:, 0].astype(int), noise)  # NumPy's v, from the batch
+    assert float(loss) == pytest.approx(float(np.mean((predicted - wanted) ** 2)), rel=1e-4)
+    assert float(loss) != pytest.approx(float(np.mean((predicted - noise) ** 2)), rel=1e-3)
+
+
 def test_analytic_flops_count_every_dense_kernel(tiny):
     _, _, model = tiny
     flops = accel.analytic_flops_per_sample(model.keras_model)
@@ -110,8 +122,10 @@ def test_the_ceiling_makes_the_projects_update_on_the_batch_its_key_draws(tiny):
     resident = (model.x0, model.cond, model.alpha_bar)
     loss, got, next_key = step(jax.tree.map(lambda a: a.copy(), model.state), ceiling.ceiling_key(), *resident)
     assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
+    # Two programs fuse the v target's division by sqrt(ab) differently: a few weights differ in
+    # the 7th digit (seen: 2 of 12288 by 6e-7), where another batch or update moves them by ~lr (1e-3).
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     again, _, _ = step(got, next_key, *resident)
     assert float(again) != float(loss)  # the returned key draws the next batch
 
