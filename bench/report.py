@@ -67,6 +67,9 @@ def header_line(result: dict[str, Any]) -> str:
         parts.append(f"quality at {quality['preset']!r}: {quality['seeds']} seeds")
     # A resumed run's wall time is its last invocation's; the provenance says what came before.
     parts.append(f"{result['wall_s']:.0f} s" + (" (last invocation)" if result.get("provenance") else ""))
+    data_s = (result.get("sequential") or {}).get("data_s")
+    if data_s is not None and data_s >= 1:  # a fresh machine's first run: said, and off the budget
+        parts.append(f"of which {data_s:.0f} s simulating the data sets the cache lacked, before the budget's clock")
     return ", ".join(parts)
 
 

@@ -66,7 +66,7 @@ def measure_speed(plan: Any, opts: CompareOptions, kept: list[Any]) -> dict[str,
         "environment": ok[0]["environment"],
         "summary": {"base": path_summary(records, "base"), "candidate": path_summary(records, "candidate")},
         "sequential": {
-            **{k: measured[k] for k in ("rounds", "memory_rounds", "reused", "wall_s")},
+            **{k: measured[k] for k in ("rounds", "memory_rounds", "reused", "data_s", "wall_s")},
             **sequential.record(),
         },
     }

@@ -84,6 +84,13 @@ def simulate(detector: DetectorConfig, events: EventConfig, n: int, seed: int) -
     return Events(**{f.name: np.concatenate([getattr(c, f.name) for c in chunks]) for f in dataclasses.fields(Events)})
 
 
+def events_path(
+    detector: DetectorConfig, events: EventConfig, n: int, seed: int, *, directory: Path | None = None
+) -> Path:
+    """The cache file of these simulated events (it may not exist yet)."""
+    return (directory or cache_dir()) / f"events-{dataset_key(detector, events, n, seed)}.npz"
+
+
 def load_events(
     detector: DetectorConfig, events: EventConfig, n: int, seed: int, *, directory: Path | None = None
 ) -> Events:
@@ -93,7 +100,7 @@ def load_events(
     not trusted: it is regenerated with a warning.
     """
     key = dataset_key(detector, events, n, seed)
-    path = (directory or cache_dir()) / f"events-{key}.npz"
+    path = events_path(detector, events, n, seed, directory=directory)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -77,3 +77,20 @@ def test_normaliser_round_trips_at_any_charge_scale_and_shows_charges_below_no_l
     below[:, 0] = norm.bounds(DET.n_pmt)[0][0] - 1.0  # under the no-light point
     assert np.all(norm.raw_charge(below)[:, 0] < 0)
     assert np.all(norm.decode(below)[0][:, 0] == 0)  # decoding shows no light, never negative light
+
+
+def test_ensure_cached_simulates_what_the_cache_lacks_once(tmp_path, monkeypatch):
+    from diffusion.data import ensure_cached, event_sets
+    from diffusion.presets import get_preset
+
+    monkeypatch.setenv("PMT_DIFFUSION_CACHE", str(tmp_path))
+    preset = get_preset("tiny")
+    made: list[int] = []
+    simulate = dataset.simulate
+    monkeypatch.setattr(dataset, "simulate", lambda det, ev, n, seed: made.append(n) or simulate(det, ev, n, seed))
+    ensure_cached(preset)
+    assert sorted(made) == sorted(n for n, _ in event_sets(preset))  # both sets, simulated now
+    for n, seed in event_sets(preset):
+        assert dataset.events_path(preset.detector, preset.events, n, seed).exists()
+    ensure_cached(preset)
+    assert len(made) == 2  # cached: nothing simulated again, nothing loaded

@@ -211,3 +211,13 @@ def test_a_plan_without_memory_rounds_runs_turns_only():
     out = measure(plan(memory_rounds=0), rule=sequential.rule, runner=fake_memory, start=FakeTurns)
     assert out["memory_rounds"] == 0 and not [rec for rec in out["records"] if rec.get("measured_for") == "memory"]
     assert plan(memory_rounds=0).record()["memory"] is None
+
+
+def test_the_header_says_what_simulating_data_cost_a_fresh_machine():
+    from bench.report import header_line
+
+    result = {"base": {"spec": "alt"}, "candidate": {"spec": "neu"}, "preset": "seed", "rounds": 3, "wall_s": 700.0}
+    fresh = {**result, "sequential": {"data_s": 71.4}}
+    assert "of which 71 s simulating the data sets the cache lacked" in header_line(fresh)
+    assert "simulating" not in header_line({**result, "sequential": {"data_s": 0.01}})  # cached: nothing to say
+    assert "simulating" not in header_line(result)  # records from before data_s
