@@ -92,30 +92,17 @@ def measure_partial(
 
 # ---- how close each final model comes to the ceiling (appended to the rendered Markdown) ----
 
-# Each metric turned into a share that is 1 for the ceiling and 0 for the worst: the value itself
-# where higher is better; indistinguishability 1 - |2 AUC - 1| for the classifier; the share of
-# events inside the energy band, 1 - violation, for the energy violation.
-TO_SHARE: dict[str, Callable[[float], float]] = {
-    "fidelity": lambda v: v,
-    "physics_score": lambda v: v,
-    "multiplicity_success": lambda v: v,
-    "classifier_auc": lambda v: 1 - abs(2 * v - 1),
-    "energy_violation": lambda v: 1 - v,
-}
-
 
 def ceiling_shares(result: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """Per metric and recipe: the final model's share over the ceiling's (1 = as good as a second simulation)."""
-    out: dict[str, dict[str, float | None]] = {}
-    for name, row in result["quality"]["verification"]["metrics"].items():
-        if name not in TO_SHARE or row.get("ceiling") is None:
-            continue
-        ceiling = TO_SHARE[name](row["ceiling"])
-        out[name] = {
-            role: (TO_SHARE[name](row[role]) / ceiling if row.get(role) is not None else None)
-            for role in ("base", "candidate")
-        }
-    return out
+    """Per metric and recipe: the final model's share over the ceiling's (1 = as good as a second
+    simulation), by the suite's own ``ceiling_share``; metrics without a ceiling are left out."""
+    from bench.quality_analysis import TO_SHARE, ceiling_share
+
+    return {
+        name: {role: ceiling_share(name, row.get(role), row["ceiling"]) for role in ("base", "candidate")}
+        for name, row in result["quality"]["verification"]["metrics"].items()
+        if name in TO_SHARE and row.get("ceiling") is not None
+    }
 
 
 def shares_markdown(result: dict[str, Any]) -> str:
