@@ -19,6 +19,7 @@ Readings, each timed synchronised (``block_until_ready``) after warm-up, median 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -103,8 +104,12 @@ class Model:
     optimizer: Any
     x0: np.ndarray
     cond: np.ndarray
-    alpha_bar: np.ndarray
-    schedule: Any  # the preset's NoiseSchedule: the regression target of its prediction
+    schedule: Any  # the preset's NoiseSchedule: its alpha_bar and its prediction's target
+
+    @functools.cached_property
+    def alpha_bar(self) -> np.ndarray:
+        """The schedule's cumulative alphas in float32, as the device keeps them."""
+        return self.schedule.alpha_bar.astype(np.float32)
 
     @property
     def state(self) -> tuple[list, list, list]:
@@ -129,8 +134,7 @@ def build(preset: Preset, data: Any, *, precision: str = "float32", seed: int = 
         optimizer.build(model.trainable_variables)
     finally:
         keras.config.set_dtype_policy("float32")
-    alpha_bar = data.schedule.alpha_bar.astype(np.float32)
-    return Model(preset, model, optimizer, data.train.x, data.train.cond, alpha_bar, data.schedule)
+    return Model(preset, model, optimizer, data.train.x, data.train.cond, data.schedule)
 
 
 def _loss_fn(model: Model) -> Callable[..., Any]:
