@@ -324,6 +324,35 @@ def test_quality_suite_end_to_end_and_resumed(tmp_path):
 
 
 @pytest.mark.slow
+def test_jobs_at_once_and_one_recipe_alone_end_to_end(tmp_path):
+    args = ["--suite", "quality", "--quality-seeds", "1", "--hpo-trials", "2", "--hpo-epochs", "1"]
+    args += ["--quality-events", "40", "--work-dir", str(tmp_path / "work"), "--quality-concurrent", "2"]
+
+    def compare(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PYTHON, "-m", "bench.compare", "alt", "neu", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env=python_env(),
+        )
+
+    both = compare("--json", str(tmp_path / "both.json"))
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert "[5/5] quality seed0-" in both.stderr  # ALT's search is not run: 5 jobs, a line each
+    rows = {r["id"]: r for r in json.loads((tmp_path / "both.json").read_text())["claims"]}
+    assert rows["Q1"]["rounds"] == 1 and rows["Q1"]["measured"] is not None
+    assert rows["H4"]["verdict"] == "not measured" and "2 jobs ran at once" in rows["H4"]["reason"]
+    assert "of ceiling" in both.stdout and "2 jobs ran at once" in both.stdout  # shares; time to quality
+
+    alone = compare("--quality-roles", "candidate", "--json", str(tmp_path / "alone.json"))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert alone.stderr.count("(reused)") == 3  # NEU's three jobs, from the same work directory
+    rows = {r["id"]: r for r in json.loads((tmp_path / "alone.json").read_text())["claims"]}
+    assert rows["Q1"]["measured"] is None and "the base recipe was not run" in rows["Q1"]["reason"]
+
+
+@pytest.mark.slow
 def test_a_crashed_child_is_named_by_its_signal():
     from bench.roles import failure
 
