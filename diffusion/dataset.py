@@ -39,15 +39,15 @@ def dataset_key(detector: DetectorConfig, events: EventConfig, n: int, seed: int
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
         h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+        h.update(memoryview(np.ascontiguousarray(arrays[name])).cast("B"))  # no copy of the bytes
     return h.hexdigest()
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -57,7 +57,7 @@ def temp_beside(path: Path) -> tuple[int, str]:
     """A temp file in ``path``'s directory (so the rename is atomic), with the permissions an
     ordinary open() would give (mkstemp's are 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     return fd, tmp
 
 
@@ -106,7 +106,7 @@ def load_events(
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
             meta = json.loads(str(arrays.pop("__meta__")))
-            if meta["key"] != key or meta["digest"] != _digest(arrays):
+            if meta["key"] != key or meta["digest"] != arrays_digest(arrays):
                 raise ValueError("key or checksum mismatch")
             return Events(**arrays)
         # TypeError: metadata that is no object, or arrays that are not Events' fields.
@@ -114,7 +114,7 @@ def load_events(
             warnings.warn(f"regenerating corrupt data-set cache {path}: {exc}", stacklevel=2)
     result = simulate(detector, events, n, seed)
     arrays = result.arrays()
-    meta = json.dumps({"key": key, "digest": _digest(arrays)})
+    meta = json.dumps({"key": key, "digest": arrays_digest(arrays)})
     atomic_save_npz(path, {**arrays, "__meta__": np.array(meta)})
     return result
 

@@ -94,3 +94,68 @@ def test_ensure_cached_simulates_what_the_cache_lacks_once(tmp_path, monkeypatch
         assert dataset.events_path(preset.detector, preset.events, n, seed).exists()
     ensure_cached(preset)
     assert len(made) == 2  # cached: nothing simulated again, nothing loaded
+
+
+def _prepared_equal(a, b) -> None:
+    from diffusion.data import _prepared_arrays
+
+    for name, array in _prepared_arrays(a).items():
+        np.testing.assert_array_equal(array, _prepared_arrays(b)[name], err_msg=name)
+    assert a.normaliser == b.normaliser
+    np.testing.assert_array_equal(a.schedule.betas, b.schedule.betas)
+
+
+def test_prepared_data_is_cached_and_read_back_as_made(tmp_path, monkeypatch):
+    from diffusion import data
+    from diffusion.presets import get_preset
+
+    monkeypatch.setenv("PMT_DIFFUSION_CACHE", str(tmp_path))
+    preset = get_preset("tiny")
+    made = data.prepare(preset)
+    assert data.prepared_path(preset).is_dir()
+    assert not list(tmp_path.glob(".prepared-*"))  # no temp directory left behind
+    monkeypatch.setattr(data, "load_events", lambda *a, **k: pytest.fail("events loaded, not the prepared cache"))
+    _prepared_equal(data.prepare(preset), made)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta"])
+def test_damaged_prepared_cache_is_made_again_not_trusted(tmp_path, monkeypatch, damage):
+    from diffusion import data
+    from diffusion.presets import get_preset
+
+    monkeypatch.setenv("PMT_DIFFUSION_CACHE", str(tmp_path))
+    preset = get_preset("tiny")
+    made = data.prepare(preset)
+    directory = data.prepared_path(preset)
+    target = directory / ("meta.json" if damage == "meta" else "val_noise.npy")
+    raw = bytearray(target.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip":
+        raw[-5] ^= 0xFF  # one byte of the array's data: the checksum no longer matches
+    else:
+        raw = bytearray(b'{"key": "another"}')
+    target.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="prepared-data cache .* is unusable"):
+        again = data.prepare(preset)
+    _prepared_equal(again, made)
+    _prepared_equal(data.prepare(preset), made)  # made again whole: read back without a warning
+
+
+def test_prepared_cache_key_follows_the_data_the_noise_and_the_code(monkeypatch):
+    import dataclasses
+
+    from diffusion import data
+    from diffusion.presets import get_preset
+
+    tiny = get_preset("tiny")
+    keys = {
+        data.prepared_key(tiny),
+        data.prepared_key(dataclasses.replace(tiny, seed=1)),
+        data.prepared_key(dataclasses.replace(tiny, n_val=tiny.n_val + 32)),
+        data.prepared_key(dataclasses.replace(tiny, diffusion=dataclasses.replace(tiny.diffusion, timesteps=500))),
+    }
+    assert len(keys) == 4
+    assert data.prepared_key(tiny) == data.prepared_key(get_preset("tiny"))
+    monkeypatch.setattr(data, "PREPARED_BY", data.PREPARED_BY[:-1])  # other code, another key
+    assert data.prepared_key(tiny) not in keys
