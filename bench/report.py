@@ -9,6 +9,7 @@ bench/report_tables.py, the plots from bench/report_plot.py.
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Any
 
 from rich import box
@@ -69,8 +70,32 @@ def header_line(result: dict[str, Any]) -> str:
     parts.append(f"{result['wall_s']:.0f} s" + (" (last invocation)" if result.get("provenance") else ""))
     data_s = (result.get("sequential") or {}).get("data_s")
     if data_s is not None and data_s >= 1:  # a fresh machine's first run: said, and off the budget
-        parts.append(f"of which {data_s:.0f} s simulating the data sets the cache lacked, before the budget's clock")
+        parts.append(
+            f"of which {data_s:.0f} s simulating and preparing the data the cache lacked, before the budget's clock"
+        )
     return ", ".join(parts)
+
+
+STAGE_NAMES = {"setup": "set-up", "warm": "warm-ups", "validate": "validation", "train": "training", "finish": "finish"}
+
+
+def stages_line(result: dict[str, Any]) -> str | None:
+    """Where a round of turns spends its wall time (median over the run's rounds, per stage):
+    what decides how many rounds a budget holds. None for records from before ``stages_s``."""
+    by_round: dict[int, dict[str, float]] = {}
+    for rec in result.get("records") or []:
+        if isinstance(rec.get("stages_s"), dict):
+            by_round.setdefault(int(rec["round"]), rec["stages_s"])
+    if not by_round:
+        return None
+    rounds = list(by_round.values())
+    total = statistics.median(sum(stages.values()) for stages in rounds)
+    parts = [
+        f"{label} {statistics.median(stages.get(key, 0.0) for stages in rounds):.0f} s"
+        for key, label in STAGE_NAMES.items()
+        if any(key in stages for stages in rounds)
+    ]
+    return f"A round of turns took {total:.0f} s (median of {len(rounds)}): {', '.join(parts)}"
 
 
 def wide_console() -> Console:
@@ -108,6 +133,8 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     """Print the claim tables by family, the open claims, the ablations and the environment."""
     console = console or wide_console()
     console.print(f"[bold]{header_line(result)}[/bold]")
+    if stages := stages_line(result):
+        console.print(f"[dim]{stages}[/dim]")
     for family, title in FAMILY_TITLES.items():
         rows = [r for r in result["claims"] if r["family"] == family and r["verdict"] not in OPEN_VERDICTS]
         if not rows:
@@ -183,6 +210,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         header_line(result) + ".",
         "",
+        *([stages_line(result) + ".", ""] if stages_line(result) else []),
         *([f"Provenance: {result['provenance']}.", ""] if result.get("provenance") else []),
         "Verdict rule (README, 'What a run tells you'): direction first, then the claim's band; "
         "fewer than 3 rounds give no verdict."

@@ -225,7 +225,7 @@ def measure(
     Returns:
         ``records`` (turns, then memory-only ones), ``rounds`` (rounds of turns), ``stop``
         (why they ended), ``memory_rounds``, ``reused`` (jobs taken from the cut run),
-        ``data_s`` (simulating the data sets the cache lacked, before the clock) and ``wall_s``.
+        ``data_s`` (simulating and preparing the data the cache lacked, before the clock) and ``wall_s``.
     """
     from bench.partial import Partial
     from diffusion.data import ensure_cached

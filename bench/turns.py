@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,9 +186,19 @@ def turn_round(
     182 s round), and the compile times are read as such. A worker that has trained enough sits
     out the remaining training turns. Without ``freeze`` (the gate's calibrated mode) the
     workers start side by side, idle ones stay alive, and every one trains until all have.
+
+    Every record gets the round's ``stages_s``: the wall seconds of its set-up, warm-ups,
+    validation turns, training turns and finish, which say where a budget's time goes.
     """
     live: dict[str, Worker] = {}
     done: dict[str, dict[str, Any]] = {}
+    stages: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        stages[stage] = stages.get(stage, 0.0) + now - clock[0]
+        clock[0] = now
 
     def ask(name: str, request: dict[str, Any] | None) -> dict[str, Any] | None:
         try:
@@ -226,6 +237,7 @@ def turn_round(
             for role in order:  # set-up runs side by side; each is frozen once it is ready
                 if ask(role.name, None) is not None:
                     live[role.name].freeze()
+            lap("setup")
             for role in order:  # the first (traced) pass and steps, alone unless asked otherwise
                 if role.name in live:
                     if warm_together:
@@ -239,17 +251,21 @@ def turn_round(
                         ask(role.name, None)  # its answer to the warm turn sent above
                         if role.name in live:
                             live[role.name].freeze()
+            lap("warm")
         else:
             for role in order:
                 live[role.name] = start(jobs[role.name], role.root)
             for role in order:
                 ask(role.name, None)
+            lap("setup")
         for _ in range(max(job.val_passes for job in jobs.values())):
             if len(live) >= paired:
                 go_round("validate", {"turn": "validate"})
+        lap("validate")
         train = {"turn": "train", "seconds": turn_seconds}
         while len(live) >= paired and any(short(n) for n in live if "train" in jobs[n].phases):
             go_round("train", train)
+        lap("train")
         for name in list(live):
             answer = ask(name, {"turn": "finish"})
             if answer is not None:
@@ -257,7 +273,8 @@ def turn_round(
     finally:
         for worker in live.values():
             worker.close()
-    return done
+        lap("finish")
+    return {name: {**record, "stages_s": dict(stages)} for name, record in done.items()}
 
 
 def run_turns(

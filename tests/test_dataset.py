@@ -159,3 +159,25 @@ def test_prepared_cache_key_follows_the_data_the_noise_and_the_code(monkeypatch)
     assert data.prepared_key(tiny) == data.prepared_key(get_preset("tiny"))
     monkeypatch.setattr(data, "PREPARED_BY", data.PREPARED_BY[:-1])  # other code, another key
     assert data.prepared_key(tiny) not in keys
+
+
+def test_prepared_arrays_read_back_are_writable_copies_on_write_that_never_reach_the_cache(tmp_path, monkeypatch):
+    import warnings
+
+    import psutil
+
+    from diffusion import data
+    from diffusion.presets import get_preset
+
+    monkeypatch.setenv("PMT_DIFFUSION_CACHE", str(tmp_path))
+    preset = get_preset("tiny")
+    made = data.prepare(preset)
+    rss = psutil.Process().memory_info().rss
+    loaded = data.prepare(preset)
+    # Every page was read at load (the checksum), so the process holds the data from here on.
+    held = sum(array.nbytes for array in data._prepared_arrays(loaded).values())  # ~5.5 MB at tiny
+    assert psutil.Process().memory_info().rss - rss >= 0.9 * held
+    loaded.train.x[:] = 7.0  # a write stays in this process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no damaged cache: the write never reached the file
+        _prepared_equal(data.prepare(preset), made)

@@ -218,6 +218,54 @@ def test_the_header_says_what_simulating_data_cost_a_fresh_machine():
 
     result = {"base": {"spec": "alt"}, "candidate": {"spec": "neu"}, "preset": "seed", "rounds": 3, "wall_s": 700.0}
     fresh = {**result, "sequential": {"data_s": 71.4}}
-    assert "of which 71 s simulating the data sets the cache lacked" in header_line(fresh)
+    assert "of which 71 s simulating and preparing the data the cache lacked" in header_line(fresh)
     assert "simulating" not in header_line({**result, "sequential": {"data_s": 0.01}})  # cached: nothing to say
     assert "simulating" not in header_line(result)  # records from before data_s
+
+
+def _disk_runner(log: list[tuple[str, str]], *, failing: str | None = None):
+    """Memory jobs as ``fake_memory``; a disk fit waits for the other one (both at once, or the
+    barrier times out), then answers bytes that set M3 at 0.25 and M4 at 1, or fails."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+
+    def runner(job, root):
+        if not job.fit_disk:
+            log.append(("memory", job.spec))
+            return fake_memory(job, root)
+        assert job.phases == ()  # a fit measures nothing else
+        barrier.wait()
+        log.append(("disk", job.spec))
+        if job.spec == failing:
+            return {"error": "worker exited with status 1: boom"}
+        logs = 100 if job.spec == "alt" else 400
+        return {"disk": {"tracking": parse_path(job.spec).tracking, "log_bytes": logs, "checkpoint_bytes": 5000}}
+
+    return runner
+
+
+def test_disk_fits_run_side_by_side_before_any_memory_job_and_their_bytes_land_in_round_one():
+    log: list[tuple[str, str]] = []
+    out = measure(plan(), rule=lambda records, elapsed, budget: "stop", runner=_disk_runner(log), start=FakeTurns)
+    assert sorted(log[:2]) == [("disk", "alt"), ("disk", "neu")] and {kind for kind, _ in log[2:]} == {"memory"}
+    memory = [rec for rec in out["records"] if rec.get("measured_for") == "memory"]
+    assert sorted((rec["round"], rec["role"]) for rec in memory if "disk" in rec) == [(0, "base"), (0, "candidate")]
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    rows = {row["id"]: row for row in assess_claims(claims, out["records"], roles, ALT.knobs(), NEU.knobs())}
+    assert rows["M3"]["verdict"].startswith("holds") and rows["M3"]["measured"]["estimate"] == pytest.approx(0.25)
+    assert rows["M4"]["verdict"].startswith("holds")
+
+
+def test_a_failed_disk_fit_leaves_the_memory_rounds_and_says_why_in_the_disk_rows():
+    log: list[tuple[str, str]] = []
+    runner = _disk_runner(log, failing="neu")
+    out = measure(plan(), rule=lambda records, elapsed, budget: "stop", runner=runner, start=FakeTurns)
+    claims, roles = load_claims(), [role.record() for role in plan().roles()]
+    rows = {row["id"]: row for row in assess_claims(claims, out["records"], roles, ALT.knobs(), NEU.knobs())}
+    for cid in ("M3", "M4"):
+        assert (
+            rows[cid]["verdict"] == "not measured"
+            and "disk fit: worker exited with status 1: boom" in rows[cid]["reason"]
+        )
+    assert rows["M1"]["verdict"] == "holds" and "boom" not in rows["M1"]["reason"]

@@ -179,3 +179,39 @@ def test_frozen_a_worker_that_has_trained_enough_sits_out_and_warm_ups_may_run_s
     assert turns == {"a": 2, "b": 8}  # a: 2 x 0.2 s; b: 8 x 0.05 s; a sat out b's last six
     warm = [(n, e) for n, e in log if "warm" in e]
     assert warm == [("a", "sent warm"), ("b", "sent warm")]  # both sent before either answer is read
+
+
+class Timed(Recorder):
+    """A recorder whose answers take as long as their stage is meant to, to be timed."""
+
+    WAITS = {"ready": 0.06, "warm": 0.04, "validate": 0.03, "train": 0.0, "finish": 0.02}
+
+    def ask(self, request):
+        turn = "ready" if request is None else request["turn"]
+        time.sleep(self.WAITS[turn])
+        return super().ask(request)
+
+
+def test_every_record_of_a_round_says_where_its_wall_time_went():
+    from bench.report import stages_line
+
+    log: list[tuple[str, str]] = []
+    roles = [Role(n, parse_path("neu"), ("validate", "train")) for n in ("a", "b")]
+    jobs = {r.name: Job(NEU, TINY, train_seconds=0.1, min_steps=1, val_passes=1) for r in roles}
+    started = iter("ab")
+    began = time.perf_counter()
+    out = turn_round(
+        roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Timed(next(started), log), freeze=True
+    )
+    wall = time.perf_counter() - began
+    stages = out["a"]["stages_s"]
+    assert out["b"]["stages_s"] == stages and list(stages) == ["setup", "warm", "validate", "train", "finish"]
+    # Two workers per stage: at least twice each answer's wait; the stages add up to the round.
+    for stage, wait in Timed.WAITS.items():
+        assert stages["setup" if stage == "ready" else stage] >= 2 * wait - 1e-3, (stage, stages)
+    assert sum(stages.values()) == pytest.approx(wall, abs=0.05)
+    records = [{**rec, "round": r} for r in (0, 1) for rec in out.values()]
+    line = stages_line({"records": records})
+    assert line is not None and line.startswith("A round of turns took") and "(median of 2)" in line
+    assert "set-up 0 s" in line and "training" in line
+    assert stages_line({"records": [{"round": 0, "phases": {}}]}) is None  # records from before stages_s
