@@ -69,14 +69,9 @@ def role_ratios(records: list[dict[str, Any]], base_role: str, cand_role: str, m
         return {}
 
 
-def worker_errors(records: list[dict[str, Any]], *roles: str, phase: str | None = None) -> list[str]:
-    """The distinct error messages of the roles' failed workers (three identical failures: one);
-    for a ``disk`` metric, also those of their failed disk fits (bench/runner.py: ``fit_disks``)."""
-    mine = [rec for rec in records if rec.get("role") in roles]
-    errors = {rec["error"] for rec in mine if "error" in rec}
-    if phase == "disk":
-        errors |= {f"disk fit: {rec['disk']['error']}" for rec in mine if "error" in (rec.get("disk") or {})}
-    return sorted(errors)
+def worker_errors(records: list[dict[str, Any]], *roles: str) -> list[str]:
+    """The distinct error messages of the roles' failed workers (three identical failures: one)."""
+    return sorted({rec["error"] for rec in records if rec.get("role") in roles and "error" in rec})
 
 
 def failed_workers(records: list[dict[str, Any]], *roles: str) -> int:
@@ -147,7 +142,7 @@ def assess_speed_claim(
     if pair is None:
         return claim_row(claim, reason="not measured: its ablation was not run (--no-ablations)"), {}
     base_role, cand_role = pair
-    errors = worker_errors(records, base_role, cand_role, phase=METRICS[claim.metric].phase)
+    errors = worker_errors(records, base_role, cand_role)
     ratios = role_ratios(records, base_role, cand_role, claim.metric)
     if not ratios:
         requires = METRICS[claim.metric].requires

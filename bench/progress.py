@@ -34,6 +34,9 @@ def headline(record: dict[str, Any]) -> str:
         parts.append(f"fidelity {summary['metrics']['fidelity']['generated']:.3g}")
     if "wall_s" in record:
         parts.append(f"{record['wall_s']:.0f} s wall")
+    disk = record.get("disk") or {}
+    if "log_bytes" in disk:  # a memory job that also fitted an epoch for M3/M4
+        parts.append(f"logs {disk['log_bytes']} B, checkpoint {disk.get('checkpoint_bytes', 0) / 2**20:.1f} MiB")
     return ", ".join(parts) or "done"
 
 

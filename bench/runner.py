@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,32 +56,6 @@ def run_worker(job: Job, root: Path = ROOT, *, timeout: float = 900) -> dict[str
 Runner = Callable[[Job, Path], dict[str, Any]]
 
 
-def fit_disks(
-    roles: list[Role], preset: Preset, options: Mapping[str, Any], runner: Runner
-) -> dict[str, dict[str, Any]]:
-    """The disk use of each role's one-epoch fit (``Job.fit_disk``), the fits side by side, each
-    in a worker of its own that measures nothing else.
-
-    What a fit writes is set by the tracking knob, the model's shapes and the steps of an epoch,
-    not by how fast the steps run (bench/measure.py: ``measure_disk``), so the fits may share the
-    cores; they run before any memory job, so no job whose memory or CPU use is kept shares them.
-    At seed the two paths' fits took ~65 s each one after the other.
-
-    Returns:
-        Per role name, the fit's ``disk`` record, or {'error': ...} from a failed worker.
-    """
-    jobs = {role.name: dataclasses.replace(role_job(role, preset, options, fit_disk=True), phases=()) for role in roles}
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        futures = {role.name: pool.submit(runner, jobs[role.name], role.root) for role in roles}
-        records = {name: future.result() for name, future in futures.items()}
-    return {
-        name: rec["disk"]
-        if isinstance(rec.get("disk"), dict)
-        else {"error": rec.get("error", "worker wrote no disk record")}
-        for name, rec in records.items()
-    }
-
-
 def run_rounds(
     roles: list[Role],
     preset: Preset,
@@ -97,23 +70,19 @@ def run_rounds(
 ) -> list[dict[str, Any]]:
     """Run every role once per round, in a fresh random order each round.
 
-    Disk use (logs and checkpoints of a one-epoch fit) is deterministic, so it is measured once
-    for ``disk_roles``, by fits side by side before the first round (``fit_disks``), and kept in
-    their first round's records. Each round draws its order from its own generator (``seed``,
-    round), so a resumed run measures its remaining jobs as the uncut run would have.
+    Disk use (logs and checkpoints of a short fit) is deterministic, so it is measured once,
+    in the first round, for ``disk_roles``. Each round draws its order from its own generator
+    (``seed``, round), so a resumed run measures its remaining jobs as the uncut run would have.
 
     Args:
         done: records of finished jobs, keyed (round, role name), from a cut run: each is
-            reused as it is (its disk use with it), not run again and not passed to ``on_job``.
+            reused as it is, not run again and not passed to ``on_job``.
 
     Returns:
         One record per (round, role), each with ``round`` and ``role`` added, in the order
         the jobs ran (or would have).
     """
     done = done or {}
-    options = job_options or {}
-    fitting = [role for role in roles if role.name in disk_roles and (0, role.name) not in done]
-    disk = fit_disks(fitting, preset, options, runner) if fitting and rounds else {}
     records = []
     for r in range(rounds):
         for i in np.random.default_rng([seed, r]).permutation(len(roles)):
@@ -121,9 +90,8 @@ def run_rounds(
             if (r, role.name) in done:
                 records.append(done[r, role.name])
                 continue
-            record = tagged(runner(role_job(role, preset, options), role.root), r, role)
-            if r == 0 and role.name in disk and "error" not in record:
-                record["disk"] = disk[role.name]
+            job = role_job(role, preset, job_options or {}, fit_disk=(r == 0 and role.name in disk_roles))
+            record = tagged(runner(job, role.root), r, role)
             records.append(record)
             if on_job is not None:
                 on_job(r, role, record)

@@ -40,11 +40,15 @@ MEMORY_JOB = {"train_seconds": 0.5, "min_steps": 4, "val_passes": 1}
 # Long against a step's cache refill after another role's turn, short against the seconds
 # over which the machine drifts; a turn overruns by at most one step (ALT at seed: ~1.2 s).
 TURN_SECONDS = 0.25
-# Per role and round: two timed validation passes (each a turn), and training until
-# ``train_seconds`` and 4 steps. Rounds, not passes or steps within one process, are what the
-# interval counts; at seed ALT's validation pass is ~5 s and its step ~1.2 s, and the budget
-# buys more rounds when each is short.
-TURN_JOB = {"val_passes": 2, "min_steps": 4}
+# Per role and round: one timed validation pass (a turn), and training until ``train_seconds``
+# and 4 steps. Rounds, not passes or steps within one process, are what the interval counts.
+# At seed on a slow 2-CPU EPYC VM (ALT's eager pass ~11 s) validation took 66 s of a 189-s
+# round with two passes, and the budget held 2 rounds: no verdict. Pooled over 5 seed runs (13
+# rounds), a round's sd of log ratio with one pass against the mean of two: V1 0.055 / 0.043,
+# V2 0.061 / 0.017, V3 0.097 / 0.077, V4 0.066 / 0.085. One pass makes V2 noisier, but a third
+# round (or a fourth) narrows every interval more: t / sqrt(n), the half width per sd, is 8.99
+# at n = 2 (and gives no verdict), 2.48 at 3 and 1.59 at 4.
+TURN_JOB = {"val_passes": 1, "min_steps": 4}
 XLA_KNOBS = ("train_compile", "val_compile")  # the role ``ablation_roles`` adds beyond the report
 
 

@@ -246,3 +246,13 @@ def test_piped_search_prints_one_line_per_finished_trial(tmp_path):
     assert [line.split(" complete")[0] for line in lines] == ["[1/2] trial 0", "[2/2] trial 1"]
     assert all(len(line) <= WIDTH for line in result.stderr.splitlines())
     assert not TF_CHATTER.search(result.stderr), result.stderr
+
+
+def test_a_job_line_names_rate_pass_and_the_bytes_of_a_disk_fit():
+    from bench.progress import headline
+
+    job = {"phases": {"train": {"train_samples_per_s": 39.54}, "validate": {"val_pass_s": 5.84}}}
+    assert headline(job) == "39.54 samples/s, val pass 5.84 s"
+    fitted = {**job, "disk": {"log_bytes": 380, "checkpoint_bytes": 402 * 2**20}}
+    assert headline(fitted) == "39.54 samples/s, val pass 5.84 s, logs 380 B, checkpoint 402.0 MiB"
+    assert headline({"error": "boom", "disk": {"log_bytes": 1}}) == "failed: boom"
