@@ -34,22 +34,24 @@ def kept_jobs(path: Path) -> list[dict]:
 
 # Imported by every Python process started with the hook's folder on PYTHONPATH (site imports
 # ``sitecustomize``), before any module binds the parser: each process counts its calls of the
-# spec parser and the preset lookup and writes them, by pid, where PMT_PARSE_COUNTS says.
+# spec parser and the preset lookup and writes them, by pid, where PMT_PARSE_COUNTS says: at
+# every call and at exit, since a worker leaves with os._exit (bench/worker.py), past atexit.
 COUNTING_HOOK = """
 import atexit, json, os, sys
 import diffusion.paths, diffusion.presets
 counts = {"parse_path": 0, "get_preset": 0}
+def write():
+    with open(os.path.join(os.environ["PMT_PARSE_COUNTS"], f"{os.getpid()}.json"), "w") as f:
+        json.dump({"argv": sys.argv, **counts}, f)
 def counted(name, fn):
     def call(*args, **kwargs):
         counts[name] += 1
+        write()
         return fn(*args, **kwargs)
     return call
 diffusion.paths.parse_path = counted("parse_path", diffusion.paths.parse_path)
 diffusion.presets.get_preset = counted("get_preset", diffusion.presets.get_preset)
-@atexit.register
-def write():
-    with open(os.path.join(os.environ["PMT_PARSE_COUNTS"], f"{os.getpid()}.json"), "w") as f:
-        json.dump({"argv": sys.argv, **counts}, f)
+atexit.register(write)
 """
 
 
