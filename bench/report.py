@@ -205,12 +205,13 @@ def _md_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
 
 def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     """The same tables as Markdown, for reports and the README."""
+    stages = stages_line(result)
     parts = [
         f"# ALT vs NEU: {result['base']['spec']} vs {result['candidate']['spec']}",
         "",
         header_line(result) + ".",
         "",
-        *([stages_line(result) + ".", ""] if stages_line(result) else []),
+        *([stages + ".", ""] if stages else []),
         *([f"Provenance: {result['provenance']}.", ""] if result.get("provenance") else []),
         "Verdict rule (README, 'What a run tells you'): direction first, then the claim's band; "
         "fewer than 3 rounds give no verdict."

@@ -234,7 +234,7 @@ def measure(
     from bench.partial import Partial
     from diffusion.data import ensure_cached
 
-    # A fresh machine simulates its data sets on first use: done here, off the budget's clock.
+    # A fresh machine simulates and prepares its data on first use: done here, off the budget's clock.
     data_s = ensure_cached(plan.preset)
     began = time.perf_counter()
     kept_memory, kept_turns = kept or (Partial(None, {}), Partial(None, {}))

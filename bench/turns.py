@@ -193,12 +193,13 @@ def turn_round(
     live: dict[str, Worker] = {}
     done: dict[str, dict[str, Any]] = {}
     stages: dict[str, float] = {}
-    clock = [time.perf_counter()]
+    last = time.perf_counter()
 
     def lap(stage: str) -> None:
+        nonlocal last
         now = time.perf_counter()
-        stages[stage] = stages.get(stage, 0.0) + now - clock[0]
-        clock[0] = now
+        stages[stage] = stages.get(stage, 0.0) + now - last
+        last = now
 
     def ask(name: str, request: dict[str, Any] | None) -> dict[str, Any] | None:
         try:

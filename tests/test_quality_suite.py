@@ -287,19 +287,24 @@ def test_the_digest_separates_runs_alone_from_runs_at_once():
     assert QualityPlan(roles=("candidate",)).digest(ALT, NEU) == QualityPlan().digest(ALT, NEU)  # the same jobs
 
 
+def compare_run(*args: str) -> subprocess.CompletedProcess:
+    """``python -m bench.compare alt neu ARGS`` in a fresh process, its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", "bench.compare", "alt", "neu", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=python_env(),
+    )
+
+
 @pytest.mark.slow
 def test_quality_suite_end_to_end_and_resumed(tmp_path):
     args = ["--suite", "quality", "--quality-seeds", "1", "--hpo-trials", "2", "--hpo-epochs", "2"]
     args += ["--quality-events", "40", "--ttq-runs", "1", "--work-dir", str(tmp_path / "work")]
 
     def compare(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [PYTHON, "-m", "bench.compare", "alt", "neu", *args, *extra],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            env=python_env(),
-        )
+        return compare_run(*args, *extra)
 
     first = compare("--json", str(tmp_path / "q.json"))
     assert first.returncode == 0, first.stderr[-2000:]
@@ -329,13 +334,7 @@ def test_jobs_at_once_and_one_recipe_alone_end_to_end(tmp_path):
     args += ["--quality-events", "40", "--work-dir", str(tmp_path / "work"), "--quality-concurrent", "2"]
 
     def compare(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [PYTHON, "-m", "bench.compare", "alt", "neu", *args, *extra],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            env=python_env(),
-        )
+        return compare_run(*args, *extra)
 
     both = compare("--json", str(tmp_path / "both.json"))
     assert both.returncode == 0, both.stderr[-2000:]
