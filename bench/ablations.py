@@ -14,6 +14,15 @@ def ablation_metric(phase: str) -> str:
     return {"train": "train_samples_per_s", "validate": "val_pass_s"}[phase]
 
 
+def first_call_s(records: list[dict[str, Any]], role: str, phase: str) -> float | None:
+    """The median first (traced) call: the first step, or the first validation batch (a whole
+    first pass in records from before validation was measured in turns)."""
+    if phase == "train":
+        return phase_median(records, role, phase, "first_step_s")
+    call = phase_median(records, role, phase, "first_val_call_s")
+    return call if call is not None else phase_median(records, role, phase, "first_val_pass_s")
+
+
 def ablation_rows(
     records: list[dict[str, Any]], roles: list[dict[str, Any]], *, confidence: float = CONFIDENCE
 ) -> list[dict[str, Any]]:
@@ -42,7 +51,7 @@ def ablation_rows(
                     "reference_value": phase_median(records, reference, phase, metric),
                     "value": phase_median(records, name, phase, metric),
                     "ratio": interval_dict(interval),
-                    "first_call_s": phase_median(records, name, phase, "first_step_s" if train else "first_val_pass_s"),
+                    "first_call_s": first_call_s(records, name, phase),
                     "samples_per_s": phase_median(
                         records, name, phase, "train_samples_per_s" if train else "val_samples_per_s"
                     ),

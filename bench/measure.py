@@ -36,6 +36,10 @@ class Job:
         min_steps: ...and at least this many steps, after the first (traced) step and warm-up.
         warmup_steps: untimed steps after the first, so caches and autotuning settle.
         val_passes: timed validation passes after the first (traced) one.
+        val_warm_batches: in turns (``TurnTaker``), the untimed first validation call is this
+            many batches, not a whole pass: an eager pass has nothing to trace, and a whole
+            first pass of ALT at seed cost 7-8 s of a round's warm-ups for one figure beside the
+            verdicts; the first batch's time (the traced call) is kept. None: a whole pass.
         fit_disk: also fit one epoch into a temp directory and report the bytes written.
         seed: model and data-order seed.
         cpus: pin the worker to its first this-many usable cores, with the framework's thread
@@ -49,6 +53,7 @@ class Job:
     min_steps: int = 10
     warmup_steps: int = 2
     val_passes: int = 3
+    val_warm_batches: int | None = None
     fit_disk: bool = False
     seed: int = 0
     cpus: int | None = None
@@ -60,6 +65,11 @@ class Job:
         unknown = [p for p in self.phases if p not in PHASES]
         if unknown:
             raise ValueError(f"unknown phases {unknown}; valid phases: {', '.join(PHASES)}.")
+        if self.val_warm_batches is not None and not 1 <= self.val_warm_batches <= self.path.val_batches:
+            raise ValueError(
+                f"val_warm_batches must be in 1..{self.path.val_batches} (the path's val_batches), "
+                f"but got {self.val_warm_batches!r}."
+            )
 
     @property
     def spec(self) -> str:
@@ -152,8 +162,11 @@ def validation_summary(first: Any, passes: list[Any]) -> dict[str, Any]:
     """The validate phase's record from its first (traced) pass and the timed ones (pure)."""
     seconds = np.array([p.seconds for p in passes])
     last = passes[-1]
+    # A first call of fewer batches than a pass (``val_warm_batches``) times no first pass.
+    whole = first.batches >= last.batches
     return {
-        "first_val_pass_s": first.seconds,
+        **({"first_val_pass_s": first.seconds} if whole else {}),
+        "first_val_call_s": float(first.batch_s[0]),
         "val_pass_s": float(np.median(seconds)),
         "val_pass_s_all": seconds.tolist(),
         "val_samples": last.samples,
@@ -254,7 +267,7 @@ class TurnTaker:
     Several workers are alive at once and take turns, so each side's time is spread over the
     same seconds as the other's: on these VMs throughput drifts by 20-40% over seconds (other
     tenants, the host), which pairs of whole processes run one after the other do not cancel.
-    Set-up, the first (traced) validation pass, the first step and warm-up happen before the
+    Set-up, the first (traced) validation call, the first step and warm-up happen before the
     first turn; what each turn ran is summarised as ``run_job`` summarises a phase, so both
     modes give records of one shape. Memory and CPU use are not sampled in this mode: the gate
     that uses it judges speed only.
@@ -272,29 +285,51 @@ class TurnTaker:
         self.warm: Any = None
         self.warmed = False
         self.passes: list[Any] = []
+        self.pass_steps: Any = None  # the pass under way when validation is spread over turns
+        self.pass_done: list[tuple[float, float]] = []
         self.chunks: list[Any] = []
         self.turn_samples_per_s: list[float] = []
 
     def warm_up(self) -> dict[str, Any]:
-        """The first (traced) validation pass, the first step and the warm-up steps, untimed by
-        the turns: asked for on its own (the ``warm`` turn) so that it can run alone while set-up
-        (imports, data, model) ran side by side with other workers; else done before the first turn."""
+        """The first (traced) validation call (a pass, or ``val_warm_batches``), the first step
+        and the warm-up steps, untimed by the turns: asked for on its own (the ``warm`` turn) so
+        that it can run alone while set-up (imports, data, model) ran side by side with other
+        workers; else done before the first turn."""
         if not self.warmed:
             self.warmed = True
             if "validate" in self.job.phases:
-                self.first_pass = self.trainer.validate()
+                self.first_pass = self.trainer.validate(n_batches=self.job.val_warm_batches)
             if "train" in self.job.phases:
                 self.first, self.warm = train_warmup(self.trainer, self.job)
+        first = self.first_pass
         return {
-            "first_val_pass_s": self.first_pass.seconds if self.first_pass is not None else None,
+            "first_val_call_s": float(first.batch_s[0]) if first is not None else None,
             "first_step_s": self.first.first_step_s if self.first is not None else None,
         }
 
-    def validate(self) -> dict[str, float]:
-        """One timed validation pass."""
+    def validate(self, seconds: float | None = None) -> dict[str, float]:
+        """One timed validation pass; with ``seconds``, only the pass's next batches, until they
+        took that long (a turn overruns by at most one batch), so that one pass spreads over
+        several turns and the machine's drift falls on every role's pass alike. ``passes`` says
+        how many passes are complete."""
+        from diffusion.trainer import ValidationResult
+
         self.warm_up()
-        self.passes.append(self.trainer.validate())
-        return {"seconds": self.passes[-1].seconds}
+        if seconds is None:
+            self.passes.append(self.trainer.validate())
+            return {"seconds": self.passes[-1].seconds, "passes": len(self.passes)}
+        if self.pass_steps is None:
+            self.pass_steps, self.pass_done = self.trainer.validation_steps(), []
+        path, done, batches = self.trainer.path, 0.0, 0
+        while done < seconds and len(self.pass_done) < path.val_batches:
+            self.pass_done.append(next(self.pass_steps))
+            done += self.pass_done[-1][1]
+            batches += 1
+        if len(self.pass_done) == path.val_batches:
+            losses, times = zip(*self.pass_done, strict=True)
+            self.passes.append(ValidationResult(np.array(losses), np.array(times), path.val_batch_size))
+            self.pass_steps = None
+        return {"batches": batches, "seconds": done, "passes": len(self.passes)}
 
     def train(self, seconds: float) -> dict[str, float]:
         """Train for at least ``seconds``, one step at a time, so a turn overruns by at most one

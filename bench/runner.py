@@ -116,6 +116,8 @@ class Plan:
         freeze: with ``turn_seconds``, only the worker whose turn it is runs; the others are
             stopped (bench/turns.py: ``turn_round``), so none banks work while idle.
         warm_together: frozen, the workers' warm-ups run side by side instead of alone.
+        val_in_turns: with ``turn_seconds``, a validation pass spreads over turns of that
+            length, as training does, instead of taking one turn whole (the gate's mode).
     """
 
     roles: tuple[Role, ...]
@@ -127,6 +129,7 @@ class Plan:
     turn_seconds: float | None = None
     freeze: bool = False
     warm_together: bool = False
+    val_in_turns: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, Preset):  # a name is looked up where it enters, not here
@@ -155,6 +158,7 @@ class Plan:
             "turn_seconds": self.turn_seconds,
             "freeze": self.freeze,
             "warm_together": self.warm_together,
+            "val_in_turns": self.val_in_turns,
         }
 
 
@@ -194,6 +198,7 @@ def run_plan(
             start=start or TurnWorker,
             freeze=plan.freeze,
             warm_together=plan.warm_together,
+            val_turn_seconds=plan.turn_seconds if plan.val_in_turns else None,
             on_job=on_job,
             done=done,
             more=more,

@@ -40,15 +40,19 @@ MEMORY_JOB = {"train_seconds": 0.5, "min_steps": 4, "val_passes": 1}
 # Long against a step's cache refill after another role's turn, short against the seconds
 # over which the machine drifts; a turn overruns by at most one step (ALT at seed: ~1.2 s).
 TURN_SECONDS = 0.25
-# Per role and round: one timed validation pass (a turn), and training until ``train_seconds``
-# and 4 steps. Rounds, not passes or steps within one process, are what the interval counts.
+# Per role and round: one timed validation pass, spread over turns (``Plan.val_in_turns``), and
+# training until ``train_seconds`` and 8 steps; the untimed first validation call is 2 batches.
+# Rounds, not passes or steps within one process, are what the interval counts.
 # At seed on a slow 2-CPU EPYC VM (ALT's eager pass ~11 s) validation took 66 s of a 189-s
 # round with two passes, and the budget held 2 rounds: no verdict. Pooled over 5 seed runs (13
-# rounds), a round's sd of log ratio with one pass against the mean of two: V1 0.055 / 0.043,
-# V2 0.061 / 0.017, V3 0.097 / 0.077, V4 0.066 / 0.085. One pass makes V2 noisier, but a third
-# round (or a fourth) narrows every interval more: t / sqrt(n), the half width per sd, is 8.99
-# at n = 2 (and gives no verdict), 2.48 at 3 and 1.59 at 4.
-TURN_JOB = {"val_passes": 1, "min_steps": 4}
+# rounds), a round's sd of log ratio with one whole pass a turn against the mean of two: V1
+# 0.055 / 0.043, V2 0.061 / 0.017, V3 0.097 / 0.077, V4 0.066 / 0.085; a pass spread over turns
+# meets the drift that its counterpart meets, as two passes at different times did for V2. With
+# 4 steps, ALT's eager training turns at seed (one step each, ~0.9 s) left T4 an sd of 0.05 a
+# round, nearly all of it the 4 steps' own (0.036 and 0.047 per role within rounds), and an
+# interval at n = 4 whose upper end fell either side of 1 (0.908 [0.827, 0.996]); 8 steps halve
+# that variance, for the ~18 s a round that a whole first pass of the eager roles cost.
+TURN_JOB = {"val_passes": 1, "min_steps": 8, "val_warm_batches": 2}
 XLA_KNOBS = ("train_compile", "val_compile")  # the role ``ablation_roles`` adds beyond the report
 
 
@@ -110,6 +114,7 @@ class SpeedPlan:
             turn_seconds=TURN_SECONDS,
             freeze=True,
             warm_together=self.warm_together,
+            val_in_turns=True,
         )
 
 

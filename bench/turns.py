@@ -167,11 +167,15 @@ def turn_round(
     *,
     freeze: bool = False,
     warm_together: bool = False,
+    val_turn_seconds: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One round of ``run_turns``: start the workers side by side, take turns, collect records.
 
     Turns go round in a fresh random order each time: first ``val_passes`` validation passes,
-    then training turns until every worker has trained ``train_seconds`` and ``min_steps``
+    a whole pass a turn, or with ``val_turn_seconds`` that long a turn, so that one pass spreads
+    over many turns as training does (a whole pass of ALT at seed took 8 s of one stretch of
+    the machine's drift, its 20-batch variant 3 s of another: V2's sd of log ratio per round was
+    0.061 with one pass, 0.017 with the mean of two); then training turns until every worker has trained ``train_seconds`` and ``min_steps``
     (so a slow path still gets short turns, and the faster side simply trains more). When
     fewer than two workers are left, nothing could be paired, so the round ends there.
 
@@ -220,16 +224,23 @@ def turn_round(
             # Frozen, a worker that has trained enough sits out the rest: the others' turns
             # still alternate, and a slow path's extra steps would only cost time.
             done_training = freeze and phase == "train" and not short(name)
-            if name in live and phase in jobs[name].phases and not done_training:
+            done_validating = freeze and phase == "validate" and validated[name] >= jobs[name].val_passes
+            if name in live and phase in jobs[name].phases and not (done_training or done_validating):
                 answer = ask(name, request)
                 if answer is not None and phase == "train":
                     trained[name] = (trained[name][0] + answer["steps"], trained[name][1] + answer["seconds"])
+                elif answer is not None:
+                    validated[name] = answer.get("passes", validated[name] + 1)  # an older tree's worker
+
+    def validating(name: str) -> bool:
+        return "validate" in jobs[name].phases and validated[name] < jobs[name].val_passes
 
     def short(name: str) -> bool:
         steps, seconds = trained[name]
         return seconds < jobs[name].train_seconds or steps < jobs[name].min_steps
 
     trained = {name: (0, 0.0) for name in jobs}
+    validated = dict.fromkeys(jobs, 0)
     paired = min(2, len(order))
     try:
         if freeze:
@@ -259,9 +270,14 @@ def turn_round(
             for role in order:
                 ask(role.name, None)
             lap("setup")
-        for _ in range(max(job.val_passes for job in jobs.values())):
-            if len(live) >= paired:
-                go_round("validate", {"turn": "validate"})
+        if val_turn_seconds is None:
+            for _ in range(max(job.val_passes for job in jobs.values())):
+                if len(live) >= paired:
+                    go_round("validate", {"turn": "validate"})
+        else:
+            turn = {"turn": "validate", "seconds": val_turn_seconds}
+            while len(live) >= paired and any(validating(n) for n in live):
+                go_round("validate", turn)
         lap("validate")
         train = {"turn": "train", "seconds": turn_seconds}
         while len(live) >= paired and any(short(n) for n in live if "train" in jobs[n].phases):
@@ -290,6 +306,7 @@ def run_turns(
     on_job: OnJob | None = None,
     freeze: bool = False,
     warm_together: bool = False,
+    val_turn_seconds: float | None = None,
     done: Mapping[tuple[int, str], dict[str, Any]] | None = None,
     more: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
@@ -303,8 +320,9 @@ def run_turns(
         done: records of finished rounds, keyed (round, role name), from a cut run: a round
             whose every role is there is reused as it is (and not passed to ``on_job``); a
             round only partly there is measured again whole, as its roles belong together.
-        freeze, warm_together: only the worker taking its turn runs, and warm-ups alone or
-            side by side (``turn_round``).
+        freeze, warm_together, val_turn_seconds: only the worker taking its turn runs,
+            warm-ups alone or side by side, validation a whole pass a turn or spread over turns
+            (``turn_round``).
         more: called with all records so far after every round; False stops before
             ``rounds`` (a sequential rule that has decided, or a spent budget).
 
@@ -321,7 +339,16 @@ def run_turns(
             rng = np.random.default_rng([seed, r])
             order = [roles[i] for i in rng.permutation(len(roles))]
             jobs = {role.name: role_job(role, preset, job_options or {}) for role in order}
-            measured = turn_round(order, jobs, turn_seconds, rng, start, freeze=freeze, warm_together=warm_together)
+            measured = turn_round(
+                order,
+                jobs,
+                turn_seconds,
+                rng,
+                start,
+                freeze=freeze,
+                warm_together=warm_together,
+                val_turn_seconds=val_turn_seconds,
+            )
             for role in roles:
                 record = tagged(measured[role.name], r, role)
                 records.append(record)

@@ -4,7 +4,8 @@
 and writes the record. ``python -m bench.worker --turns JOB_JSON`` takes turns instead: it
 sets up, says ``{"ready": true, "protocol": TURNS_PROTOCOL}`` on stdout, then answers one JSON request per stdin line
 (``{"turn": "warm"}``: the first traced pass and steps, optional, else done before the first
-turn; ``{"turn": "validate"}``, ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
+turn; ``{"turn": "validate"}``, a whole pass, or ``{"turn": "validate", "seconds": S}``, the
+pass's next batches; ``{"turn": "train", "seconds": S}``, ``{"turn": "finish"}``)
 with one JSON line, the last one ``{"record": ...}`` (bench/turns.py drives it).
 
 Fresh processes keep thread pools, allocator state, caches and peak memory of one
@@ -119,7 +120,7 @@ def take_turns(job_json: str) -> int:
         if turn == "warm":
             say(taker.warm_up())
         elif turn == "validate":
-            say(taker.validate())
+            say(taker.validate(request.get("seconds")))
         elif turn == "train":
             say(taker.train(float(request["seconds"])))
         elif turn == "finish":

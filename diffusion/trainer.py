@@ -186,15 +186,23 @@ class Trainer:
 
     def validate(self, n_batches: int | None = None, batch_size: int | None = None) -> ValidationResult:
         """One validation pass over the fixed set, as the path says unless overridden."""
+        batch_size = batch_size or self.path.val_batch_size
+        steps = list(self.validation_steps(n_batches, batch_size))
+        return ValidationResult(np.array([s[0] for s in steps]), np.array([s[1] for s in steps]), batch_size)
+
+    def validation_steps(
+        self, n_batches: int | None = None, batch_size: int | None = None
+    ) -> Iterator[tuple[float, float]]:
+        """A validation pass one batch at a time: each batch's (loss, seconds), timed around
+        the step alone, so that a caller may spread one pass over several turns (bench/measure.py's
+        ``TurnTaker``) and the time between batches counts for nothing."""
         self.stepper.sync_to_model()
         n_batches = n_batches or self.path.val_batches
         batch_size = batch_size or self.path.val_batch_size
-        losses, seconds = np.empty(n_batches), np.empty(n_batches)
-        for i, batch in enumerate(self.data.validation.batches(n_batches, batch_size)):
+        for batch in self.data.validation.batches(n_batches, batch_size):
             t0 = time.perf_counter()
-            losses[i] = self.stepper.validate(batch)
-            seconds[i] = time.perf_counter() - t0
-        return ValidationResult(losses, seconds, batch_size)
+            loss = self.stepper.validate(batch)
+            yield float(loss), time.perf_counter() - t0
 
     @property
     def learning_rate(self) -> float:

@@ -215,3 +215,59 @@ def test_every_record_of_a_round_says_where_its_wall_time_went():
     assert line is not None and line.startswith("A round of turns took") and "(median of 2)" in line
     assert "set-up 0 s" in line and "training" in line
     assert stages_line({"records": [{"round": 0, "phases": {}}]}) is None  # records from before stages_s
+
+
+class Batches(Recorder):
+    """A recorder whose validation pass takes ``turns`` validate turns of a few batches each."""
+
+    TURNS = {"a": 3, "b": 1}
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        super().__init__(name, log)
+        self.asked = 0
+
+    def ask(self, request):
+        answer = super().ask(request)
+        if request is not None and request["turn"] == "validate":
+            assert request["seconds"] == 0.05
+            self.asked += 1
+            return {"batches": 2, "seconds": 0.05, "passes": self.asked // self.TURNS[self.name]}
+        return answer
+
+
+def test_frozen_a_pass_spread_over_turns_alternates_until_each_role_has_its_passes():
+    log: list[tuple[str, str]] = []
+    roles = [Role(n, parse_path("neu"), ("validate",)) for n in "ab"]
+    jobs = {r.name: Job(NEU, TINY, phases=("validate",), val_passes=1) for r in roles}
+    started = iter("ab")
+    turn_round(roles, jobs, 0.05, np.random.default_rng(0), lambda job, root: Batches(next(started), log),
+               freeze=True, val_turn_seconds=0.05)  # fmt: skip
+    turns = [n for n, e in log if e == "validate"]
+    assert sorted(turns) == ["a", "a", "a", "b"]  # b's pass was done after one turn: it sat out a's last two
+    assert turns[-2:] == ["a", "a"] and "b" in turns[:2]  # both took a turn before either's second
+
+
+def test_a_pass_spread_over_turns_is_the_whole_pass_batch_for_batch():
+    """In-process, at tiny: the turns' pieces of a pass are the batches of a whole pass, and the
+    untimed first call is ``val_warm_batches`` batches, timed as a first call, not as a pass."""
+    from bench.measure import TurnTaker
+    from diffusion.paths import ALT
+
+    with pytest.raises(ValueError, match="val_warm_batches must be in 1..50"):
+        Job(ALT, TINY, val_warm_batches=51)
+    taker = TurnTaker(Job(ALT, TINY, phases=("validate",), val_passes=1, val_warm_batches=2))
+    try:
+        assert taker.warm_up()["first_val_call_s"] > 0 and taker.first_pass.batches == 2
+        answers = []
+        while not answers or answers[-1]["passes"] < 1:
+            answers.append(taker.validate(1e-9))  # one batch a turn: a turn overruns by one batch at most
+        assert [a["batches"] for a in answers] == [1] * ALT.val_batches
+        whole = taker.trainer.validate()
+        np.testing.assert_allclose(taker.passes[0].batch_losses, whole.batch_losses, rtol=1e-6)
+        validate = taker.record(close=False)["phases"]["validate"]
+    finally:
+        taker.trainer.close()
+    assert "first_val_pass_s" not in validate and validate["first_val_call_s"] > 0
+    assert validate["val_batches"] == ALT.val_batches and validate["val_pass_s"] == pytest.approx(
+        taker.passes[0].seconds
+    )
