@@ -267,7 +267,8 @@ def check_compare_args(compare_args: list[str]) -> None:
     for spec in (parsed.base, parsed.candidate):
         if spec is not None:
             parse_path(spec)
-    get_preset(parsed.preset)
+    if parsed.preset is not None:  # None: compare's own default (seed)
+        get_preset(parsed.preset)
 
 
 def render_saved(source: Path, out: Path | None) -> int:

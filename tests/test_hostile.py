@@ -407,6 +407,14 @@ def test_repeat_refuses_compare_options_it_owns(args, flag):
     refused(lambda: check_compare_args(["alt", "neu", *args]), f"must not include {flag}")
 
 
+def test_repeat_takes_the_readme_main_job_as_it_is_and_a_preset_by_name():
+    from bench.repeat import check_compare_args
+
+    check_compare_args(["alt", "neu"])  # no --preset: compare's own default, seed
+    check_compare_args(["alt", "neu", "--preset", "tiny"])
+    refused(lambda: check_compare_args(["alt", "neu", "--preset", "huge"]), "huge")
+
+
 def test_repeat_refuses_a_bad_compare_argument_once_before_any_run(tmp_path, blocked_tf):
     result = cli(tmp_path, blocked_tf, "bench.repeat", "--json", "r.json", "--runs", "2", "--", "--rounds", "0")
     one_line_exit_2(result, "--rounds must be at least 1")
