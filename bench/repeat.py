@@ -137,6 +137,22 @@ def pooled(record: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return out
 
 
+def overlap(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per claim with an interval wider than a point: how many pairs of runs have overlapping
+    intervals, of how many pairs both judged it (pure). Intervals that miss each other say the
+    run-level drift is larger than one run's interval admits. Exact quantities (bytes, a point
+    per run) have no interval to overlap and are left out."""
+    out = {}
+    per_run = [run_intervals(one) for one in record["runs"]]
+    for cid in record["agreement"]:
+        spans = [(iv[1], iv[2]) for iv in (r.get(cid) for r in per_run) if iv is not None]
+        if not spans or all(low == high for low, high in spans):
+            continue
+        pairs = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1 :]]
+        out[cid] = (sum(a[0] <= b[1] and b[0] <= a[1] for a, b in pairs), len(pairs))
+    return out
+
+
 def markdown(record: dict[str, Any]) -> str:
     runs = record["runs"]
     ids = list(record["agreement"])
@@ -169,6 +185,15 @@ def markdown(record: dict[str, Any]) -> str:
         f"{' and '.join(TARGET_FAMILIES).capitalize()} claims with the same verdict in at least {need} of "
         f"{len(runs)} runs: {', '.join(stable) or 'none'}; fewer: {', '.join(c for c in target if c not in stable) or 'none'}.",
     ]
+    shares = overlap(record)
+    if shares and len(runs) > 1:
+        low = [c for c, (k, n) in shares.items() if k < STABLE_SHARE * n]
+        lines += [
+            "",
+            f"Pairs of runs whose 95% intervals overlap (target: at least {STABLE_SHARE:.0%} of pairs): "
+            + ", ".join(f"{c} {k}/{n} ({k / n:.0%})" for c, (k, n) in shares.items())
+            + f"; below the target: {', '.join(low) or 'none'}.",
+        ]
     together = pooled(record)
     if together:
         lines += [

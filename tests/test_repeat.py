@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bench.repeat import SCHEMA, agreement, claim_bands, markdown, straddled, why_flipped
+from bench.repeat import SCHEMA, agreement, claim_bands, markdown, overlap, straddled, why_flipped
 from bench.stats import claim_band
 from tests.conftest import PYTHON, ROOT, python_env
 
@@ -93,6 +93,20 @@ def test_markdown_lists_stable_and_unstable_claims_and_the_reasons():
     text = markdown(a_record())
     assert "Validation and training claims with the same verdict in at least 3 of 3 runs: T1; fewer: V2." in text
     assert "- V2: band [2.08, 3] around 2.5x: holds in run 1;" in text
+
+
+def test_overlap_counts_the_pairs_of_runs_whose_intervals_meet():
+    record = a_record()
+    # V2: [2.28, 2.83], [1.9, 3.12], [2.85, 3.49]: runs 1 and 3 miss each other. T1: all meet.
+    assert overlap(record) == {"V2": (2, 3), "T1": (3, 3)}
+    assert "overlap (target: at least 90% of pairs): T1 3/3 (100%), V2 2/3 (67%); below the target: V2." in markdown(
+        record
+    )
+    for run in record["runs"]:  # an exact figure, a point per run, has no interval to overlap
+        run["intervals"]["M3"] = "0.2 [0.2, 0.2]"
+        run["verdicts"]["M3"] = "refuted (exact)"
+    record["agreement"] = agreement([r["verdicts"] for r in record["runs"]])
+    assert "M3" not in overlap(record)
 
 
 def test_a_record_without_rows_takes_bands_and_families_from_the_registry():
