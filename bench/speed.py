@@ -70,6 +70,8 @@ class SpeedPlan:
         xla: also the candidate with XLA, beyond the report (no claim reads it; its compile
             takes longer than a round's measuring at seed).
         warm_together: warm-ups (first pass and steps) side by side, not alone (bench/turns.py).
+        whole_val_passes: a validation pass takes one turn whole instead of spreading over turns
+            (``Plan.val_in_turns``), to compare the two on a machine.
         memory_rounds: whole-process rounds of ALT and NEU for M1-M4; 0 leaves them out (the
             scale suite, which reads speed only).
         disk: also measure M3/M4 (a one-epoch fit of base and candidate in round 1).
@@ -87,6 +89,7 @@ class SpeedPlan:
     xla: bool = False
     disk: bool = True
     warm_together: bool = False
+    whole_val_passes: bool = False
     memory_rounds: int = MEMORY_ROUNDS
     seed: int = 0
 
@@ -114,7 +117,7 @@ class SpeedPlan:
             turn_seconds=TURN_SECONDS,
             freeze=True,
             warm_together=self.warm_together,
-            val_in_turns=True,
+            val_in_turns=not self.whole_val_passes,
         )
 
 

@@ -126,6 +126,12 @@ def speed_options(parser: Parser) -> None:
         help="warm-ups (first pass, first steps) side by side instead of alone: for many-core GPU machines, where "
         "they dominate a round; first-call times then include the neighbours'",
     )
+    parser.add_argument(
+        "--whole-val-passes",
+        action="store_true",
+        help="each validation pass in one turn, whole, instead of spread over turns of 0.25 s (the default): "
+        "to compare the two on a machine",
+    )
 
 
 def speed_plan(args: Any, opts: CompareOptions) -> Any:
@@ -143,6 +149,7 @@ def speed_plan(args: Any, opts: CompareOptions) -> Any:
         both_ways=args.both_ways,
         xla=args.xla,
         warm_together=args.warm_together,
+        whole_val_passes=args.whole_val_passes,
         disk=not args.no_disk,
         seed=opts.seed,
     )

@@ -221,3 +221,14 @@ def test_the_header_says_what_simulating_data_cost_a_fresh_machine():
     assert "of which 71 s simulating and preparing the data the cache lacked" in header_line(fresh)
     assert "simulating" not in header_line({**result, "sequential": {"data_s": 0.01}})  # cached: nothing to say
     assert "simulating" not in header_line(result)  # records from before data_s
+
+
+def test_validation_spreads_over_turns_unless_whole_passes_are_asked_for():
+    from bench.compare import build_parser
+    from bench.compare_options import options_from
+    from bench.speed_suite import speed_plan
+
+    assert plan().turns().val_in_turns is True and plan().turns().job_options["val_warm_batches"] == 2
+    assert plan(whole_val_passes=True).turns().val_in_turns is False
+    args = build_parser().parse_args(["alt", "neu", "--whole-val-passes"])
+    assert speed_plan(args, options_from(args)).turns().val_in_turns is False
