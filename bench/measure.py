@@ -326,8 +326,7 @@ class TurnTaker:
             done += self.pass_done[-1][1]
             batches += 1
         if len(self.pass_done) == path.val_batches:
-            losses, times = zip(*self.pass_done, strict=True)
-            self.passes.append(ValidationResult(np.array(losses), np.array(times), path.val_batch_size))
+            self.passes.append(ValidationResult.from_steps(self.pass_done, path.val_batch_size))
             self.pass_steps = None
         return {"batches": batches, "seconds": done, "passes": len(self.passes)}
 

@@ -67,6 +67,11 @@ class ValidationResult:
     batch_s: np.ndarray
     batch_size: int
 
+    @classmethod
+    def from_steps(cls, steps: list[tuple[float, float]], batch_size: int) -> ValidationResult:
+        """The pass of ``Trainer.validation_steps``'s (loss, seconds) pairs."""
+        return cls(np.array([s[0] for s in steps]), np.array([s[1] for s in steps]), batch_size)
+
     @property
     def batches(self) -> int:
         return len(self.batch_losses)
@@ -188,7 +193,7 @@ class Trainer:
         """One validation pass over the fixed set, as the path says unless overridden."""
         batch_size = batch_size or self.path.val_batch_size
         steps = list(self.validation_steps(n_batches, batch_size))
-        return ValidationResult(np.array([s[0] for s in steps]), np.array([s[1] for s in steps]), batch_size)
+        return ValidationResult.from_steps(steps, batch_size)
 
     def validation_steps(
         self, n_batches: int | None = None, batch_size: int | None = None
