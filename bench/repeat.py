@@ -29,6 +29,8 @@ from diffusion.files import write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs, check_readable_file
 from diffusion.shapes import check
 
+CONFIDENCE = 0.95  # a row kept before rows kept their level: every look of those runs was at 95%
+
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("validation", "training", "memory")  # the claims a default compare run judges
@@ -137,6 +139,38 @@ def pooled(record: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return out
 
 
+def run_rows(record: dict[str, Any], cid: str) -> list[Any]:
+    """One claim's figures in every run that kept its row (``bench.repeat_forecast.RunRow``)."""
+    from bench.repeat_forecast import RunRow
+
+    rows = []
+    for one in record["runs"]:
+        row = one.get("rows", {}).get(cid)
+        if row is not None and row.get("n"):
+            per_round = tuple(row.get("per_round") or ())
+            confidence = row.get("confidence") or CONFIDENCE
+            rows.append(RunRow(row["estimate"], row["low"], row["high"], row["n"], confidence, per_round))
+    return rows
+
+
+def forecasts(record: dict[str, Any]) -> dict[str, Any]:
+    """Each validation and training claim's computed repeat chances (``bench.repeat_forecast``),
+    judged against the registry as ``pooled`` judges; claims with fewer than 2 kept rows are left out."""
+    from bench.claims import load_claims
+    from bench.repeat_forecast import forecast
+
+    claims = {c.id: c for c in load_claims()}
+    out = {}
+    for cid in record["agreement"]:
+        claim = claims.get(cid)
+        if claim is None or claim.kind != "ratio" or claim.claimed is None or claim.family not in TARGET_FAMILIES:
+            continue
+        result = forecast(run_rows(record, cid), claim.claimed_here(), claim.tolerance, claim.margin)
+        if result is not None:
+            out[cid] = result
+    return out
+
+
 def overlap(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Per claim with an interval wider than a point: how many pairs of runs have overlapping
     intervals, of how many pairs both judged it (pure). Intervals that miss each other say the
@@ -164,6 +198,15 @@ def markdown(record: dict[str, Any]) -> str:
         + ", ".join(f"{r['load_before'][0]:.1f}" for r in runs)
         + ".",
         "",
+    ]
+    if any(r.get("stop") for r in runs):
+        lines += ["| run | wall s | rounds | stop |", "|---|---|---|---|"]
+        lines += [
+            f"| {i + 1} | {r['seconds']:.0f} | {len(r.get('stages_s') or ()) or '-'} | {r.get('stop') or '-'} |"
+            for i, r in enumerate(runs)
+        ]
+        lines.append("")
+    lines += [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
@@ -216,7 +259,37 @@ def markdown(record: dict[str, Any]) -> str:
             "",
         ]
         lines += [f"- {cid}: {text}" for cid, text in reasons.items()]
+    lines += forecast_lines(record)
     return "\n".join(lines) + "\n"
+
+
+def forecast_lines(record: dict[str, Any]) -> list[str]:
+    from bench.repeat_forecast import DRAWS, REPEAT_CHANCE, ROUNDS_TRIED
+
+    found = forecasts(record)
+    if not found:
+        return []
+    lines = [
+        "",
+        "How often each verdict should repeat: computed, not measured. From the runs together: a round's sd of "
+        "log ratio within a run (pooled), the extra sd of a whole run's estimate beyond what its rounds explain "
+        f"(drift between runs), and {DRAWS} simulated runs per row judged by the verdict rule "
+        "(bench/repeat_forecast.py). 'Rounds to repeat': the fewest rounds, of "
+        f"{', '.join(map(str, ROUNDS_TRIED))}, at which a decided verdict comes back in 9 of 10 runs "
+        f"with chance >= {REPEAT_CHANCE:.0%}.",
+        "",
+        "| claim | estimate | round sd | run sd | verdict chances at n | 9/10 agree | rounds to repeat |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cid, f in found.items():
+        s = f.spread
+        chances = ", ".join(f"{word} {p:.0%}" for word, p in f.chances.items() if p >= 0.005)
+        needed = str(f.rounds_to_repeat) if f.rounds_to_repeat else f"more than {ROUNDS_TRIED[-1]}"
+        lines.append(
+            f"| {cid} | {math.exp(s.mu):.3g} | {s.round_sd:.3f} | {s.run_sd:.3f} | n = {s.n}: {chances} "
+            f"| {f.agree:.0%} | {needed} |"
+        )
+    return lines
 
 
 def one_run(args: list[str]) -> dict[str, Any]:
@@ -235,11 +308,14 @@ def one_run(args: list[str]) -> dict[str, Any]:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             return {"error": f"compare exited {proc.returncode}: {tail}", "seconds": seconds}
         result = json.loads(out.read_text())
+    return {"seconds": seconds, "load_before": list(load_before), "load_after": list(os.getloadavg()), **kept(result)}
+
+
+def kept(result: dict[str, Any]) -> dict[str, Any]:
+    """What the repeat record keeps of one compare record (pure): each judged claim's verdict,
+    interval, band, level and per-round ratios, the run's stop reason and its rounds' stages."""
     judged = [c for c in result["claims"] if c["family"] in FAMILIES and c["measured"]]
     return {
-        "seconds": seconds,
-        "load_before": list(load_before),
-        "load_after": list(os.getloadavg()),
         "verdicts": {c["id"]: c["verdict"] for c in judged},
         "intervals": {
             c["id"]: f"{c['measured']['estimate']:.3g} [{c['measured']['low']:.3g}, {c['measured']['high']:.3g}]"
@@ -251,11 +327,25 @@ def one_run(args: list[str]) -> dict[str, Any]:
                 "band": c.get("band"),
                 "claimed": c.get("claimed_here", c.get("claimed")),
                 "family": c["family"],
+                "confidence": c.get("confidence"),
+                "per_round": [c["per_round"][k] for k in sorted(c.get("per_round") or {}, key=int)],
             }
             for c in judged
         },
+        "stop": result.get("sequential", {}).get("stop"),
+        "stages_s": round_stages(result),
         "git_commit": result["environment"].get("git_commit"),
     }
+
+
+def round_stages(result: dict[str, Any]) -> list[dict[str, float]]:
+    """Each round's wall seconds by stage (set-up, warm-ups, validation, training, finish), from
+    its first record that has them: where a run's budget went."""
+    stages: dict[int, dict[str, float]] = {}
+    for rec in result.get("records", []):
+        if "stages_s" in rec and isinstance(rec.get("round"), int):
+            stages.setdefault(rec["round"], rec["stages_s"])
+    return [stages[r] for r in sorted(stages)]
 
 
 # bench.compare options that would make a run something else than a fresh measurement kept by

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 
+import numpy as np
 import pytest
 
 from bench.repeat import SCHEMA, agreement, claim_bands, markdown, overlap, straddled, why_flipped
@@ -171,3 +173,62 @@ def test_all_runs_together_are_judged_on_the_interval_of_the_run_estimates():
     assert interval.high > 3.0 and word == "inconclusive"
     assert together["T1"][1] == "exceeded"  # 11-12x against 2.4x
     assert "| V2 | 2.69 [1.91, 3.79] | inconclusive |" in markdown(a_record())
+
+
+def a_compare_result(ratios: list[float]) -> dict:
+    """The parts of a bench.compare record that bench.repeat keeps."""
+    from bench.stats import interval_of
+
+    iv = interval_of(np.array(ratios))
+    claim = {
+        "id": "V3",
+        "family": "validation",
+        "verdict": "holds",
+        "measured": {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "n": iv.n},
+        "band": [5 / 3, 2.4],
+        "claimed": 2.0,
+        "claimed_here": 2.0,
+        "confidence": 0.95,
+        "per_round": {str(i): r for i, r in enumerate(ratios)},
+    }
+    records = [
+        {"round": r, "role": role, "stages_s": {"setup": 30.0 + r, "train": 20.0}} for r in range(2) for role in "ab"
+    ]
+    return {
+        "claims": [claim, {"id": "Q1", "family": "quality", "measured": None}],
+        "sequential": {"stop": "decided: every claim decided at n = 6"},
+        "records": records,
+        "environment": {"git_commit": "abc"},
+    }
+
+
+def test_a_run_keeps_its_rounds_level_stop_and_stages():
+    from bench.repeat import kept
+
+    run = kept(a_compare_result([1.71, 1.66, 1.64, 1.75, 1.70, 1.72]))
+    assert list(run["verdicts"]) == ["V3"]  # a quality row is not a speed verdict
+    assert run["rows"]["V3"]["per_round"] == [1.71, 1.66, 1.64, 1.75, 1.70, 1.72]
+    assert run["rows"]["V3"]["confidence"] == 0.95
+    assert run["stop"] == "decided: every claim decided at n = 6"
+    assert run["stages_s"] == [{"setup": 30.0, "train": 20.0}, {"setup": 31.0, "train": 20.0}]
+
+
+def test_markdown_forecasts_each_claims_repeat_chance_from_the_kept_rounds():
+    from bench.repeat import kept
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(10):  # V3's case: 1.71 against the band's edge 1.667, a round's sd 0.033
+        run = kept(a_compare_result(np.exp(rng.normal(math.log(1.71), 0.033, 6)).tolist()))
+        run.update(load_before=[0.5, 0.5, 0.5], seconds=800.0)
+        runs.append(run)
+    record = {**a_record(), "runs": runs, "agreement": agreement([r["verdicts"] for r in runs])}
+    text = markdown(record)
+    assert "| run | wall s | rounds | stop |" in text and "| 1 | 800 | 2 | decided: every claim" in text
+    assert "How often each verdict should repeat: computed, not measured." in text
+    table = text.split("How often each verdict should repeat")[1]
+    line = next(x for x in table.splitlines() if x.startswith("| V3 |"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert float(cells[2]) == pytest.approx(0.033, abs=0.01)
+    assert "inconclusive" in cells[4] and "holds" in cells[4]  # a coin flip at 6 rounds
+    assert int(cells[5].rstrip("%")) < 50
