@@ -66,14 +66,24 @@ def header_line(result: dict[str, Any]) -> str:
     quality = (result.get("quality") or {}).get("plan")
     if quality:
         parts.append(f"quality at {quality['preset']!r}: {quality['seeds']} seeds")
-    # A resumed run's wall time is its last invocation's; the provenance says what came before.
-    parts.append(f"{result['wall_s']:.0f} s" + (" (last invocation)" if result.get("provenance") else ""))
+    # A resumed run's wall time is its last invocation's: the jobs it took from the cut run
+    # were measured before it started.
+    reused = reused_jobs(result)
+    parts.append(
+        f"{result['wall_s']:.0f} s" + (f" (last invocation; {reused} jobs from the cut run)" if reused else "")
+    )
     data_s = (result.get("sequential") or {}).get("data_s")
     if data_s is not None and data_s >= 1:  # a fresh machine's first run: said, and off the budget
         parts.append(
             f"of which {data_s:.0f} s simulating and preparing the data the cache lacked, before the budget's clock"
         )
     return ", ".join(parts)
+
+
+def reused_jobs(result: dict[str, Any]) -> int:
+    """Jobs a resumed run took from its cut run, over every suite's section that counts them."""
+    sections = (v for v in result.values() if isinstance(v, dict))
+    return sum(v["reused"] for v in sections if isinstance(v.get("reused"), int))
 
 
 STAGE_NAMES = {"setup": "set-up", "warm": "warm-ups", "validate": "validation", "train": "training", "finish": "finish"}

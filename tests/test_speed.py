@@ -223,6 +223,17 @@ def test_the_header_says_what_simulating_data_cost_a_fresh_machine():
     assert "simulating" not in header_line(result)  # records from before data_s
 
 
+def test_only_a_resumed_run_labels_its_wall_time_as_the_last_invocations():
+    from bench.report import header_line
+
+    result = {"base": {"spec": "alt"}, "candidate": {"spec": "neu"}, "preset": "seed", "rounds": 3, "wall_s": 700.0}
+    resumed = {**result, "sequential": {"reused": 9, "data_s": 0.0}}
+    assert "700 s (last invocation; 9 jobs from the cut run)" in header_line(resumed)
+    # A note of where a one-go record was made is no resumption.
+    annotated = {**result, "sequential": {"reused": 0}, "provenance": "one H200"}
+    assert "700 s" in header_line(annotated) and "last invocation" not in header_line(annotated)
+
+
 def test_validation_spreads_over_turns_unless_whole_passes_are_asked_for():
     from bench.compare import build_parser
     from bench.compare_options import options_from
