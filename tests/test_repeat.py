@@ -1,4 +1,5 @@
-"""bench.repeat: agreement across runs, and why a verdict differs between runs."""
+"""bench.repeat and bench.repeat_analysis: agreement across runs, why a verdict differs between
+runs, what a run keeps, and the record's table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.repeat import SCHEMA, agreement, claim_bands, markdown, overlap, straddled, why_flipped
+from bench.repeat import SCHEMA, markdown
+from bench.repeat_analysis import agreement, claim_bands, overlap, straddled, why_flipped
 from bench.stats import claim_band
 from tests.conftest import PYTHON, ROOT, python_env
 
@@ -163,7 +165,7 @@ def test_from_renders_a_saved_record_and_bad_input_is_one_line_exit_2(tmp_path, 
 def test_all_runs_together_are_judged_on_the_interval_of_the_run_estimates():
     import math
 
-    from bench.repeat import pooled
+    from bench.repeat_analysis import pooled
 
     together = pooled(a_record())
     interval, word = together["V2"]
