@@ -236,6 +236,17 @@ def watched_ratios(
     return {c: np.array([ratios[r] for r in sorted(ratios)], float) for c, ratios in per_round.items()}
 
 
+def round_stages(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Each round's wall seconds by stage (set-up, warm-ups, validation, training, finish), in
+    round order, from its first record that has them (every record of a round of turns carries
+    the round's): where a run's budget went. Empty for records from before ``stages_s``."""
+    by_round: dict[int, dict[str, float]] = {}
+    for rec in records:
+        if isinstance(rec.get("stages_s"), dict) and "round" in rec:
+            by_round.setdefault(int(rec["round"]), rec["stages_s"])
+    return [by_round[r] for r in sorted(by_round)]
+
+
 def rounds_done(records: list[dict[str, Any]]) -> int:
     """How many distinct rounds the records hold (a round whose workers all failed counts too)."""
     return len({int(rec["round"]) for rec in records if "round" in rec})

@@ -55,7 +55,7 @@ def markdown(record: dict[str, Any]) -> str:
         "",
     ]
     if any(r.get("stop") for r in runs):
-        lines += ["| run | wall s | rounds | stop |", "|---|---|---|---|"]
+        lines += ["| run | wall s | rounds of turns | stop |", "|---|---|---|---|"]
         lines += [
             f"| {i + 1} | {r['seconds']:.0f} | {len(r.get('stages_s') or ()) or '-'} | {r.get('stop') or '-'} |"
             for i, r in enumerate(runs)
@@ -119,6 +119,8 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def forecast_lines(record: dict[str, Any]) -> list[str]:
+    """The computed repeat forecast's table (``bench.repeat_analysis.forecasts``); it simulates
+    some 10^5 runs per claim, about a second for a record."""
     from bench.repeat_forecast import DRAWS, REPEAT_CHANCE, ROUNDS_TRIED
 
     found = forecasts(record)
@@ -129,9 +131,9 @@ def forecast_lines(record: dict[str, Any]) -> list[str]:
         "How often each verdict should repeat: computed, not measured. From the runs together: a round's sd of "
         "log ratio within a run (pooled), the extra sd of a whole run's estimate beyond what its rounds explain "
         f"(drift between runs), and {DRAWS} simulated runs per row judged by the verdict rule "
-        "(bench/repeat_forecast.py). 'Rounds to repeat': the fewest rounds, of "
-        f"{', '.join(map(str, ROUNDS_TRIED))}, at which a decided verdict comes back in 9 of 10 runs "
-        f"with chance >= {REPEAT_CHANCE:.0%}.",
+        "(bench/repeat_forecast.py), taking those estimates as true. 'Rounds to repeat': the fewest rounds, of "
+        f"{', '.join(map(str, ROUNDS_TRIED))}, at which a fixed-n run at 95% gives a decided verdict that 9 of 10 "
+        f"runs share with chance >= {REPEAT_CHANCE:.0%}; a sequential run over several looks needs at least as many.",
         "",
         "| claim | estimate | round sd | run sd | verdict chances at n | 9/10 agree | rounds to repeat |",
         "|---|---|---|---|---|---|---|",
@@ -169,6 +171,8 @@ def one_run(args: list[str]) -> dict[str, Any]:
 def kept(result: dict[str, Any]) -> dict[str, Any]:
     """What the repeat record keeps of one compare record (pure): each judged claim's verdict,
     interval, band, level and per-round ratios, the run's stop reason and its rounds' stages."""
+    from bench.analysis import round_stages
+
     judged = [c for c in result["claims"] if c["family"] in FAMILIES and c["measured"]]
     return {
         "verdicts": {c["id"]: c["verdict"] for c in judged},
@@ -187,20 +191,10 @@ def kept(result: dict[str, Any]) -> dict[str, Any]:
             }
             for c in judged
         },
-        "stop": result.get("sequential", {}).get("stop"),
-        "stages_s": round_stages(result),
+        "stop": (result.get("sequential") or {}).get("stop"),  # None: a record without a speed suite
+        "stages_s": round_stages(result.get("records") or []),
         "git_commit": result["environment"].get("git_commit"),
     }
-
-
-def round_stages(result: dict[str, Any]) -> list[dict[str, float]]:
-    """Each round's wall seconds by stage (set-up, warm-ups, validation, training, finish), from
-    its first record that has them: where a run's budget went."""
-    stages: dict[int, dict[str, float]] = {}
-    for rec in result.get("records", []):
-        if "stages_s" in rec and isinstance(rec.get("round"), int):
-            stages.setdefault(rec["round"], rec["stages_s"])
-    return [stages[r] for r in sorted(stages)]
 
 
 # bench.compare options that would make a run something else than a fresh measurement kept by

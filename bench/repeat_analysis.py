@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.repeat_forecast import Forecast, RunRow
 
 TARGET_FAMILIES = ("validation", "training")  # the ones that must agree in 9 of 10 runs
-CONFIDENCE = 0.95  # a row kept before rows kept their level: every look of those runs was at 95%
+# The level of a row kept before rows kept theirs: those runs held 5-7 rounds, where the budget
+# fixes a single look at 95% (bench/sequential.py: Schedule.spending). bench.stats holds the same
+# figure, but loads SciPy, which rendering a record need not.
+OLD_ROWS_CONFIDENCE = 0.95
 INTERVAL_TEXT = re.compile(r"(\S+) \[(\S+), (\S+)\]")
 
 
@@ -114,7 +120,7 @@ def pooled(record: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return out
 
 
-def run_rows(record: dict[str, Any], cid: str) -> list[Any]:
+def run_rows(record: dict[str, Any], cid: str) -> list[RunRow]:
     """One claim's figures in every run that kept its row (``bench.repeat_forecast.RunRow``)."""
     from bench.repeat_forecast import RunRow
 
@@ -123,12 +129,12 @@ def run_rows(record: dict[str, Any], cid: str) -> list[Any]:
         row = one.get("rows", {}).get(cid)
         if row is not None and row.get("n"):
             per_round = tuple(row.get("per_round") or ())
-            confidence = row.get("confidence") or CONFIDENCE
+            confidence = row.get("confidence") or OLD_ROWS_CONFIDENCE
             rows.append(RunRow(row["estimate"], row["low"], row["high"], row["n"], confidence, per_round))
     return rows
 
 
-def forecasts(record: dict[str, Any]) -> dict[str, Any]:
+def forecasts(record: dict[str, Any]) -> dict[str, Forecast]:
     """Each validation and training claim's computed repeat chances (``bench.repeat_forecast``),
     judged against the registry as ``pooled`` judges; claims with fewer than 2 kept rows are left out."""
     from bench.claims import load_claims

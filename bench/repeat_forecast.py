@@ -13,9 +13,16 @@ does. This module says how much luck: from the runs together it estimates
   predict);
 
 and then simulates runs of ``n`` rounds under that normal model: a run's log estimate
-``~ N(mu, round_sd^2 / n + run_sd^2)``, its sample sd ``round_sd * sqrt(chi2(n - 1) / (n - 1))``,
-its interval the Student-t interval at the run's confidence, judged by ``bench.stats.verdict``
-itself. Each figure is computed, not measured, and as uncertain as the spreads behind it.
+``~ N(mu, round_sd^2 / n + run_sd^2)``, its sample sd ``round_sd * sqrt(chi2(n - 1) / (n - 1))``
+(independent of the mean, as for normal rounds), its interval the Student-t interval that
+``bench.stats.interval_of`` builds, at the runs' own level, judged by ``bench.stats.verdict``.
+
+Each figure is computed, not measured, and as uncertain as the estimates behind it, which the
+simulation takes as true (a plug-in): from 10 runs, ``run_sd`` has 9 degrees of freedom, and a
+value below ~0.7 ``round_sd / sqrt(n)`` is indistinguishable from none (it is truncated at 0, so
+it is biased up when there is no drift). "Rounds to repeat" is for fixed-n runs at 95%; the
+speed suite's sequential rule spends its alpha over several looks once a budget holds 8 rounds
+or more, so it needs at least as many.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class Spread:
     run_sd: float
     runs: int
     n: int  # the runs' median rounds
+    confidence: float = CONFIDENCE  # the runs' most common level
 
 
 def spread(rows: Sequence[RunRow]) -> Spread | None:
@@ -78,7 +86,8 @@ def spread(rows: Sequence[RunRow]) -> Spread | None:
     round_sd = math.sqrt(sum((n - 1) * sd * sd for n, sd in sds) / dof)
     expected = float(np.mean([round_sd**2 / row.n for row in rows]))
     run_sd = math.sqrt(max(0.0, float(np.var(logs, ddof=1)) - expected))
-    return Spread(float(np.mean(logs)), round_sd, run_sd, len(rows), int(np.median([row.n for row in rows])))
+    level = Counter(row.confidence for row in rows).most_common(1)[0][0]
+    return Spread(float(np.mean(logs)), round_sd, run_sd, len(rows), int(np.median([row.n for row in rows])), level)
 
 
 def verdict_chances(
@@ -92,7 +101,14 @@ def verdict_chances(
     draws: int = DRAWS,
     seed: int = 0,
 ) -> dict[str, float]:
-    """The simulated share of runs of ``n`` rounds that give each verdict (seeded)."""
+    """The simulated share of runs of ``n`` rounds that give each verdict (seeded), most likely
+    first, for a ratio claim of ``claimed`` with its band's ``tolerance`` and ``margin``.
+
+    Raises:
+        ValueError: ``n`` below 2 (a run of one round has no interval) or ``draws`` below 1.
+    """
+    if n < 2 or draws < 1:
+        raise ValueError(f"`n` must be at least 2 and `draws` at least 1, but got {n=} and {draws=}.")
     rng = np.random.default_rng(seed)
     means = rng.normal(s.mu, math.sqrt(s.round_sd**2 / n + s.run_sd**2), draws)
     sds = s.round_sd * np.sqrt(rng.chisquare(n - 1, draws) / (n - 1))
@@ -124,19 +140,17 @@ class Forecast:
 def forecast(
     rows: Sequence[RunRow], claimed: float, tolerance: float, margin: float, *, seed: int = 0
 ) -> Forecast | None:
-    """The verdict chances at the runs' own rounds, and the rounds at which a decided verdict
-    would come back in >= 9 of 10 runs with chance ``REPEAT_CHANCE`` (module docstring)."""
+    """The verdict chances at the runs' own rounds and level, and the fewest of ``ROUNDS_TRIED``
+    at which a fixed-n run at 95% gives a decided verdict that >= 9 of 10 runs share with chance
+    ``REPEAT_CHANCE`` (module docstring); None when the rows hold no spread (fewer than 2 runs,
+    or runs of a single round)."""
     s = spread(rows)
     if s is None or s.n < 2:
         return None
-
-    def chances(n: int) -> dict[str, float]:
-        return verdict_chances(s, n, claimed, tolerance, margin, seed=seed)
-
-    here = chances(s.n)
+    here = verdict_chances(s, s.n, claimed, tolerance, margin, confidence=s.confidence, seed=seed)
     needed = None
     for n in ROUNDS_TRIED:
-        word, p = next(iter(chances(n).items()))
+        word, p = next(iter(verdict_chances(s, n, claimed, tolerance, margin, seed=seed).items()))
         if Verdict(word) in DECIDED and agree_chance(p) >= REPEAT_CHANCE:
             needed = n
             break

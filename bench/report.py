@@ -92,13 +92,11 @@ STAGE_NAMES = {"setup": "set-up", "warm": "warm-ups", "validate": "validation", 
 def stages_line(result: dict[str, Any]) -> str | None:
     """Where a round of turns spends its wall time (median over the run's rounds, per stage):
     what decides how many rounds a budget holds. None for records from before ``stages_s``."""
-    by_round: dict[int, dict[str, float]] = {}
-    for rec in result.get("records") or []:
-        if isinstance(rec.get("stages_s"), dict):
-            by_round.setdefault(int(rec["round"]), rec["stages_s"])
-    if not by_round:
+    from bench.analysis import round_stages
+
+    rounds = round_stages(result.get("records") or [])
+    if not rounds:
         return None
-    rounds = list(by_round.values())
     total = statistics.median(sum(stages.values()) for stages in rounds)
     parts = [
         f"{label} {statistics.median(stages.get(key, 0.0) for stages in rounds):.0f} s"

@@ -226,7 +226,7 @@ def test_markdown_forecasts_each_claims_repeat_chance_from_the_kept_rounds():
         runs.append(run)
     record = {**a_record(), "runs": runs, "agreement": agreement([r["verdicts"] for r in runs])}
     text = markdown(record)
-    assert "| run | wall s | rounds | stop |" in text and "| 1 | 800 | 2 | decided: every claim" in text
+    assert "| run | wall s | rounds of turns | stop |" in text and "| 1 | 800 | 2 | decided: every claim" in text
     assert "How often each verdict should repeat: computed, not measured." in text
     table = text.split("How often each verdict should repeat")[1]
     line = next(x for x in table.splitlines() if x.startswith("| V3 |"))

@@ -75,3 +75,30 @@ def test_a_claim_far_from_its_edges_repeats_and_one_on_an_edge_never_does():
     # (reversed) depending on the run, however many rounds.
     on_edge = forecast(simulated_runs(0.0, 0.04, 0.03, 6, 10, seed=6), 1.3, 0.2, 0.1)
     assert on_edge is not None and on_edge.rounds_to_repeat is None and on_edge.agree < 0.6
+
+
+def test_the_chances_at_the_runs_n_use_the_runs_own_level():
+    """Runs judged at a look's 99% have wider intervals: fewer of them clear V3's edge."""
+    from dataclasses import replace
+
+    runs = simulated_runs(math.log(1.75), 0.03, 0.0, 6, 10, seed=7)
+    at_95 = forecast(runs, 2.0, 0.2, 0.1)
+    at_99 = forecast([replace(r, confidence=0.99) for r in runs], 2.0, 0.2, 0.1)
+    assert at_95 is not None and at_99 is not None and at_99.spread.confidence == 0.99
+    assert at_99.chances.get("holds", 0.0) < at_95.chances.get("holds", 0.0) - 0.1
+    assert at_99.rounds_to_repeat == at_95.rounds_to_repeat  # a fixed-n run at 95%, both
+
+
+def test_old_rows_back_their_spread_out_of_the_interval_and_single_rounds_give_none():
+    from bench.repeat_analysis import run_rows
+
+    runs = simulated_runs(math.log(1.71), 0.033, 0.0, 6, 3, seed=8)
+    kept_rows = [{"estimate": r.estimate, "low": r.low, "high": r.high, "n": r.n} for r in runs]  # no per_round
+    record = {"runs": [{"rows": {"V3": row}} for row in kept_rows] + [{"rows": {}}]}
+    rows = run_rows(record, "V3")
+    assert len(rows) == 3 and all(r.confidence == 0.95 and r.per_round == () for r in rows)
+    assert spread(rows).round_sd == pytest.approx(spread(runs).round_sd, rel=1e-9)
+    single = [RunRow(1.7, 1.7, 1.7, 1) for _ in range(3)]
+    assert spread(single) is None and forecast(single, 2.0, 0.2, 0.1) is None
+    with pytest.raises(ValueError, match="`n` must be at least 2"):
+        verdict_chances(spread(runs), 1, 2.0, 0.2, 0.1)
