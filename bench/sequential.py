@@ -230,13 +230,16 @@ def decide(
     """Stop or go on after ``n`` rounds: the rule, called by the loop after every round.
 
     At a look it judges every claim at the look's level and stops when every one is decided
-    (``decided``), at the last look (``max rounds``), or when the next look would not fit the
-    budget (``budget``): the rounds up to the next look are projected at this run's mean round
-    time, ``elapsed_s / n``. Between looks it goes on unless even one more round would end past
-    the budget (a machine slower than the looks were fixed for: ALT on a GPU); it then stops
-    with every claim judged at the level of the next look, which never comes: the interval
-    takes that look's place in the union bound, so the coverage holds (below ``MIN_ROUNDS``
-    rounds every row is inconclusive anyway).
+    (``decided``), at the last look (``max rounds``), or when even one more round would end past
+    the budget (``budget``), projected at this run's mean round time, ``elapsed_s / n``. Between
+    looks it goes on under the same condition (the budget reaches another round); when it does
+    not, it stops with every claim judged at the level of the next look, which never comes: the
+    interval takes that look's place in the union bound, so the coverage holds (below
+    ``MIN_ROUNDS`` rounds every row is inconclusive anyway). So a run whose next look lies past
+    its budget (rounds slower than the looks were fixed for: ALT on a GPU, or a first round
+    faster than the rest) spends the budget on rounds judged at that look's level rather than
+    stopping at this look: on a 2-CPU EPYC VM a run of the main job stopped that way at round
+    5 of the 8 its budget held, judged at 98.2%, with 286 of its 668 s for rounds unspent.
 
     Args:
         schedule: the looks and their alphas, fixed before the first round.
@@ -274,15 +277,13 @@ def decide(
     elif n == schedule.max_rounds:
         reason, detail = MAX_ROUNDS_STOP, f"{still} at the last look ({where})"
     else:
-        following = schedule.next_look(n)
-        assert following is not None  # n is a look and not the last
         reason, detail = "", ""
-        if elapsed_s is not None and budget_s is not None:
-            projected = elapsed_s + (following - n) * elapsed_s / n
-            if projected > budget_s:
-                reason = BUDGET_STOP
-                detail = (
-                    f"{still} at {where}; the next look ({following} rounds) "
-                    f"would end at ~{projected:.0f} s of {budget_s:.0f} s"
-                )
+        # Only when not even one more round fits: a next look beyond the budget is no reason
+        # to stop, as the rounds up to the budget are then judged at that look's level.
+        if elapsed_s is not None and budget_s is not None and elapsed_s * (n + 1) / n > budget_s:
+            reason = BUDGET_STOP
+            detail = (
+                f"{still} at {where}; another round (~{elapsed_s / n:.0f} s) would end past the budget "
+                f"({budget_s:.0f} s)"
+            )
     return Decision(bool(reason), reason, n, confidence, intervals, verdicts, undecided, detail)

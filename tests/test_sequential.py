@@ -119,12 +119,18 @@ def test_the_last_look_stops_with_max_rounds_and_names_the_open_claims():
     assert decision.undecided == ("T3",) and "1 open (T3) at the last look" in decision.detail
 
 
-def test_a_next_look_past_the_budget_stops_at_this_look():
+def test_a_next_look_past_the_budget_goes_on_while_another_round_fits_and_stops_at_this_look_when_none_does():
     ratios = {"T1": steady(12.0, 5), "T3": steady(1.8, 5, 0.2)}
-    # 5 rounds in 500 s: the next look (9 rounds) would end at ~900 s.
-    assert decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=1000).stop is False
-    decision = decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=850)
-    assert decision.stop and decision.reason == BUDGET_STOP and "~900 s of 850 s" in decision.detail
+    # 5 rounds in 500 s: the next look (9 rounds) would end at ~900 s, past 850 s, but a 6th
+    # round ends at 600 s: the rounds up to the budget are judged at look 9's level.
+    assert decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=850).stop is False
+    assert decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=600).stop is False
+    decision = decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=599)
+    assert decision.stop and decision.reason == BUDGET_STOP and decision.confidence == SCHEDULE.confidence(5)
+    assert "another round (~100 s) would end past the budget (599 s)" in decision.detail
+    ratios = {"T1": steady(12.0, 8), "T3": steady(1.8, 8, 0.2)}
+    decision = decide(SCHEDULE, 8, ratios, CLAIMS, elapsed_s=800, budget_s=850)
+    assert decision.stop and decision.reason == BUDGET_STOP and decision.confidence == SCHEDULE.confidence(9)
 
 
 def test_a_budget_that_another_round_would_pass_stops_between_looks_at_the_next_looks_level():
