@@ -88,7 +88,7 @@ def markdown(record: dict[str, Any]) -> str:
         low = [c for c, (k, n) in shares.items() if k < STABLE_SHARE * n]
         lines += [
             "",
-            f"Pairs of runs whose 95% intervals overlap (target: at least {STABLE_SHARE:.0%} of pairs): "
+            f"Pairs of runs whose intervals (each at its run's level) overlap (target: at least {STABLE_SHARE:.0%} of pairs): "
             + ", ".join(f"{c} {k}/{n} ({k / n:.0%})" for c, (k, n) in shares.items())
             + f"; below the target: {', '.join(low) or 'none'}.",
         ]
@@ -118,6 +118,14 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def at_runs(s: Any) -> str:
+    """Where a forecast's chances are: "n = 6", or the runs' range of rounds and levels."""
+    rounds = sorted({n for n, _, _ in s.mix} or {s.n})
+    levels = sorted({level for _, level, _ in s.mix} or {s.confidence})
+    n = f"n = {rounds[0]}" if len(rounds) == 1 else f"n = {rounds[0]}-{rounds[-1]}"
+    return n if len(levels) == 1 else f"{n} at {levels[0]:.1%}-{levels[-1]:.1%}"
+
+
 def forecast_lines(record: dict[str, Any]) -> list[str]:
     """The computed repeat forecast's table (``bench.repeat_analysis.forecasts``); it simulates
     some 10^5 runs per claim, about a second for a record."""
@@ -135,7 +143,8 @@ def forecast_lines(record: dict[str, Any]) -> list[str]:
         f"{', '.join(map(str, ROUNDS_TRIED))}, at which a fixed-n run at 95% gives a decided verdict that 9 of 10 "
         f"runs share with chance >= {REPEAT_CHANCE:.0%}; a sequential run over several looks needs at least as many.",
         "",
-        "| claim | estimate | round sd | run sd | verdict chances at n | 9/10 agree | rounds to repeat |",
+        "| claim | estimate | round sd | run sd | verdict chances at the runs' rounds and levels | 9/10 agree "
+        "| rounds to repeat |",
         "|---|---|---|---|---|---|---|",
     ]
     for cid, f in found.items():
@@ -143,7 +152,7 @@ def forecast_lines(record: dict[str, Any]) -> list[str]:
         chances = ", ".join(f"{word} {p:.0%}" for word, p in f.chances.items() if p >= 0.005)
         needed = str(f.rounds_to_repeat) if f.rounds_to_repeat else f"more than {ROUNDS_TRIED[-1]}"
         lines.append(
-            f"| {cid} | {math.exp(s.mu):.3g} | {s.round_sd:.3f} | {s.run_sd:.3f} | n = {s.n}: {chances} "
+            f"| {cid} | {math.exp(s.mu):.3g} | {s.round_sd:.3f} | {s.run_sd:.3f} | {at_runs(s)}: {chances} "
             f"| {f.agree:.0%} | {needed} |"
         )
     return lines

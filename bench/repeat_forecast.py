@@ -15,7 +15,9 @@ does. This module says how much luck: from the runs together it estimates
 and then simulates runs of ``n`` rounds under that normal model: a run's log estimate
 ``~ N(mu, round_sd^2 / n + run_sd^2)``, its sample sd ``round_sd * sqrt(chi2(n - 1) / (n - 1))``
 (independent of the mean, as for normal rounds), its interval the Student-t interval that
-``bench.stats.interval_of`` builds, at the runs' own level, judged by ``bench.stats.verdict``.
+``bench.stats.interval_of`` builds, judged by ``bench.stats.verdict``. The chances "at n" are
+for a run like the record's: at the rounds and level of each of its runs, in their shares
+(a sequential run's rounds and level depend on where its budget stopped it).
 
 Each figure is computed, not measured, and as uncertain as the estimates behind it, which the
 simulation takes as true (a plug-in): from 10 runs, ``run_sd`` has 9 degrees of freedom, and a
@@ -73,6 +75,10 @@ class Spread:
     runs: int
     n: int  # the runs' median rounds
     confidence: float = CONFIDENCE  # the runs' most common level
+    # Each (rounds, level) the runs were judged at, with its share of the runs, most common
+    # first: a sequential run stops at a look, or between looks at the next one's level, so
+    # runs of one record differ in both. Empty: every run at ``n`` and ``confidence``.
+    mix: tuple[tuple[int, float, float], ...] = ()
 
 
 def spread(rows: Sequence[RunRow]) -> Spread | None:
@@ -87,7 +93,9 @@ def spread(rows: Sequence[RunRow]) -> Spread | None:
     expected = float(np.mean([round_sd**2 / row.n for row in rows]))
     run_sd = math.sqrt(max(0.0, float(np.var(logs, ddof=1)) - expected))
     level = Counter(row.confidence for row in rows).most_common(1)[0][0]
-    return Spread(float(np.mean(logs)), round_sd, run_sd, len(rows), int(np.median([row.n for row in rows])), level)
+    mix = tuple((n, c, k / len(rows)) for (n, c), k in Counter((row.n, row.confidence) for row in rows).most_common())
+    n = int(np.median([row.n for row in rows]))
+    return Spread(float(np.mean(logs)), round_sd, run_sd, len(rows), n, level, mix)
 
 
 def verdict_chances(
@@ -120,6 +128,23 @@ def verdict_chances(
     return {word: k / draws for word, k in counts.most_common()}
 
 
+def mixed_chances(
+    s: Spread, claimed: float, tolerance: float, margin: float, *, draws: int = DRAWS, seed: int = 0
+) -> dict[str, float]:
+    """The verdict chances of a run like one of the record's, at its rounds and level with the
+    share of the runs that had them (``Spread.mix``), most likely first; a run of one round
+    gives no interval and counts as inconclusive."""
+    total: Counter[str] = Counter()
+    for n, level, share in s.mix or ((s.n, s.confidence, 1.0),):
+        if n < 2:
+            total[Verdict.INCONCLUSIVE.value] += share
+            continue
+        chances = verdict_chances(s, n, claimed, tolerance, margin, confidence=level, draws=draws, seed=seed)
+        for word, p in chances.items():
+            total[word] += share * p
+    return dict(total.most_common())
+
+
 def agree_chance(p: float, runs: int = 10, share: float = REPEAT_CHANCE) -> float:
     """The chance that at least ``ceil(share * runs)`` of ``runs`` runs give a verdict that each
     gives with chance ``p`` (binomial)."""
@@ -132,7 +157,7 @@ class Forecast:
     """What the spreads say of one claim (every figure computed)."""
 
     spread: Spread
-    chances: dict[str, float]  # at the runs' median n
+    chances: dict[str, float]  # at the runs' own rounds and levels (``mixed_chances``)
     agree: float  # chance that >= 9 of 10 such runs give the most likely verdict
     rounds_to_repeat: int | None  # fewest of ROUNDS_TRIED where a decided verdict repeats so; None: none
 
@@ -140,14 +165,14 @@ class Forecast:
 def forecast(
     rows: Sequence[RunRow], claimed: float, tolerance: float, margin: float, *, seed: int = 0
 ) -> Forecast | None:
-    """The verdict chances at the runs' own rounds and level, and the fewest of ``ROUNDS_TRIED``
+    """The verdict chances at the runs' own rounds and levels, and the fewest of ``ROUNDS_TRIED``
     at which a fixed-n run at 95% gives a decided verdict that >= 9 of 10 runs share with chance
     ``REPEAT_CHANCE`` (module docstring); None when the rows hold no spread (fewer than 2 runs,
     or runs of a single round)."""
     s = spread(rows)
     if s is None or s.n < 2:
         return None
-    here = verdict_chances(s, s.n, claimed, tolerance, margin, confidence=s.confidence, seed=seed)
+    here = mixed_chances(s, claimed, tolerance, margin, seed=seed)
     needed = None
     for n in ROUNDS_TRIED:
         word, p = next(iter(verdict_chances(s, n, claimed, tolerance, margin, seed=seed).items()))

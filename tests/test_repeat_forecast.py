@@ -102,3 +102,31 @@ def test_old_rows_back_their_spread_out_of_the_interval_and_single_rounds_give_n
     assert spread(single) is None and forecast(single, 2.0, 0.2, 0.1) is None
     with pytest.raises(ValueError, match="`n` must be at least 2"):
         verdict_chances(spread(runs), 1, 2.0, 0.2, 0.1)
+
+
+def test_runs_stopped_at_different_rounds_and_levels_are_forecast_at_their_own():
+    """A sequential run stops where its budget lets it: the chances are those of the record's
+    mix of (rounds, level), not of its median run."""
+    from dataclasses import replace
+
+    from bench.repeat import at_runs
+    from bench.repeat_forecast import mixed_chances
+
+    runs = simulated_runs(math.log(1.75), 0.03, 0.0, 8, 10, seed=9)
+    runs[:4] = [replace(r, n=5, confidence=0.982, per_round=r.per_round[:5]) for r in runs[:4]]
+    s = spread(runs)
+    assert s is not None and s.mix == ((8, 0.95, 0.6), (5, 0.982, 0.4))
+    expected = {}
+    for n, level, share in s.mix:
+        for word, p in verdict_chances(s, n, 2.0, 0.2, 0.1, confidence=level).items():
+            expected[word] = expected.get(word, 0.0) + share * p
+    got = forecast(runs, 2.0, 0.2, 0.1)
+    assert got is not None and got.chances == pytest.approx(expected)
+    assert list(got.chances.values()) == sorted(got.chances.values(), reverse=True)
+    at_median = verdict_chances(s, s.n, 2.0, 0.2, 0.1, confidence=s.confidence)
+    assert got.chances["holds"] < at_median["holds"] - 0.1  # the 5-round runs at 98.2% decide less
+    assert at_runs(s) == "n = 5-8 at 95.0%-98.2%"
+    assert at_runs(replace(s, mix=((6, 0.95, 1.0),))) == "n = 6"
+    # A run of one round has no interval: inconclusive, in its share.
+    one = replace(s, mix=((1, 0.95, 0.5), (8, 0.95, 0.5)))
+    assert mixed_chances(one, 2.0, 0.2, 0.1)["inconclusive"] >= 0.5
