@@ -27,6 +27,29 @@ from bench.roles import ROOT, OnJob, Role, failure, job_payload, role_job, tagge
 from diffusion.presets import Preset
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux's ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, resolved here, in the parent, so that the
+    child runs only the call between fork and exec; None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    set_pdeathsig, kill = 1, int(signal.SIGKILL)  # PR_SET_PDEATHSIG, from <linux/prctl.h>
+    return lambda: prctl(set_pdeathsig, kill)
+
+
+# A worker dies with the process that started it. A frozen worker (SIGSTOP) acts on no SIGTERM
+# until it is thawed, and in a session of its own it gets no terminal's signals: when a run of
+# the main job was killed, 7 of them stayed stopped for good, each holding ~1-2 GB. (The signal
+# fires when the thread that started the worker ends: rounds start theirs from the thread that
+# runs the round, which outlives them.)
+DIE_WITH_PARENT = _parent_death_signal()
+
+
 class WorkerFailed(Exception):
     """A turn-taking worker died, stopped answering, or answered something else."""
 
@@ -56,6 +79,7 @@ class TurnWorker:
                 cwd=root,
                 # Its own process group, so that freezing it stops every process it started.
                 start_new_session=True,
+                preexec_fn=DIE_WITH_PARENT,
             )
         except OSError:
             self._stderr.close()

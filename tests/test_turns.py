@@ -7,7 +7,10 @@ real worker processes that speak the turn protocol (bench/worker.py's) around su
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -153,6 +156,61 @@ def test_a_frozen_worker_is_stopped_and_a_closed_one_leaves_no_process(banking_t
     worker.freeze()
     worker.close()  # SIGKILL reaches a stopped group too
     assert worker.proc.returncode == -signal.SIGKILL
+
+
+# The process that starts a worker, then dies of SIGKILL (no cleanup of its own runs) while the
+# worker is frozen: as when a run of the main job is killed.
+ORPHANING_PARENT = """
+import os, signal, sys
+from pathlib import Path
+import bench.turns
+from bench.measure import Job
+from diffusion.paths import NEU
+from diffusion.presets import get_preset
+
+if sys.argv[2] == "without":
+    bench.turns.DIE_WITH_PARENT = None  # the workers as they were before
+worker = bench.turns.TurnWorker(Job(NEU, get_preset("tiny"), phases=("train",)), Path(sys.argv[1]), timeout=30)
+assert worker.ask(None)["ready"] is True
+worker.freeze()
+print(worker.proc.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc ("T" stopped), or "gone" (a reaped or zombie process)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+    return "gone" if state in ("Z", "X") else state
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from Linux's /proc")
+@pytest.mark.parametrize("kind", ["with", "without"])
+def test_a_frozen_worker_dies_with_the_process_that_started_it_and_without_the_signal_would_stay(banking_tree, kind):
+    import bench.turns
+    from tests.conftest import ROOT
+
+    if kind == "with" and bench.turns.DIE_WITH_PARENT is None:
+        pytest.fail("bench.turns found no prctl on Linux")
+    parent = subprocess.run(
+        [sys.executable, "-c", ORPHANING_PARENT, str(banking_tree.root), kind],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    pid = int(parent.stdout.split()[0])
+    try:
+        for _ in range(100):  # up to 5 s for the kernel's signal and init's reaping
+            if process_state(pid) == "gone":
+                break
+            time.sleep(0.05)
+        assert process_state(pid) == ("gone" if kind == "with" else "T")
+    finally:
+        if process_state(pid) != "gone":
+            os.killpg(pid, signal.SIGKILL)
 
 
 class Slow(Recorder):
