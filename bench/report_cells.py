@@ -76,7 +76,7 @@ def stop_line(row: dict[str, Any]) -> str | None:
     if not row.get("stop"):
         return None
     level = row.get("confidence")
-    at = f"; interval at {level:.2%}, the look's level (95% over the looks)" if level and level != 0.95 else ""
+    at = f"; interval at {level:.2%}, a look's level (95% over the looks)" if level and level != 0.95 else ""
     timed, run = row.get("rounds"), row.get("n")
     # The run's rounds include the whole-process memory rounds, whose timings the intervals drop.
     count = f"n = {run} rounds" if timed in (None, run) else f"n = {timed} timed of {run} rounds"

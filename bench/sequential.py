@@ -4,14 +4,22 @@ every watched claim is decided, and keep the interval's coverage despite the loo
 The rule is group-sequential alpha spending by the union bound (Bonferroni over looks). A
 ``Schedule`` fixes, before any round is run, the looks ``n_1 < ... < n_K`` (rounds done) and
 an alpha per look with ``alpha_1 + ... + alpha_K <= 0.05``. At look k each claim is judged on
-its Student-t interval at ``1 - alpha_k`` (``bench.stats.interval_of``); the run may stop only
-at a look. Whatever the stopping time, the reported interval is one of the K intervals, so
+its Student-t interval at ``1 - alpha_k`` (``bench.stats.interval_of``); the run stops at a
+look, or between looks when the budget holds no further round. Let B be the last round the
+budget holds (a function of the rounds' durations). The interval that stands for look k is the
+one after ``min(n_k, B)`` rounds at ``1 - alpha_k``: a run stopped between looks reports the
+next look's, at that look's level. Whatever the stopping time, the reported interval is one of
+these K, so
 
     P(it misses the truth) <= P(some look's interval misses) <= sum_k alpha_k <= 0.05,
 
 for every claim and any rule that picks the look (decided, a budget, the maximum). The bound
 needs no model of how the looks correlate: it is exact with a t-interval, whose coverage at
-each fixed n is exact under normal log-ratios, and conservative by the looks' overlap.
+each fixed n is exact under normal log-ratios, and conservative by the looks' overlap. It takes
+B, like the looks (``fitted``), to depend on durations and not on the ratios. That holds only
+roughly: a round's length includes each role's validation pass and steps, so a slow round of
+ALT both lengthens the round and moves the V ratios; the simulation in tests/test_sequential.py
+draws the two independently, and also with a planted correlation between them.
 
 Why not a confidence sequence (the ``confseq`` package, anytime-valid at every round):
 - A few looks are enough. Rounds cost minutes at ``seed``; a rule that could stop after any
@@ -136,6 +144,19 @@ class Schedule:
         weights = np.array(at, float) if spend == "rounds" else np.ones(len(at))
         return cls(at, tuple(float(w) for w in alpha * weights / weights.sum()))
 
+    @classmethod
+    def fitted(cls, max_rounds: int, round_s: float, budget_s: float) -> Schedule:
+        """The default schedule for the rounds a budget holds at ``round_s`` a round, at most
+        ``max_rounds`` (and at least ``MIN_ROUNDS``): what the speed suite fixes after its first
+        round (bench/speed.py, ``Sequential``), and the coverage simulation with it.
+
+        Raises:
+            ValueError: ``round_s`` not positive, or as ``spending``.
+        """
+        if not round_s > 0:
+            raise ValueError(f"`round_s` must be positive, but got {round_s=}.")
+        return cls.spending(max(MIN_ROUNDS, min(max_rounds, int(budget_s // round_s))))
+
     @property
     def max_rounds(self) -> int:
         return self.looks[-1]
@@ -176,14 +197,16 @@ class Decision:
     """What the rule says after ``n`` rounds.
 
     Attributes:
-        stop: True to stop now (only ever at a look).
+        stop: True to stop now: at a look, or between looks when the budget holds no
+            further round.
         reason: ``decided``, ``max rounds`` or ``budget`` when stopping; "" when going on.
         n: rounds done.
-        confidence: the look's level, at which ``intervals`` are; None between looks.
-        intervals: each watched claim's interval at this look (empty between looks, and for a
-            claim with no ratio yet).
-        verdicts: each watched claim's verdict at this look (empty between looks).
-        undecided: the watched claims without a settling verdict at this look.
+        confidence: the level ``intervals`` are at: the look's, or for a budget's stop between
+            looks the next look's; None when going on between looks.
+        intervals: each watched claim's interval at that level (empty when going on between
+            looks, and for a claim with no ratio yet).
+        verdicts: each watched claim's verdict at that level (empty when going on between looks).
+        undecided: the watched claims without a settling verdict at that level.
         detail: one clause for the record ("every claim decided at look 2 of 4").
     """
 
@@ -237,9 +260,10 @@ def decide(
     interval takes that look's place in the union bound, so the coverage holds (below
     ``MIN_ROUNDS`` rounds every row is inconclusive anyway). So a run whose next look lies past
     its budget (rounds slower than the looks were fixed for: ALT on a GPU, or a first round
-    faster than the rest) spends the budget on rounds judged at that look's level rather than
-    stopping at this look: on a 2-CPU EPYC VM a run of the main job stopped that way at round
-    5 of the 8 its budget held, judged at 98.2%, with 286 of its 668 s for rounds unspent.
+    faster than the rest) spends the budget on rounds judged at that look's level. (The rule
+    before 2026-12-04 stopped at this look instead: on a 2-CPU EPYC VM it ended a run of the
+    main job at round 5 of the 8 its budget held, judged at 98.2%, 286 of its 668 s for rounds
+    unspent.)
 
     Args:
         schedule: the looks and their alphas, fixed before the first round.

@@ -159,11 +159,15 @@ class Sequential:
         self.schedule: Schedule | None = None
         self.decision: Decision | None = None
 
-    def fix(self, rounds: int) -> Schedule:
+    def fix(self, round_s: float | None, budget_s: float | None) -> Schedule:
+        """The schedule, fixed at the first call: for the rounds the budget holds at ``round_s``
+        (``Schedule.fitted``), or for ``max_rounds`` without a budget."""
         from bench.sequential import MIN_ROUNDS, Schedule
 
-        if self.schedule is None:
-            self.schedule = Schedule.spending(max(MIN_ROUNDS, min(self.max_rounds, rounds)))
+        if self.schedule is None and round_s is not None and budget_s is not None:
+            self.schedule = Schedule.fitted(self.max_rounds, round_s, budget_s)
+        elif self.schedule is None:
+            self.schedule = Schedule.spending(max(MIN_ROUNDS, self.max_rounds))
         return self.schedule
 
     def judge(
@@ -181,7 +185,7 @@ class Sequential:
 
         n = rounds_done(records)
         timed = elapsed_s is not None and budget_s is not None and elapsed_s > 0
-        schedule = self.fix(int(budget_s // (elapsed_s / n)) if timed else self.max_rounds)
+        schedule = self.fix(elapsed_s / n if timed else None, budget_s if timed else None)
         budget = {"elapsed_s": elapsed_s, "budget_s": budget_s} if timed else {}
         decision = decide(schedule, n, watched_ratios(self.watched, records, self.roles), self.watched, **budget)
         if decision.reason == MAX_ROUNDS_STOP and schedule.max_rounds < self.max_rounds:

@@ -128,9 +128,6 @@ def test_a_next_look_past_the_budget_goes_on_while_another_round_fits_and_stops_
     decision = decide(SCHEDULE, 5, ratios, CLAIMS, elapsed_s=500, budget_s=599)
     assert decision.stop and decision.reason == BUDGET_STOP and decision.confidence == SCHEDULE.confidence(5)
     assert "another round (~100 s) would end past the budget (599 s)" in decision.detail
-    ratios = {"T1": steady(12.0, 8), "T3": steady(1.8, 8, 0.2)}
-    decision = decide(SCHEDULE, 8, ratios, CLAIMS, elapsed_s=800, budget_s=850)
-    assert decision.stop and decision.reason == BUDGET_STOP and decision.confidence == SCHEDULE.confidence(9)
 
 
 def test_a_budget_that_another_round_would_pass_stops_between_looks_at_the_next_looks_level():
@@ -173,15 +170,27 @@ class Simulated:
     covered: np.ndarray  # (experiments, claims): the reported interval holds the truth
     on_edge: np.ndarray  # (experiments, claims): the truth sits on an edge of the band
     stopped_at: np.ndarray  # rounds run
+    between: np.ndarray  # stopped between two looks of its schedule (by the budget)
     reasons: tuple[str, ...]
 
 
 @cache
 def simulate(
-    schedule: Schedule, experiments: int = 4000, seed: int = 18, *, jitter: float = 0.0, budgets: tuple = (6, 20)
+    schedule: Schedule,
+    experiments: int = 4000,
+    seed: int = 18,
+    *,
+    jitter: float = 0.0,
+    budgets: tuple = (6, 20),
+    tied: float = 0.0,
+    fit: bool = True,
 ) -> Simulated:
     """``jitter``: the sd of a round's log duration (0: every round takes 1 s); ``budgets``: the
-    range of the budgets of the third of runs that have one."""
+    range of the budgets of the third of runs that have one, whose schedule is then fixed after
+    round 1 from the rounds the budget holds (``Schedule.fitted``, as bench/speed.py fixes it;
+    ``schedule`` is the maximum's); ``tied``: the correlation of a round's log duration with
+    claim C0's log ratio in that round (a slow round of one role moves both); ``fit=False``
+    keeps ``schedule`` for every run (a hand-made one)."""
     rng = np.random.default_rng(seed)
     k = len(SIM_CLAIMED)
     kind = rng.choice(3, size=(experiments, k), p=(0.2, 0.2, 0.6))  # inside, just outside, far
@@ -193,29 +202,36 @@ def simulate(
     on_edge = np.zeros((experiments, k), bool)
     on_edge[has_edge, edge_at[has_edge]] = True
     truth = np.exp(np.log(SIM_CLAIMED) + offset)
-    ratios = truth[:, :, None] * np.exp(
-        np.array(SIM_SD)[None, :, None] * rng.standard_normal((experiments, k, schedule.max_rounds))
-    )
+    noise = rng.standard_normal((experiments, k, schedule.max_rounds))
+    ratios = truth[:, :, None] * np.exp(np.array(SIM_SD)[None, :, None] * noise)
     budget_of = np.where(rng.random(experiments) < 1 / 3, rng.uniform(*budgets, experiments), np.nan)
-    elapsed = np.cumsum(np.exp(jitter * rng.standard_normal((experiments, schedule.max_rounds))), axis=1)
+    own = rng.standard_normal((experiments, schedule.max_rounds))
+    elapsed = np.cumsum(np.exp(jitter * (tied * noise[:, 0, :] + np.sqrt(1 - tied**2) * own)), axis=1)
 
     covered = np.zeros((experiments, k), bool)
     stopped_at = np.zeros(experiments, int)
+    between = np.zeros(experiments, bool)
     reasons = []
     ids = list(SIM_CLAIMS)
     for e in range(experiments):
         budget = None if np.isnan(budget_of[e]) else float(budget_of[e])
-        for n in range(1, schedule.max_rounds + 1):
+        fixed = (
+            schedule
+            if budget is None or not fit
+            else Schedule.fitted(schedule.max_rounds, float(elapsed[e, 0]), budget)
+        )
+        for n in range(1, fixed.max_rounds + 1):
             got = {c: ratios[e, j, :n] for j, c in enumerate(ids)}
-            decision = decide(schedule, n, got, SIM_CLAIMS, elapsed_s=float(elapsed[e, n - 1]), budget_s=budget)
+            decision = decide(fixed, n, got, SIM_CLAIMS, elapsed_s=float(elapsed[e, n - 1]), budget_s=budget)
             if decision.stop:
                 break
         stopped_at[e] = decision.n
+        between[e] = not fixed.is_look(decision.n)
         reasons.append(decision.reason)
         for j, c in enumerate(ids):
             interval = decision.intervals[c]
             covered[e, j] = interval.low <= truth[e, j] <= interval.high
-    return Simulated(covered, on_edge, stopped_at, tuple(reasons))
+    return Simulated(covered, on_edge, stopped_at, between, tuple(reasons))
 
 
 DEFAULT = Schedule.spending(16)
@@ -225,11 +241,32 @@ def test_rounds_of_uneven_length_and_tight_budgets_stop_between_looks_and_keep_t
     """The budget's stop between looks (a round would end past it) is judged at the next look's
     level; with rounds of uneven length (sd 0.5 in log) and budgets of 2-16 s it happens often."""
     sim = simulate(DEFAULT, 3000, seed=7, jitter=0.5, budgets=(2, 16))
-    between = np.array([n not in DEFAULT.looks for n in sim.stopped_at])
+    between = sim.between
     assert between.mean() > 0.1, between.mean()  # the stop under test really happens
     assert sim.covered.mean(axis=0).min() >= 0.93, sim.covered.mean(axis=0)
     decided = sim.stopped_at[between] >= 3
     assert sim.covered[between][decided].mean() >= 0.93
+
+
+def test_rounds_whose_length_moves_with_a_claims_ratio_keep_the_coverage():
+    """A slow round of one role lengthens the round and moves that claim's ratio, so the budget's
+    stop depends a little on the ratios: planted here at a correlation of 0.5."""
+    sim = simulate(DEFAULT, 3000, seed=11, jitter=0.5, budgets=(2, 16), tied=0.5)
+    assert sim.between.mean() > 0.1, sim.between.mean()
+    assert sim.covered.mean(axis=0).min() >= 0.93, sim.covered.mean(axis=0)
+    assert sim.covered[sim.on_edge[:, 0], 0].mean() >= 0.93
+
+
+def test_a_run_that_goes_on_past_a_look_stops_at_the_last_look_it_reaches_and_never_runs_past_it():
+    """The loop's view: rounds of 100 s and a budget that holds exactly 12 (looks 5, 9, 12)."""
+    stops = []
+    for n in range(1, 13):
+        ratios = {"T1": steady(12.0, n), "T3": steady(1.8, n, 0.2)}  # T3 stays open
+        decision = decide(SCHEDULE, n, ratios, CLAIMS, elapsed_s=100.0 * n, budget_s=1200)
+        stops.append(decision.stop)
+        if decision.stop:
+            break
+    assert stops == [False] * 11 + [True] and decision.reason == MAX_ROUNDS_STOP
 
 
 def test_the_rule_keeps_93_percent_coverage_for_every_claim_at_its_stopping_time():
@@ -237,9 +274,11 @@ def test_the_rule_keeps_93_percent_coverage_for_every_claim_at_its_stopping_time
     assert sim.covered.mean(axis=0).min() >= 0.93
     for j in range(len(SIM_CLAIMED)):  # and where peeking pays most: on an edge
         assert sim.covered[sim.on_edge[:, j], j].mean() >= 0.93
-    # Early stops really happen, for all three reasons.
+    # Early stops really happen. With rounds of even length a budget's fitted schedule ends
+    # where the budget does (bench/speed.py says "budget" for that last look); the budget's own
+    # stops come with uneven rounds (the tests above).
     assert np.mean(sim.stopped_at < DEFAULT.max_rounds) > 0.3
-    assert {DECIDED_STOP, MAX_ROUNDS_STOP, BUDGET_STOP} <= set(sim.reasons)
+    assert {DECIDED_STOP, MAX_ROUNDS_STOP} <= set(sim.reasons)
 
 
 def test_the_rule_keeps_its_coverage_with_a_short_maximum_too():
@@ -250,6 +289,6 @@ def test_the_rule_keeps_its_coverage_with_a_short_maximum_too():
 
 def test_naive_peeking_at_95_percent_at_every_look_under_covers_so_the_test_can_fail():
     naive = Schedule(DEFAULT.looks, (0.05,) * len(DEFAULT.looks))
-    sim = simulate(naive)
+    sim = simulate(naive, fit=False)
     assert sim.covered[sim.on_edge].mean() < 0.92
     assert simulate(DEFAULT).covered[simulate(DEFAULT).on_edge].mean() > sim.covered[sim.on_edge].mean() + 0.03
