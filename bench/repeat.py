@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.repeat_analysis import (
     TARGET_FAMILIES,
@@ -35,6 +35,9 @@ from diffusion.errors import ConfigError
 from diffusion.files import write_json_atomic, write_text_atomic
 from diffusion.outputs import check_outputs, check_readable_file
 from diffusion.shapes import check
+
+if TYPE_CHECKING:
+    from bench.repeat_forecast import Spread
 
 SCHEMA = "pmt-bench/repeat/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,12 +121,17 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def at_runs(s: Any) -> str:
-    """Where a forecast's chances are: "n = 6", or the runs' range of rounds and levels."""
+def at_runs(s: Spread) -> str:
+    """Where a forecast's chances are: "n = 6", or the runs' range of rounds, and their levels
+    when any is not 95%."""
+    from bench.stats import CONFIDENCE  # here, not at the top: bench.stats loads SciPy
+
     rounds = sorted({n for n, _, _ in s.mix} or {s.n})
-    levels = sorted({level for _, level, _ in s.mix} or {s.confidence})
+    levels = sorted({f"{level:.1%}" for _, level, _ in s.mix} or {f"{s.confidence:.1%}"}, key=lambda t: float(t[:-1]))
     n = f"n = {rounds[0]}" if len(rounds) == 1 else f"n = {rounds[0]}-{rounds[-1]}"
-    return n if len(levels) == 1 else f"{n} at {levels[0]:.1%}-{levels[-1]:.1%}"
+    if levels == [f"{CONFIDENCE:.1%}"]:
+        return n
+    return f"{n} at {levels[0]}" if len(levels) == 1 else f"{n} at {levels[0]}-{levels[-1]}"
 
 
 def forecast_lines(record: dict[str, Any]) -> list[str]:
@@ -147,6 +155,12 @@ def forecast_lines(record: dict[str, Any]) -> list[str]:
         "| rounds to repeat |",
         "|---|---|---|---|---|---|---|",
     ]
+    decided = sum(1 for r in record["runs"] if (r.get("stop") or "").startswith("decided"))
+    if decided:  # their rounds depend on their verdicts, which a fixed-n mix does not model
+        lines[1] += (
+            f" {decided} of the {len(record['runs'])} runs stopped with every claim decided: the chances count"
+            " each at its rounds and level as a fixed-n run, which understates how often such runs decide."
+        )
     for cid, f in found.items():
         s = f.spread
         chances = ", ".join(f"{word} {p:.0%}" for word, p in f.chances.items() if p >= 0.005)

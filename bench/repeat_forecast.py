@@ -17,7 +17,11 @@ and then simulates runs of ``n`` rounds under that normal model: a run's log est
 (independent of the mean, as for normal rounds), its interval the Student-t interval that
 ``bench.stats.interval_of`` builds, judged by ``bench.stats.verdict``. The chances "at n" are
 for a run like the record's: at the rounds and level of each of its runs, in their shares
-(a sequential run's rounds and level depend on where its budget stopped it).
+(a sequential run's rounds and level depend on where its budget stopped it). That is right
+for runs stopped by the budget or the maximum, whose rounds depend on durations; a run stopped
+because every claim was decided at an early look decided them for sure, and the mix, taking
+it as a fixed-n run at its rounds and level, understates such runs' decided chances (the
+table says how many runs stopped so).
 
 Each figure is computed, not measured, and as uncertain as the estimates behind it, which the
 simulation takes as true (a plug-in): from 10 runs, ``run_sd`` has 9 degrees of freedom, and a

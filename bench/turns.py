@@ -35,18 +35,26 @@ def _parent_death_signal() -> Callable[[], None] | None:
     import ctypes
 
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None).prctl
     except (OSError, AttributeError):
         return None
-    set_pdeathsig, kill = 1, int(signal.SIGKILL)  # PR_SET_PDEATHSIG, from <linux/prctl.h>
-    return lambda: prctl(set_pdeathsig, kill)
+    set_pdeathsig, kill = 1, ctypes.c_ulong(signal.SIGKILL)  # PR_SET_PDEATHSIG, <linux/prctl.h>
+
+    def die_with_parent() -> None:
+        # A failing call (-1) leaves the worker as it was without: nothing to report from here.
+        prctl(set_pdeathsig, kill)
+
+    return die_with_parent
 
 
 # A worker dies with the process that started it. A frozen worker (SIGSTOP) acts on no SIGTERM
 # until it is thawed, and in a session of its own it gets no terminal's signals: when a run of
-# the main job was killed, 7 of them stayed stopped for good, each holding ~1-2 GB. (The signal
+# the main job was killed, 7 of them stayed stopped for good, each holding ~1-2 GB. The signal
 # fires when the thread that started the worker ends: rounds start theirs from the thread that
-# runs the round, which outlives them.)
+# runs the round, which closes them before it returns. It is not inherited: a process that a
+# worker starts (none today) would need its own. A preexec_fn makes each start a full fork (no
+# vfork) and runs in the child after CPython's after-fork reset; the one ctypes call takes no
+# lock that the parent's other threads (watchdog timers, a progress bar's refresh) might hold.
 DIE_WITH_PARENT = _parent_death_signal()
 
 
@@ -61,6 +69,9 @@ class TurnWorker:
         job: what it measures.
         root: the code tree it runs from.
         timeout: seconds any one answer may take (set-up included); then it is killed.
+
+    The worker dies with the thread that creates it (``DIE_WITH_PARENT``): create it from a
+    thread that outlives it.
     """
 
     def __init__(self, job: Job, root: Path = ROOT, *, timeout: float = 600) -> None:
@@ -81,7 +92,7 @@ class TurnWorker:
                 start_new_session=True,
                 preexec_fn=DIE_WITH_PARENT,
             )
-        except OSError:
+        except (OSError, subprocess.SubprocessError):  # SubprocessError: a failing preexec_fn
             self._stderr.close()
             raise
 

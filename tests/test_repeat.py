@@ -234,3 +234,17 @@ def test_markdown_forecasts_each_claims_repeat_chance_from_the_kept_rounds():
     assert float(cells[2]) == pytest.approx(0.033, abs=0.01)
     assert "inconclusive" in cells[4] and "holds" in cells[4]  # a coin flip at 6 rounds
     assert int(cells[5].rstrip("%")) < 50
+    # Every run stopped with every claim decided: the table says its fixed-n chances understate them.
+    assert "10 of the 10 runs stopped with every claim decided" in text
+
+
+def test_a_forecast_says_where_its_chances_are_rounds_and_levels():
+    from bench.repeat import at_runs
+    from bench.repeat_forecast import Spread
+
+    s = Spread(0.5, 0.03, 0.0, runs=10, n=8, mix=((8, 0.95, 0.6), (5, 0.982, 0.4)))
+    assert at_runs(s) == "n = 5-8 at 95.0%-98.2%"
+    assert at_runs(Spread(0.5, 0.03, 0.0, runs=10, n=6, mix=((6, 0.95, 1.0),))) == "n = 6"
+    assert at_runs(Spread(0.5, 0.03, 0.0, runs=10, n=6, confidence=0.99)) == "n = 6 at 99.0%"
+    # Two levels that print alike are one.
+    assert at_runs(Spread(0.5, 0.03, 0.0, 10, 9, mix=((9, 0.96789, 0.5), (8, 0.96791, 0.5)))) == "n = 8-9 at 96.8%"

@@ -106,27 +106,25 @@ def test_old_rows_back_their_spread_out_of_the_interval_and_single_rounds_give_n
 
 def test_runs_stopped_at_different_rounds_and_levels_are_forecast_at_their_own():
     """A sequential run stops where its budget lets it: the chances are those of the record's
-    mix of (rounds, level), not of its median run."""
+    mix of (rounds, level), each in its share of the runs, not those of its median run."""
     from dataclasses import replace
 
-    from bench.repeat import at_runs
     from bench.repeat_forecast import mixed_chances
 
-    runs = simulated_runs(math.log(1.75), 0.03, 0.0, 8, 10, seed=9)
-    runs[:4] = [replace(r, n=5, confidence=0.982, per_round=r.per_round[:5]) for r in runs[:4]]
-    s = spread(runs)
+    long = simulated_runs(math.log(1.75), 0.03, 0.0, 8, 6, seed=9)
+    short = []
+    for r in simulated_runs(math.log(1.75), 0.03, 0.0, 5, 4, seed=10):
+        iv = interval_of(np.array(r.per_round), 0.982)
+        short.append(RunRow(iv.estimate, iv.low, iv.high, 5, 0.982, r.per_round))
+    s = spread(long + short)
     assert s is not None and s.mix == ((8, 0.95, 0.6), (5, 0.982, 0.4))
-    expected = {}
-    for n, level, share in s.mix:
-        for word, p in verdict_chances(s, n, 2.0, 0.2, 0.1, confidence=level).items():
-            expected[word] = expected.get(word, 0.0) + share * p
-    got = forecast(runs, 2.0, 0.2, 0.1)
-    assert got is not None and got.chances == pytest.approx(expected)
-    assert list(got.chances.values()) == sorted(got.chances.values(), reverse=True)
-    at_median = verdict_chances(s, s.n, 2.0, 0.2, 0.1, confidence=s.confidence)
-    assert got.chances["holds"] < at_median["holds"] - 0.1  # the 5-round runs at 98.2% decide less
-    assert at_runs(s) == "n = 5-8 at 95.0%-98.2%"
-    assert at_runs(replace(s, mix=((6, 0.95, 1.0),))) == "n = 6"
+    got = forecast(long + short, 2.0, 0.2, 0.1)
+    assert got is not None and list(got.chances.values()) == sorted(got.chances.values(), reverse=True)
+    at_8 = verdict_chances(s, 8, 2.0, 0.2, 0.1)
+    at_5 = verdict_chances(s, 5, 2.0, 0.2, 0.1, confidence=0.982)
+    assert at_5["holds"] < at_8["holds"] - 0.2  # 5 rounds at 98.2% decide much less often
+    assert got.chances["holds"] == pytest.approx(0.6 * at_8["holds"] + 0.4 * at_5["holds"])
+    assert sum(got.chances.values()) == pytest.approx(1.0)
     # A run of one round has no interval: inconclusive, in its share.
     one = replace(s, mix=((1, 0.95, 0.5), (8, 0.95, 0.5)))
-    assert mixed_chances(one, 2.0, 0.2, 0.1)["inconclusive"] >= 0.5
+    assert mixed_chances(one, 2.0, 0.2, 0.1)["inconclusive"] == pytest.approx(0.5 + 0.5 * at_8.get("inconclusive", 0))
