@@ -127,17 +127,18 @@ def at_runs(s: Spread) -> str:
     from bench.stats import CONFIDENCE  # here, not at the top: bench.stats loads SciPy
 
     rounds = sorted({n for n, _, _ in s.mix} or {s.n})
-    levels = sorted({f"{level:.1%}" for _, level, _ in s.mix} or {f"{s.confidence:.1%}"}, key=lambda t: float(t[:-1]))
+    levels = sorted({round(level, 3) for _, level, _ in s.mix} or {round(s.confidence, 3)})  # as printed
     n = f"n = {rounds[0]}" if len(rounds) == 1 else f"n = {rounds[0]}-{rounds[-1]}"
-    if levels == [f"{CONFIDENCE:.1%}"]:
+    if levels == [CONFIDENCE]:
         return n
-    return f"{n} at {levels[0]}" if len(levels) == 1 else f"{n} at {levels[0]}-{levels[-1]}"
+    return f"{n} at {levels[0]:.1%}" if len(levels) == 1 else f"{n} at {levels[0]:.1%}-{levels[-1]:.1%}"
 
 
 def forecast_lines(record: dict[str, Any]) -> list[str]:
     """The computed repeat forecast's table (``bench.repeat_analysis.forecasts``); it simulates
     some 10^5 runs per claim, about a second for a record."""
     from bench.repeat_forecast import DRAWS, REPEAT_CHANCE, ROUNDS_TRIED
+    from bench.sequential import DECIDED_STOP
 
     found = forecasts(record)
     if not found:
@@ -155,7 +156,7 @@ def forecast_lines(record: dict[str, Any]) -> list[str]:
         "| rounds to repeat |",
         "|---|---|---|---|---|---|---|",
     ]
-    decided = sum(1 for r in record["runs"] if (r.get("stop") or "").startswith("decided"))
+    decided = sum(1 for r in record["runs"] if (r.get("stop") or "").startswith(DECIDED_STOP))
     if decided:  # their rounds depend on their verdicts, which a fixed-n mix does not model
         lines[1] += (
             f" {decided} of the {len(record['runs'])} runs stopped with every claim decided: the chances count"

@@ -241,6 +241,12 @@ def judge_look(
     return intervals, verdicts
 
 
+def another_round_ends_past(n: int, elapsed_s: float | None, budget_s: float | None) -> bool:
+    """Whether one more round, at this run's mean round time ``elapsed_s / n``, would end past
+    the budget; False without a budget. The one budget test of ``decide``, at a look and between."""
+    return elapsed_s is not None and budget_s is not None and elapsed_s * (n + 1) / n > budget_s
+
+
 def decide(
     schedule: Schedule,
     n: int,
@@ -280,7 +286,7 @@ def decide(
     if not schedule.is_look(n):
         following = schedule.next_look(n)
         assert following is not None  # n is below the last look
-        if elapsed_s is None or budget_s is None or elapsed_s * (n + 1) / n <= budget_s:
+        if not another_round_ends_past(n, elapsed_s, budget_s):
             return Decision(False, "", n)
         confidence = schedule.confidence(following)
         intervals, verdicts = judge_look(ratios, claims, confidence)
@@ -300,14 +306,13 @@ def decide(
         reason, detail = DECIDED_STOP, f"every claim decided at {where}"
     elif n == schedule.max_rounds:
         reason, detail = MAX_ROUNDS_STOP, f"{still} at the last look ({where})"
-    else:
-        reason, detail = "", ""
+    elif another_round_ends_past(n, elapsed_s, budget_s):
         # Only when not even one more round fits: a next look beyond the budget is no reason
         # to stop, as the rounds up to the budget are then judged at that look's level.
-        if elapsed_s is not None and budget_s is not None and elapsed_s * (n + 1) / n > budget_s:
-            reason = BUDGET_STOP
-            detail = (
-                f"{still} at {where}; another round (~{elapsed_s / n:.0f} s) would end past the budget "
-                f"({budget_s:.0f} s)"
-            )
+        reason = BUDGET_STOP
+        detail = (
+            f"{still} at {where}; another round (~{elapsed_s / n:.0f} s) would end past the budget ({budget_s:.0f} s)"
+        )
+    else:
+        reason, detail = "", ""
     return Decision(bool(reason), reason, n, confidence, intervals, verdicts, undecided, detail)
